@@ -1,0 +1,20 @@
+"""Apps zapflow can use: each sub-package is one app; this package holds the contract they share.
+
+``connectors/<app>/`` holds everything about one app (connection, triggers, actions, and for
+CINNOX its client and sandbox). The engine in ``flows/`` finds apps through ``registry``.
+"""
+
+from connectors._contract import Action, ActionContext, App, Trigger, TriggerKind
+from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "App",
+    "AuthError",
+    "ConnectorError",
+    "PermanentError",
+    "RetryableError",
+    "Trigger",
+    "TriggerKind",
+]

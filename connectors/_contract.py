@@ -1,0 +1,161 @@
+"""How an app declares itself to zapflow.
+
+An app is mostly a declaration: a connection model (its credentials), triggers (a payload model
+and sample payloads) and actions (an input model, an output model and one async function).
+Models are the single source of truth: they validate zap files at load time, check rendered
+inputs at run time, produce the JSON Schema editors use and the generated reference docs.
+
+    app = App("builtin", title="Built-in tools")
+
+    @app.action("lookup", title="Lookup table")
+    async def lookup(input: LookupInput, ctx: ActionContext) -> LookupOutput:
+        ...
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel
+
+TriggerKind = Literal["webhook", "polling", "schedule"]
+
+
+@dataclass
+class ActionContext:
+    """What an action knows about the run it is part of.
+
+    ``idempotency_key`` is stable for one (event, zap, step): an app that supports idempotent
+    requests should send it, so a retried or replayed step does not act twice.
+    ``dry_run`` is set by ``zapflow test``: actions that would wait (delays) return at once.
+    """
+
+    zap_id: str
+    step_id: str
+    run_id: str
+    event_id: str
+    connection: Any = None
+    dry_run: bool = False
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("zapflow.action"))
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.event_id}:{self.zap_id}:{self.step_id}"
+
+
+ActionFunction = Callable[[Any, ActionContext], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a zap step can do in an app."""
+
+    app: str
+    name: str
+    title: str
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    run: ActionFunction
+    side_effects: bool = True
+    """False for pure actions (formatters, lookups): ``--dry-run`` runs them for real."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One kind of event an app starts zaps with."""
+
+    app: str
+    name: str
+    title: str
+    description: str
+    payload_model: type[BaseModel]
+    samples: tuple[dict[str, Any], ...]
+    kind: TriggerKind = "webhook"
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}.{self.name}"
+
+
+class App:
+    """An app's declaration: its connection, triggers and actions."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        title: str,
+        description: str = "",
+        connection: type[BaseModel] | None = None,
+    ) -> None:
+        self.name = name
+        self.title = title
+        self.description = description
+        self.connection = connection
+        self.triggers: dict[str, Trigger] = {}
+        self.actions: dict[str, Action] = {}
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, triggers={len(self.triggers)}, actions={len(self.actions)})"
+
+    def action(
+        self, name: str, *, title: str, description: str | None = None, side_effects: bool = True
+    ) -> Callable[[ActionFunction], ActionFunction]:
+        """Declare an action; its input and output models come from the function's annotations."""
+
+        def register(fn: ActionFunction) -> ActionFunction:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"action {self.name}.{name} must be an async function")
+            hints = get_type_hints(fn)
+            params = list(inspect.signature(fn).parameters)
+            input_model, output_model = hints.get(params[0]), hints.get("return")
+            for role, model in (("input", input_model), ("output", output_model)):
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise TypeError(f"action {self.name}.{name}: {role} must be a pydantic model")
+            self._add(
+                self.actions,
+                Action(
+                    app=self.name,
+                    name=name,
+                    title=title,
+                    description=description or inspect.getdoc(fn) or "",
+                    input_model=input_model,
+                    output_model=output_model,
+                    run=fn,
+                    side_effects=side_effects,
+                ),
+            )
+            return fn
+
+        return register
+
+    def trigger(
+        self,
+        name: str,
+        *,
+        title: str,
+        payload: type[BaseModel],
+        samples: list[dict[str, Any]],
+        description: str = "",
+        kind: TriggerKind = "webhook",
+    ) -> Trigger:
+        """Declare a trigger; every sample must validate against the payload model."""
+        for sample in samples:
+            payload.model_validate(sample)
+        trigger = Trigger(self.name, name, title, description, payload, tuple(samples), kind)
+        self._add(self.triggers, trigger)
+        return trigger
+
+    def _add(self, table: dict[str, Any], item: Action | Trigger) -> None:
+        if item.name in table:
+            raise ValueError(f"{self.name}: {item.name!r} is declared twice")
+        table[item.name] = item

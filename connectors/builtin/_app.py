@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from connectors._contract import App
+
+app = App(
+    "builtin",
+    title="Built-in tools",
+    description="Formatter, delay and lookup table: the tools every zap can use, no connection needed.",
+)

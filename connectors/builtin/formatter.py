@@ -1,0 +1,1 @@
+"""Formatter: text, number and date/time conversions (being written)."""

@@ -1,0 +1,67 @@
+"""Discovery of installed apps through the ``zapflow.apps`` entry-point group.
+
+Every app, built-in ones included, is found the same way, so an outside package adds an app by
+declaring ``[project.entry-points."zapflow.apps"] myapp = "my_package:app"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib.metadata import entry_points
+
+from connectors._contract import Action, App, Trigger
+
+ENTRY_POINT_GROUP = "zapflow.apps"
+
+
+@cache
+def apps() -> dict[str, App]:
+    """All installed apps by name, loaded once per process."""
+    found: dict[str, App] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        app = ep.load()
+        if not isinstance(app, App):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a connectors.App")
+        if app.name in found:
+            raise ValueError(f"two installed packages declare the app {app.name!r}")
+        found[app.name] = app
+    return dict(sorted(found.items()))
+
+
+def suggest(word: str, choices: list[str] | set[str]) -> str:
+    """A "did you mean" hint for a mistyped name, or "" when nothing is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class UnknownName(LookupError):
+    """An app, trigger or action name that no installed app declares."""
+
+
+def app(name: str) -> App:
+    known = apps()
+    if name not in known:
+        raise UnknownName(f"unknown app {name!r}{suggest(name, set(known))}; "
+                          f"installed apps: {', '.join(known)}")
+    return known[name]
+
+
+def action(key: str) -> Action:
+    """The action for ``app.action_name``."""
+    app_name, _, name = key.partition(".")
+    owner = app(app_name)
+    if name not in owner.actions:
+        raise UnknownName(f"app {app_name!r} has no action {name!r}"
+                          f"{suggest(name, set(owner.actions))}; "
+                          f"its actions: {', '.join(sorted(owner.actions))}")
+    return owner.actions[name]
+
+
+def trigger(app_name: str, event: str) -> Trigger:
+    owner = app(app_name)
+    if event not in owner.triggers:
+        allowed = ", ".join(sorted(owner.triggers)) or "none"
+        raise UnknownName(f"app {app_name!r} has no trigger {event!r}"
+                          f"{suggest(event, set(owner.triggers))}; its triggers: {allowed}")
+    return owner.triggers[event]

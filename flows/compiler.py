@@ -1,0 +1,149 @@
+"""A zap as a Prefect flow: one flow run per zap run, one task run per step.
+
+``run_zap`` is the one importable flow (deployments point at it: ``flows/compiler.py:run_zap``);
+``compile_zap`` gives the same flow named after a zap. Each step runs as a task named after its
+step id, with the step's retries (exponential backoff with jitter) and timeout; permanent errors
+(bad input, a refused request, rejected credentials) are not retried. A zap whose filter does
+not hold ends in the state "Filtered" (a kind of Completed), not Failed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from prefect import Flow, Task, flow, get_run_logger, tags, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
+from prefect.states import Completed
+
+from connectors._contract import ActionContext
+from flows.errors import ZapError, is_retryable
+from flows.model import ActionStep, StepPolicy, Zap, effective_policy
+from flows.runtime import Event, RunOutcome, Skipped, ZapRun, run_step
+
+ZAPFLOW_TAG = "zapflow"
+FILTERED = "Filtered"
+SKIPPED = "Skipped"
+_LOG_LIMIT = 4000
+
+
+class ZapRunFailed(ZapError):
+    """A zap run ended with a failed step; carries what every step did."""
+
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+def run_tags(zap: Zap) -> list[str]:
+    return [ZAPFLOW_TAG, f"zap:{zap.zap}", f"app:{zap.trigger.app}"]
+
+
+def _retry_allowed(task: Any, task_run: Any, state: State) -> bool:
+    error = state.data if isinstance(state.data, BaseException) else None
+    return error is None or is_retryable(error)
+
+
+def _clip(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= _LOG_LIMIT else text[:_LOG_LIMIT] + "…"
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+async def zap_step(
+    step: ActionStep, context: dict[str, Any], base: dict[str, Any], dry_run: bool = False
+) -> Any:
+    """One zap step: render its input, call its action, return (input, output)."""
+    logger = get_run_logger()
+    result = await run_step(step, context, ActionContext(**base, logger=logger), dry_run=dry_run)
+    if isinstance(result, Skipped):
+        logger.info("skipped: %s", result.reason)
+        return Completed(name=SKIPPED, message=result.reason)
+    logger.info("input: %s", _clip(result[0]))
+    logger.info("output: %s", _clip(result[1]))
+    return result
+
+
+@lru_cache(maxsize=1024)
+def _step_task(step_id: str, policy_json: str) -> Task[..., Any]:
+    policy = StepPolicy.model_validate_json(policy_json)
+    retries = policy.retries or 0
+    delay = policy.retry_delay.total_seconds() if policy.retry_delay else 0.0
+    backoff = policy.retry_backoff or 1.0
+    return zap_step.with_options(
+        name=step_id,
+        task_run_name=step_id,
+        retries=retries,
+        retry_delay_seconds=[round(delay * backoff**i, 3) for i in range(retries)] or 0,
+        retry_jitter_factor=policy.retry_jitter,
+        timeout_seconds=policy.timeout.total_seconds() if policy.timeout else None,
+        retry_condition_fn=_retry_allowed,
+    )
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    event = Event.model_validate(params["event"])
+    return f"{params['zap']['zap']} ← {event.label}"
+
+
+async def _ensure_tags(zap: Zap) -> None:
+    """Deployment runs start with the deployment's tags; add the zap's own for `zapflow runs`."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    wanted = run_tags(zap)
+    if not set(wanted) <= set(ctx.flow_run.tags):
+        merged = sorted(set(ctx.flow_run.tags) | set(wanted))
+        await ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)
+
+
+@flow(name="zap", persist_result=False, flow_run_name=_flow_run_name)
+async def run_zap(zap: dict[str, Any], event: dict[str, Any], dry_run: bool = False) -> Any:
+    """Run a zap (its definition) on one event (``Event``); the deployments' entrypoint."""
+    model = Zap.model_validate(zap)
+    trigger_event = Event.model_validate(event)
+    await _ensure_tags(model)
+    ctx = FlowRunContext.get()
+    run = ZapRun(
+        model, trigger_event, run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
+        dry_run=dry_run,
+    )
+    base = {"zap_id": model.zap, "step_id": "", "run_id": run.run_id, "event_id": trigger_event.id,
+            "dry_run": dry_run}
+
+    async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
+        policy = effective_policy(model, step).model_dump_json()
+        state = await _step_task(step.id, policy)(step, context, base, dry_run, return_state=True)
+        if state.name == SKIPPED:
+            return Skipped(state.message or "")
+        return await state.result()  # raises the step's error if it failed
+
+    outcome = await run.execute(through_task)
+    if outcome.status == "failed":
+        raise ZapRunFailed(outcome)
+    summary = {"status": outcome.status, "message": outcome.message, "steps": outcome.outputs}
+    if outcome.status == "filtered":
+        return Completed(name=FILTERED, message=outcome.message, data=summary)
+    return summary
+
+
+def compile_zap(zap: Zap) -> Flow[..., Any]:
+    """The zap as a Prefect flow named after it."""
+    return run_zap.with_options(name=zap.zap)
+
+
+async def run_with_history(zap: Zap, event: Event, *, dry_run: bool = False) -> State:
+    """Run a zap once as a Prefect flow run, tagged with the zap and its trigger app."""
+    with tags(*run_tags(zap)):
+        return await compile_zap(zap)(
+            zap=zap.model_dump(mode="json", exclude_defaults=True),
+            event=event.model_dump(mode="json"),
+            dry_run=dry_run,
+            return_state=True,
+        )

@@ -1,0 +1,228 @@
+"""The zap language: what a zap file may say, as pydantic models.
+
+These models are the one source of truth for zap files: ``loader`` validates files with them,
+``zapflow schema`` turns them into the JSON Schema editors use, and the runtime reads them.
+What depends on installed apps (does this action exist, does this input fit it) is checked by
+``loader`` on top of these models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------- durations
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*)+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+DURATION_HELP = 'a number of seconds or a duration such as "30s", "5m", "1h30m", "2d", "PT10M"'
+
+
+def parse_duration(value: Any) -> Any:
+    """``90`` / ``"90s"`` / ``"1h30m"`` / ``"2d"`` → timedelta; ISO 8601 is left to pydantic."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HELP}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and _DURATION.match(value):
+        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(value)))
+    if isinstance(value, str) and not value.strip().upper().startswith("P"):
+        raise ValueError(f"{value!r} is not a duration; expected {DURATION_HELP}")
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$|^P"},
+            ],
+            "description": DURATION_HELP,
+        }
+    ),
+]
+
+# --------------------------------------------------------------------------- pieces
+
+STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ZAP_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+Condition = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="A Jinja expression, bare or in {{ }}, e.g. \"trigger.channel == 'WhatsApp'\"",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TriggerSpec(_Strict):
+    """What starts the zap: an app's trigger event, seen through one of its connections."""
+
+    app: str = Field(description="The app, e.g. cinnox")
+    event: str = Field(description="The app's trigger, e.g. missed_enquiry")
+    connection: str | None = Field(None, description="Name of the app connection to use")
+    options: dict[str, Any] = Field(default_factory=dict, description="Trigger settings")
+
+
+class StepPolicy(_Strict):
+    """How a step is retried and how long it may take."""
+
+    retries: int | None = Field(None, ge=0, le=25, description="Retries after a transient failure")
+    retry_delay: Duration | None = Field(None, description="Wait before the first retry")
+    retry_backoff: float | None = Field(
+        None, ge=1, le=10, description="Each further retry waits this many times longer"
+    )
+    retry_jitter: float | None = Field(
+        None, ge=0, le=1, description="Random spread of each wait, as a fraction of it"
+    )
+    timeout: Duration | None = Field(None, description="Longest one attempt may take")
+
+
+DEFAULT_POLICY = StepPolicy(
+    retries=2,
+    retry_delay=timedelta(seconds=2),
+    retry_backoff=2.0,
+    retry_jitter=0.2,
+    timeout=timedelta(seconds=120),
+)
+
+
+class _StepBase(_Strict):
+    id: str = Field(pattern=STEP_ID, description="Unique in the zap; later steps read steps.<id>")
+    description: str = ""
+    when: Condition | None = Field(None, description="Run this step only when this holds")
+
+
+class ActionStep(_StepBase, StepPolicy):
+    """A step that calls one action of an app."""
+
+    action: str = Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$", description="app.action_name")
+    connection: str | None = Field(
+        None, description="Connection to use; defaults to the trigger's when the app is the same"
+    )
+    input: dict[str, Any] = Field(default_factory=dict, description="The action's input fields")
+
+
+class Branch(_Strict):
+    """One branch of a paths step."""
+
+    name: str = Field(pattern=STEP_ID)
+    when: Condition | None = Field(None, description="Run this branch when this holds")
+    fallback: bool = Field(False, description="Run this branch only when no other branch ran")
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fallback_has_no_condition(self) -> Branch:
+        if self.fallback and self.when is not None:
+            raise ValueError("a fallback branch runs when no other branch did; it takes no `when`")
+        return self
+
+
+class PathsStep(_StepBase):
+    """Branches: every branch whose `when` holds runs its own steps, in order."""
+
+    paths: list[Branch] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_fallback(self) -> PathsStep:
+        if sum(b.fallback for b in self.paths) > 1:
+            raise ValueError("at most one branch may be the fallback")
+        names = [b.name for b in self.paths]
+        if len(set(names)) != len(names):
+            raise ValueError(f"branch names must be unique, got {names}")
+        return self
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "paths-step" if "paths" in value else "action-step"
+    return "paths-step" if isinstance(value, PathsStep) else "action-step"
+
+
+Step = Annotated[
+    Annotated[ActionStep, Tag("action-step")] | Annotated[PathsStep, Tag("paths-step")],
+    Discriminator(_step_kind),
+]
+UNION_TAGS = frozenset({"action-step", "paths-step"})
+"""Tags pydantic puts into error locations; not part of the path a user wrote."""
+
+Branch.model_rebuild()
+
+
+class Zap(_Strict):
+    """One zap: when the trigger fires and the filter holds, run the steps."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="zapflow zap", json_schema_extra={"$id": "zapflow-zap"}
+    )
+
+    zap: str = Field(pattern=ZAP_ID, description="The zap's id: lowercase, digits, - and _")
+    description: str = ""
+    enabled: bool = True
+    trigger: TriggerSpec
+    filter: list[Condition] = Field(
+        default_factory=list, description="Every condition must hold, else the run is filtered"
+    )
+    defaults: StepPolicy = Field(
+        default_factory=StepPolicy, description="Retry and timeout policy for every step"
+    )
+    steps: list[Step] = Field(min_length=1)
+
+    def walk(self) -> Iterator[StepScope]:
+        """Every step, depth first, with the path and the steps it may read."""
+        yield from _walk(self.steps, ("steps",), ())
+
+
+@dataclass(frozen=True)
+class StepScope:
+    step: ActionStep | PathsStep
+    path: tuple[str | int, ...]
+    visible: tuple[str, ...]
+    """Ids of steps that have surely run before this one: it may reference exactly these."""
+
+
+def _walk(
+    steps: list[ActionStep | PathsStep], path: tuple[str | int, ...], before: tuple[str, ...]
+) -> Iterator[StepScope]:
+    visible = before
+    for i, step in enumerate(steps):
+        yield StepScope(step, (*path, i), visible)
+        if isinstance(step, PathsStep):
+            for b, branch in enumerate(step.paths):
+                yield from _walk(branch.steps, (*path, i, "paths", b, "steps"), visible)
+        visible = (*visible, step.id)
+
+
+def effective_policy(zap: Zap, step: ActionStep) -> StepPolicy:
+    """The step's own settings, else the zap's defaults, else zapflow's."""
+    merged = DEFAULT_POLICY.model_dump()
+    for layer in (zap.defaults, step):
+        merged.update({k: v for k, v in layer.model_dump(include=set(merged)).items() if v is not None})
+    return StepPolicy(**merged)
+
+
+ZAP_ADAPTER: TypeAdapter[Zap] = TypeAdapter(Zap)

@@ -1,0 +1,218 @@
+"""Running a zap on one event: filter, then steps and paths in order.
+
+This module knows nothing of Prefect. ``ZapRun`` walks the zap and hands each action step to a
+``StepRunner``: ``run_step`` directly (``zapflow test``), or the Prefect task the compiler wraps
+around it (``zapflow run``, deployments), which adds retries, timeouts and run history.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from connectors import registry
+from connectors._contract import ActionContext
+from flows.errors import StepInputError
+from flows.loader import format_path
+from flows.model import ActionStep, PathsStep, Zap
+from flows.templating import evaluate_condition, render_value
+
+
+class Event(BaseModel):
+    """One trigger event: what a zap run starts from."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    app: str
+    trigger: str
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    payload: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.app}.{self.trigger} {self.id[:12]}"
+
+
+StepStatus = Literal["completed", "skipped", "failed", "sampled"]
+
+
+@dataclass
+class StepRecord:
+    """What one step did, for ``zapflow test`` and run summaries."""
+
+    id: str
+    action: str
+    status: StepStatus
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RunOutcome:
+    status: Literal["completed", "filtered", "failed"]
+    steps: list[StepRecord] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return {s.id: s.output for s in self.steps if s.status != "skipped"}
+
+
+@dataclass
+class Skipped:
+    """A step whose ``when`` did not hold."""
+
+    reason: str
+
+
+def trigger_context(zap: Zap, event: Event) -> dict[str, Any]:
+    """The trigger payload as templates see it: validated by the trigger's payload model."""
+    trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
+    try:
+        model = trigger.payload_model.model_validate(event.payload)
+    except ValidationError as exc:
+        raise StepInputError(
+            f"the event does not fit trigger {trigger.key}: {_describe(exc)}"
+        ) from None
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{format_path(e['loc']) or '(whole input)'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
+def sample_of(model: type[BaseModel]) -> dict[str, Any]:
+    """Placeholder output for ``--dry-run`` of an action that would touch an app."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if info.examples:
+            out[key] = info.examples[0]
+        elif not info.is_required():
+            out[key] = info.get_default(call_default_factory=True)
+        else:
+            out[key] = f"<{key}>"
+    return out
+
+
+async def run_step(
+    step: ActionStep, context: dict[str, Any], base: ActionContext, *, dry_run: bool = False
+) -> tuple[Any, Any] | Skipped:
+    """Render a step's input, check it against its action, call the action.
+
+    Returns ``(rendered input, output)``, or ``Skipped`` when the step's ``when`` is false.
+    Under ``dry_run`` actions with side effects are not called: their output is a sample.
+    """
+    if step.when is not None and not evaluate_condition(
+        step.when, context, f"steps.{step.id}.when"
+    ):
+        return Skipped(f"`when: {step.when}` was false")
+    action = registry.action(step.action)
+    rendered = render_value(step.input, context, f"steps.{step.id}.input")
+    try:
+        payload = action.input_model.model_validate(rendered)
+    except ValidationError as exc:
+        raise StepInputError(
+            f"step {step.id!r}: input for {action.key} is not valid: {_describe(exc)}"
+        ) from None
+    if dry_run and action.side_effects:
+        return rendered, sample_of(action.output_model)
+    ctx = ActionContext(
+        zap_id=base.zap_id, step_id=step.id, run_id=base.run_id, event_id=base.event_id,
+        connection=base.connection, dry_run=dry_run, logger=base.logger,
+    )
+    result = await action.run(payload, ctx)
+    return rendered, result.model_dump(mode="json", by_alias=True)
+
+
+StepRunner = Callable[[ActionStep, dict[str, Any]], Awaitable[tuple[Any, Any] | Skipped]]
+
+
+class ZapRun:
+    """One run of one zap on one event."""
+
+    def __init__(
+        self, zap: Zap, event: Event, *, run_id: str | None = None, dry_run: bool = False
+    ) -> None:
+        self.zap, self.event, self.dry_run = zap, event, dry_run
+        self.run_id = run_id or uuid.uuid4().hex
+        self.base = ActionContext(zap_id=zap.zap, step_id="", run_id=self.run_id, event_id=event.id)
+        self.records: list[StepRecord] = []
+        self.context: dict[str, Any] = {
+            "trigger": trigger_context(zap, event),
+            "steps": {},
+            "zap": {"id": zap.zap, "description": zap.description},
+            "run": {
+                "id": self.run_id,
+                "event_id": event.id,
+                "time": datetime.now(UTC).isoformat(),
+                "dry_run": dry_run,
+            },
+        }
+
+    async def direct(self, step: ActionStep, context: dict[str, Any]) -> tuple[Any, Any] | Skipped:
+        return await run_step(step, context, self.base, dry_run=self.dry_run)
+
+    async def execute(self, runner: StepRunner | None = None) -> RunOutcome:
+        runner = runner or self.direct
+        for i, condition in enumerate(self.zap.filter):
+            if not evaluate_condition(condition, self.context, f"filter[{i}]"):
+                return RunOutcome("filtered", self.records, f"filter[{i}] `{condition}` was false")
+        try:
+            await self._run_steps(self.zap.steps, runner)
+        except Exception as exc:  # the failing step is recorded; the caller decides what to raise
+            return RunOutcome("failed", self.records, f"{type(exc).__name__}: {exc}")
+        return RunOutcome("completed", self.records)
+
+    async def _run_steps(self, steps: list[ActionStep | PathsStep], runner: StepRunner) -> None:
+        for step in steps:
+            if isinstance(step, PathsStep):
+                await self._run_paths(step, runner)
+            else:
+                await self._run_action(step, runner)
+
+    async def _run_action(self, step: ActionStep, runner: StepRunner) -> None:
+        started = time.perf_counter()
+        record = StepRecord(step.id, step.action, "completed")
+        self.records.append(record)
+        try:
+            result = await runner(step, self.context)
+        except Exception as exc:
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.seconds = time.perf_counter() - started
+            raise
+        record.seconds = time.perf_counter() - started
+        if isinstance(result, Skipped):
+            record.status, record.error = "skipped", result.reason
+            self.context["steps"][step.id] = None
+            return
+        record.input, record.output = result
+        if self.dry_run and registry.action(step.action).side_effects:
+            record.status = "sampled"
+        self.context["steps"][step.id] = record.output
+
+    async def _run_paths(self, step: PathsStep, runner: StepRunner) -> None:
+        ran: list[str] = []
+        for branch in step.paths:
+            if branch.fallback:
+                continue
+            where = f"steps.{step.id}.paths.{branch.name}.when"
+            if branch.when is None or evaluate_condition(branch.when, self.context, where):
+                ran.append(branch.name)
+                await self._run_steps(branch.steps, runner)
+        if not ran:
+            for branch in step.paths:
+                if branch.fallback:
+                    ran.append(branch.name)
+                    await self._run_steps(branch.steps, runner)
+        self.context["steps"][step.id] = {"ran": ran}
+

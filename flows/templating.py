@@ -1,0 +1,214 @@
+"""Templates in zap files: sandboxed Jinja2 that keeps native types.
+
+A value that is exactly one expression (``"{{ trigger.count }}"``) renders to that expression's
+own value, so a number stays a number and a list a list. Anything else (``"Hi {{ name }}"``)
+renders to a string. Unlike Jinja's NativeEnvironment we never ``literal_eval`` text, so
+``"+85291234567"`` stays a phone number string and does not become an int.
+
+Templates are checked statically at load time (syntax, names, references, reaching for Python
+internals) and run in Jinja's sandbox with strict undefined at run time.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain, islice
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from flows.errors import TemplateError
+
+ROOT_NAMES = frozenset({"trigger", "steps", "zap", "run"})
+"""What a template can read: the trigger payload, earlier steps' outputs, the zap, the run."""
+
+_MAX_POWER = 1_000
+_MAX_REPEAT = 100_000
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _finalize(value: Any) -> Any:
+    # Native rendering hands values back untouched, so an undefined (or a sandbox refusal, which
+    # Jinja models as an undefined) must be made to fail here rather than leak into the output.
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _finalize(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _finalize(item)
+    return value
+
+
+def _concat(values: Iterable[Any]) -> Any:
+    head = list(islice(values, 2))
+    if not head:
+        return ""
+    if len(head) == 1:
+        return head[0]
+    return "".join(str(v) for v in chain(head, values))
+
+
+class _Undefined(StrictUndefined):
+    """Strict undefined whose message says which keys *were* there."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        obj, name = self._undefined_obj, self._undefined_name
+        if isinstance(obj, dict) and name is not None:
+            keys = ", ".join(map(str, obj)) or "nothing"
+            return f"{name!r} is not there; available: {keys}"
+        return str(super()._undefined_message)
+
+
+class _NativeSandbox(ImmutableSandboxedEnvironment):
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(_concat)  # type: ignore[assignment]
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        # The sandbox stops attribute escapes but not `9**9**9` or `'x' * 10**9`.
+        if operator_ == "**":
+            if isinstance(right, int | float) and abs(right) > _MAX_POWER:
+                raise SecurityError(f"exponent {right} is too large (max {_MAX_POWER})")
+            return operator.pow(left, right)
+        if isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
+            count = right if isinstance(left, str | list | tuple) else left
+            if isinstance(count, int) and count > _MAX_REPEAT:
+                raise SecurityError(f"repeating a sequence {count} times is refused")
+        return operator.mul(left, right)
+
+
+class _Template(NativeTemplate):
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = self.new_context(dict(*args, **kwargs))
+        try:
+            return _concat(self.root_render_func(ctx))
+        except Exception:
+            return self.environment.handle_exception()
+
+
+_Template.environment_class = _NativeSandbox  # type: ignore[assignment]
+_NativeSandbox.template_class = _Template
+
+ENV = _NativeSandbox(
+    undefined=_Undefined, finalize=_finalize, autoescape=False, keep_trailing_newline=True
+)
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+@dataclass
+class TemplateInfo:
+    """What a template reads, found without running it."""
+
+    step_refs: list[str] = field(default_factory=list)
+    trigger_fields: list[str] = field(default_factory=list)
+    unknown_names: list[str] = field(default_factory=list)
+    unsafe: list[str] = field(default_factory=list)
+
+
+def _subscript_name(node: nodes.Node) -> str | None:
+    """`x.name` or `x['name']` → 'name'."""
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return node.arg.value if isinstance(node.arg.value, str) else None
+    return None
+
+
+def _is_unsafe_name(name: str) -> bool:
+    return name.startswith("_") or name in {"mro", "gi_frame", "gi_code", "cr_frame", "f_globals"}
+
+
+def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
+    yield node
+    for child in node.iter_child_nodes():
+        yield from _walk(child)
+
+
+@lru_cache(maxsize=4096)
+def inspect_source(source: str) -> TemplateInfo:
+    """Parse a template and report what it reads; raises ``TemplateSyntaxError`` if it can't."""
+    ast = ENV.parse(source)
+    info = TemplateInfo()
+    assigned = {n.name for n in _walk(ast) if isinstance(n, nodes.Name) and n.ctx in ("store",)}
+    for node in _walk(ast):
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            if node.name not in ROOT_NAMES and node.name not in assigned:
+                if node.name not in ENV.globals:
+                    info.unknown_names.append(node.name)
+        name = _subscript_name(node)
+        if name is not None and _is_unsafe_name(name):
+            info.unsafe.append(name)
+        if (
+            isinstance(node, nodes.Filter)
+            and node.name == "attr"
+            and any(isinstance(a, nodes.Const) and _is_unsafe_name(str(a.value)) for a in node.args)
+        ):
+            info.unsafe.append(str(node.args[0].value))  # type: ignore[attr-defined]
+        if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
+            if name is None:
+                continue
+            if node.node.name == "steps":
+                info.step_refs.append(name)
+            elif node.node.name == "trigger":
+                info.trigger_fields.append(name)
+    return info
+
+
+def expression_source(condition: str) -> str:
+    """A condition is one expression, written bare or as ``{{ … }}``."""
+    text = condition.strip()
+    if text.startswith("{{") and text.endswith("}}") and text.count("{{") == 1:
+        return text[2:-2].strip()
+    return text
+
+
+def condition_template(condition: str) -> str:
+    return "{{ (" + expression_source(condition) + ") }}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> Any:
+    return ENV.from_string(source)
+
+
+def render_value(value: Any, context: dict[str, Any], path: str = "") -> Any:
+    """Render every template inside ``value`` (nested dicts and lists too) against ``context``."""
+    if isinstance(value, dict):
+        return {k: render_value(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not is_template(value):
+        return value
+    try:
+        return _compile(value).render(context)
+    except SecurityError as exc:
+        raise TemplateError(f"{path}: refused by the template sandbox: {exc}") from None
+    except UndefinedError as exc:
+        raise TemplateError(f"{path}: {exc} (in {value!r})") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}: template syntax error: {exc.message}") from None
+    except Exception as exc:  # a filter or operator failed on the data it got
+        raise TemplateError(f"{path}: {type(exc).__name__}: {exc} (in {value!r})") from None
+
+
+def evaluate_condition(condition: str, context: dict[str, Any], path: str) -> bool:
+    return bool(render_value(condition_template(condition), context, path))
