@@ -31,7 +31,7 @@ class ActionContext:
 
     ``idempotency_key`` is stable for one (event, zap, step): an app that supports idempotent
     requests should send it, so a retried or replayed step does not act twice.
-    ``dry_run`` is set by ``zapflow test``: actions that would wait (delays) return at once.
+    ``testing`` is set by ``zapflow test``: actions that would wait (delays) return at once.
     """
 
     zap_id: str
@@ -39,7 +39,7 @@ class ActionContext:
     run_id: str
     event_id: str
     connection: Any = None
-    dry_run: bool = False
+    testing: bool = False
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("zapflow.action"))
 
     @property

@@ -15,9 +15,27 @@ from connectors._contract import Action, App, Trigger
 ENTRY_POINT_GROUP = "zapflow.apps"
 
 
-@cache
+_registered: dict[str, App] = {}
+
+
+def register(app: App) -> None:
+    """Add an app in this process only (scripts, tests); installed apps use the entry point."""
+    if app.name in _installed():
+        raise ValueError(f"an installed app is already called {app.name!r}")
+    _registered[app.name] = app
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+
+
 def apps() -> dict[str, App]:
-    """All installed apps by name, loaded once per process."""
+    """All apps by name: installed ones (loaded once per process) and registered ones."""
+    return dict(sorted({**_installed(), **_registered}.items()))
+
+
+@cache
+def _installed() -> dict[str, App]:
     found: dict[str, App] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         app = ep.load()
@@ -26,7 +44,7 @@ def apps() -> dict[str, App]:
         if app.name in found:
             raise ValueError(f"two installed packages declare the app {app.name!r}")
         found[app.name] = app
-    return dict(sorted(found.items()))
+    return found
 
 
 def suggest(word: str, choices: list[str] | set[str]) -> str:
@@ -42,8 +60,9 @@ class UnknownName(LookupError):
 def app(name: str) -> App:
     known = apps()
     if name not in known:
-        raise UnknownName(f"unknown app {name!r}{suggest(name, set(known))}; "
-                          f"installed apps: {', '.join(known)}")
+        raise UnknownName(
+            f"unknown app {name!r}{suggest(name, set(known))}; installed apps: {', '.join(known)}"
+        )
     return known[name]
 
 
@@ -52,9 +71,11 @@ def action(key: str) -> Action:
     app_name, _, name = key.partition(".")
     owner = app(app_name)
     if name not in owner.actions:
-        raise UnknownName(f"app {app_name!r} has no action {name!r}"
-                          f"{suggest(name, set(owner.actions))}; "
-                          f"its actions: {', '.join(sorted(owner.actions))}")
+        raise UnknownName(
+            f"app {app_name!r} has no action {name!r}"
+            f"{suggest(name, set(owner.actions))}; "
+            f"its actions: {', '.join(sorted(owner.actions))}"
+        )
     return owner.actions[name]
 
 
@@ -62,6 +83,8 @@ def trigger(app_name: str, event: str) -> Trigger:
     owner = app(app_name)
     if event not in owner.triggers:
         allowed = ", ".join(sorted(owner.triggers)) or "none"
-        raise UnknownName(f"app {app_name!r} has no trigger {event!r}"
-                          f"{suggest(event, set(owner.triggers))}; its triggers: {allowed}")
+        raise UnknownName(
+            f"app {app_name!r} has no trigger {event!r}"
+            f"{suggest(event, set(owner.triggers))}; its triggers: {allowed}"
+        )
     return owner.triggers[event]

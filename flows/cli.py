@@ -1,22 +1,45 @@
-"""The ``zapflow`` command line."""
+"""The ``zapflow`` command line: validate, explore apps, test and run zaps, read run history."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
+
+from flows.errors import ZapError, ZapValidationError
 
 app = typer.Typer(
     name="zapflow",
     help="Self-hosted zaps: YAML automations compiled into Prefect flows.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+server_app = typer.Typer(
+    help="zapflow's own Prefect server (run history and UI).", no_args_is_help=True
+)
+app.add_typer(server_app, name="server")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEFAULT_ZAPS = Path("zaps")
+ZapsOption = typer.Option(DEFAULT_ZAPS, "--zaps", help="Folder to look zaps up in by id")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- validate, schema
 
 
 @app.command()
@@ -29,18 +52,351 @@ def validate(
     targets = paths or [DEFAULT_ZAPS]
     missing = [p for p in targets if not p.exists()]
     for path in missing:
-        err.print(f"{path}: no such file or folder")
-    loaded, problems = load_all([p for p in targets if p.exists()])
+        err.print(f"{path}: no such file or folder", markup=False)
+    present = [p for p in targets if p.exists()]
+    loaded, problems = load_all(present)
     for problem in problems:
-        err.print(str(problem), markup=False, highlight=False)
-    files = len(find_zap_files([p for p in targets if p.exists()]))
+        err.print(str(problem), markup=False)
+    files = len(find_zap_files(present))
     if problems or missing:
-        err.print(f"[red]{len(problems)} problem(s)[/red] in {files} file(s)")
+        err.print(f"[red]{len(problems) + len(missing)} problem(s)[/red] in {files} file(s)")
         raise typer.Exit(1)
     if not files:
-        err.print("no zap files found (*.yaml, *.yml)")
-        raise typer.Exit(1)
+        raise fail("no zap files found (*.yaml, *.yml)")
     out.print(f"[green]ok[/green]: {len(loaded)} zap(s) valid")
+
+
+@app.command()
+def schema(
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file, not stdout"),
+) -> None:
+    """Print the JSON Schema of a zap file, for editors (yaml-language-server)."""
+    from flows.reference import zap_json_schema
+
+    text = json.dumps(zap_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------- apps, docs
+
+
+@app.command()
+def apps(name: str = typer.Argument(None, help="Show one app with every field")) -> None:
+    """List installed apps with their triggers and actions, or show one app in full."""
+    from connectors import registry
+    from flows.reference import field_tables
+
+    if name is None:
+        table = Table("app", "triggers", "actions", show_lines=True)
+        for found in registry.apps().values():
+            table.add_row(
+                f"[bold]{found.name}[/bold]\n{found.title}",
+                "\n".join(found.triggers) or "-",
+                "\n".join(found.actions) or "-",
+            )
+        out.print(table)
+        out.print("Show one app with its fields: zapflow apps NAME")
+        return
+    try:
+        chosen = registry.app(name)
+    except registry.UnknownName as exc:
+        raise fail(str(exc)) from None
+
+    def show(title: str, model: Any, mode: str = "validation") -> None:
+        for ft in field_tables(model, mode):
+            table = Table(
+                "field", "type", "req", "description", title=ft.title or None, title_justify="left"
+            )
+            for row in ft.rows:
+                table.add_row(row.name, row.type, "yes" if row.required else "", row.description)
+            out.print(f"  {title}" + (f" [dim](transform {ft.title})[/dim]" if ft.title else ""))
+            out.print(table)
+
+    out.print(f"[bold]{chosen.title}[/bold] ({chosen.name})  {chosen.description}")
+    if chosen.connection is not None:
+        show("connection", chosen.connection)
+    for trig in chosen.triggers.values():
+        out.print(f"\n[bold cyan]trigger {trig.name}[/bold cyan] — {trig.title} ({trig.kind})")
+        out.print(f"  {trig.description}")
+        show("payload", trig.payload_model, "serialization")
+    for action in chosen.actions.values():
+        out.print(f"\n[bold green]action {action.key}[/bold green] — {action.title}")
+        out.print(f"  {action.description}")
+        show("input", action.input_model)
+        show("output", action.output_model, "serialization")
+
+
+@app.command()
+def docs(
+    folder: Path = typer.Option(Path("docs/apps"), "--folder", help="Where to write"),
+    check: bool = typer.Option(False, "--check", help="Only check the pages are up to date"),
+) -> None:
+    """Write the apps' reference pages (docs/apps/<app>.md), generated from their models."""
+    from connectors import registry
+    from flows.reference import app_markdown
+
+    stale = []
+    for found in registry.apps().values():
+        page, text = folder / f"{found.name}.md", app_markdown(found)
+        if page.exists() and page.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(page)
+        if not check:
+            folder.mkdir(parents=True, exist_ok=True)
+            page.write_text(text, encoding="utf-8")
+    if check and stale:
+        raise fail(f"out of date: {', '.join(map(str, stale))}; run `zapflow docs`")
+    out.print(f"{'checked' if check else 'wrote'} {len(registry.apps())} page(s) in {folder}")
+
+
+# --------------------------------------------------------------------------- test, run
+
+
+def resolve_zap(ref: str, zaps: Path) -> Any:
+    """A zap by file path, or by id among the zap files under ``zaps``."""
+    from flows.loader import load_all, load_zap_file
+
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise fail(f"{path}: no such file")
+        return load_zap_file(path).zap
+    loaded, problems = load_all([zaps] if zaps.exists() else [])
+    for item in loaded:
+        if item.zap.zap == ref:
+            return item.zap
+    broken = [p for p in problems if Path(p.file).stem == ref]
+    if broken:
+        raise ZapValidationError(broken)
+    known = ", ".join(sorted(z.zap.zap for z in loaded)) or "none"
+    raise fail(f"no zap {ref!r} in {zaps}/ (zaps there: {known})")
+
+
+def read_event(zap: Any, event_file: Path | None, sample: int | None) -> Any:
+    """The event to run on: a payload file (JSON or YAML), or one of the trigger's samples."""
+    import yaml
+
+    from connectors import registry
+    from flows.runtime import Event
+
+    trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
+    if event_file is not None:
+        try:
+            payload = yaml.safe_load(event_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise fail(f"{event_file}: cannot read the event: {exc}") from None
+        if not isinstance(payload, dict):
+            raise fail(f"{event_file}: an event must be a JSON/YAML object of trigger fields")
+    else:
+        samples = zap.trigger.samples or list(trigger.samples)
+        index = (sample or 1) - 1
+        if not 0 <= index < len(samples):
+            raise fail(f"zap {zap.zap!r} has {len(samples)} sample event(s); use --sample 1..")
+        payload = samples[index]
+    return Event(app=trigger.app, trigger=trigger.name, payload=payload)
+
+
+def _show_json(label: str, value: Any) -> None:
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    out.print(f"    [dim]{label}:[/dim] " + text.replace("\n", "\n    "), markup=True)
+
+
+def print_outcome(outcome: Any) -> None:
+    marks = {
+        "completed": "[green]✓[/green]",
+        "skipped": "[yellow]–[/yellow]",
+        "failed": "[red]✗[/red]",
+        "sampled": "[blue]○[/blue]",
+    }
+    for rec in outcome.steps:
+        note = {"sampled": " (dry run: sample output, app not called)"}.get(rec.status, "")
+        out.print(
+            f"{marks[rec.status]} [bold]{rec.id}[/bold] {rec.action} "
+            f"[dim]{rec.seconds * 1000:.1f} ms[/dim]{note}"
+        )
+        if rec.status == "skipped":
+            out.print(f"    [dim]skipped: {rec.error}[/dim]")
+            continue
+        if rec.input is not None:
+            _show_json("input", rec.input)
+        if rec.status == "failed":
+            out.print(f"    [red]{rec.error}[/red]", markup=True)
+        else:
+            _show_json("output", rec.output)
+    colour = {"completed": "green", "filtered": "yellow", "failed": "red"}[outcome.status]
+    suffix = f": {outcome.message}" if outcome.message else ""
+    out.print(f"[{colour}]{outcome.status}[/{colour}]{suffix}")
+
+
+EventOption = typer.Option(None, "--event", "-e", help="Trigger payload file (JSON or YAML)")
+SampleOption = typer.Option(None, "--sample", "-s", help="Use the trigger's Nth sample (from 1)")
+
+
+@app.command("test")
+def test_zap(
+    zap: str = typer.Argument(..., help="Zap file, or zap id under --zaps"),
+    event: Path = EventOption,
+    sample: int = SampleOption,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Render and validate every step without calling any app"
+    ),
+    zaps: Path = ZapsOption,
+) -> None:
+    """Run a zap once, here, and print each step's rendered input and output.
+
+    Without --event it uses the trigger's sample. No run history is recorded; delays do not
+    wait. With --dry-run no app is called (pure tools still run) and nothing needs a server.
+    """
+    from flows.runtime import ZapRun
+
+    try:
+        model = resolve_zap(zap, zaps)
+        trigger_event = read_event(model, event, sample)
+        run = ZapRun(model, trigger_event, dry_run=dry_run, testing=True)
+        outcome = asyncio.run(run.execute())
+    except ZapValidationError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1) from None
+    except ZapError as exc:
+        raise fail(str(exc)) from None
+    print_outcome(outcome)
+    if outcome.status == "failed":
+        raise typer.Exit(1)
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Run history: the configured Prefect server, or zapflow's own (started if needed)."""
+    from flows import server
+
+    try:
+        url = server.ensure_api()
+    except server.ServerError as exc:
+        raise fail(str(exc)) from None
+    with server.using_api(url):
+        yield url
+
+
+def _report_state(state: Any, api_url: str) -> None:
+    from flows import server
+
+    run_id = state.state_details.flow_run_id
+    colour = "green" if state.is_completed() else "red"
+    out.print(f"[{colour}]{state.name}[/{colour}] {state.message or ''}".rstrip())
+    out.print(f"run {run_id}: {server.ui_url(api_url)}/runs/flow-run/{run_id}")
+
+
+@app.command()
+def run(
+    zap: str = typer.Argument(..., help="Zap file, or zap id under --zaps"),
+    event: Path = EventOption,
+    sample: int = SampleOption,
+    zaps: Path = ZapsOption,
+) -> None:
+    """Run a zap once as a Prefect flow run, with full run history (retries, logs, UI)."""
+    from flows.compiler import run_with_history
+
+    try:
+        model = resolve_zap(zap, zaps)
+        if not model.enabled:
+            err.print(f"note: zap {model.zap!r} is disabled (enabled: false); running it anyway")
+        trigger_event = read_event(model, event, sample)
+    except ZapValidationError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1) from None
+    with prefect_api() as url:
+        state = asyncio.run(run_with_history(model, trigger_event))
+        _report_state(state, url)
+    if not state.is_completed():
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- history
+
+
+@app.command()
+def runs(
+    zap: str = typer.Option(None, "--zap", help="Only this zap's runs"),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first"),
+) -> None:
+    """List recent zap runs: zap, event, state, duration, failing step."""
+    from flows.history import recent_runs
+
+    with prefect_api():
+        rows = asyncio.run(recent_runs(limit, zap))
+    table = Table("run", "zap", "event", "state", "started", "took", "failing step")
+    for row in rows:
+        took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
+        started = row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "-"
+        colour = {"Completed": "green", "Failed": "red", "Filtered": "yellow"}.get(row.state, "")
+        state = f"[{colour}]{row.state}[/{colour}]" if colour else row.state
+        table.add_row(row.id[:8], row.zap, row.event, state, started, took, row.failing_step or "")
+    out.print(table)
+    if not rows:
+        out.print("no zap runs yet")
+
+
+@app.command()
+def replay(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id (or its first characters)"),
+    zaps: Path = ZapsOption,
+) -> None:
+    """Run a recorded zap run again on the event it stored (with the zap's current file)."""
+    from flows.history import replay as replay_run
+
+    with prefect_api() as url:
+        try:
+            old, zap_model, from_file, state = asyncio.run(replay_run(run_ref, [zaps]))
+        except ZapError as exc:
+            raise fail(str(exc)) from None
+        source = "its current file" if from_file else "the definition the run stored"
+        out.print(f"replayed run {old.id} of {zap_model.zap} with {source}")
+        _report_state(state, url)
+    if not state.is_completed():
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- server
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start zapflow's Prefect server (UI on http://127.0.0.1:4200) if it is not running."""
+    from flows import server
+
+    try:
+        url = server.start()
+    except server.ServerError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"Prefect server up: UI {server.ui_url(url)}, API {url}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop zapflow's Prefect server."""
+    from flows import server
+
+    out.print("stopped" if server.stop() else "zapflow's Prefect server is not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say which Prefect server zapflow uses and whether it answers."""
+    from flows import server
+
+    configured = server.configured_api_url()
+    url = configured or server.own_api_url()
+    state = "up" if server.healthy(url) else "down"
+    whose = "PREFECT_API_URL" if configured else f"zapflow's own ({server.state_dir()})"
+    out.print(f"{whose}: {url} is {state}")
+    if state == "down":
+        raise typer.Exit(1)
 
 
 def main() -> None:

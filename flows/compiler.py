@@ -111,11 +111,18 @@ async def run_zap(zap: dict[str, Any], event: dict[str, Any], dry_run: bool = Fa
     await _ensure_tags(model)
     ctx = FlowRunContext.get()
     run = ZapRun(
-        model, trigger_event, run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
+        model,
+        trigger_event,
+        run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
         dry_run=dry_run,
     )
-    base = {"zap_id": model.zap, "step_id": "", "run_id": run.run_id, "event_id": trigger_event.id,
-            "dry_run": dry_run}
+    base = {
+        "zap_id": model.zap,
+        "step_id": "",
+        "run_id": run.run_id,
+        "event_id": trigger_event.id,
+        "testing": dry_run,
+    }
 
     async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
         policy = effective_policy(model, step).model_dump_json()

@@ -67,9 +67,7 @@ class _Collector:
             Problem(self.file, pos.line + offset, pos.column, format_path(loc), message)
         )
 
-    def pydantic(
-        self, exc: ValidationError, prefix: Loc, model_at: Any, skip: Any = None
-    ) -> None:
+    def pydantic(self, exc: ValidationError, prefix: Loc, model_at: Any, skip: Any = None) -> None:
         for err in exc.errors(include_url=False):
             loc = prefix + tuple(p for p in err["loc"] if p not in UNION_TAGS)
             if skip is not None and skip(loc, err):
@@ -89,18 +87,23 @@ class _Collector:
 
 
 def _friendly(err: Any) -> str:
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "string_pattern_mismatch":
         pattern = err.get("ctx", {}).get("pattern", "")
         if "A-Za-z_" in pattern:
             return "must be a name of letters, digits and _ that does not start with a digit"
         if "a-z0-9][a-z0-9_-]" in pattern:
-            return "must be lowercase letters, digits, - and _ (up to 63), starting with a letter or digit"
+            return (
+                "must be lowercase letters, digits, - and _ (up to 63), "
+                "starting with a letter or digit"
+            )
         if r"\." in pattern:
             return f"{err['input']!r} is not of the form app.action_name (e.g. cinnox.send_sms)"
-    return f"{msg} (got {err['input']!r})" if "input" in err and not isinstance(
-        err["input"], dict | list
-    ) else msg
+    return (
+        f"{msg} (got {err['input']!r})"
+        if "input" in err and not isinstance(err["input"], dict | list)
+        else msg
+    )
 
 
 def _structure_model(loc: Loc, data: Any) -> type[BaseModel] | None:
@@ -141,7 +144,9 @@ def _templated_locs(value: Any, loc: Loc = ()) -> Iterable[tuple[Loc, str]]:
 # --------------------------------------------------------------------------- semantic checks
 
 
-def _walk_raw(steps: Any, path: Loc, before: tuple[str, ...]) -> Iterable[tuple[dict, Loc, tuple[str, ...]]]:
+def _walk_raw(
+    steps: Any, path: Loc, before: tuple[str, ...]
+) -> Iterable[tuple[dict, Loc, tuple[str, ...]]]:
     """Like ``Zap.walk`` but over the file's raw data, so checks run even when the schema fails."""
     visible = before
     for i, step in enumerate(steps if isinstance(steps, list) else []):
@@ -214,6 +219,13 @@ class _ZapChecker:
             return
         self.trigger_name = trigger.key
         payload = trigger.payload_model
+        samples = spec.get("samples")
+        for i, sample in enumerate(samples if isinstance(samples, list) else []):
+            if self._ok(("trigger", "samples", i), sample, dict):
+                try:
+                    payload.model_validate(sample)
+                except ValidationError as exc:
+                    self.out.pydantic(exc, ("trigger", "samples", i), lambda _loc: payload)
         if payload.model_config.get("extra") != "allow":
             self.trigger_fields = allowed_fields(payload)
 
@@ -238,7 +250,7 @@ class _ZapChecker:
 
         def skip(loc: Loc, err: Any) -> bool:
             # Templated values are checked once rendered, at run time.
-            rel = loc[len(prefix):]
+            rel = loc[len(prefix) :]
             return templating.is_template(err.get("input")) or any(
                 rel[: len(t)] == t for t in templated
             )
@@ -357,8 +369,13 @@ def load_all(paths: Iterable[Path | str]) -> tuple[list[LoadedZap], list[Problem
     for item in loaded:
         if item.zap.zap in seen:
             problems.append(
-                Problem(str(item.file), 1, 1, "zap",
-                        f"zap id {item.zap.zap!r} is also used by {seen[item.zap.zap].file}")
+                Problem(
+                    str(item.file),
+                    1,
+                    1,
+                    "zap",
+                    f"zap id {item.zap.zap!r} is also used by {seen[item.zap.zap].file}",
+                )
             )
         seen.setdefault(item.zap.zap, item)
     return loaded, sorted(problems)

@@ -86,6 +86,10 @@ class TriggerSpec(_Strict):
     event: str = Field(description="The app's trigger, e.g. missed_enquiry")
     connection: str | None = Field(None, description="Name of the app connection to use")
     options: dict[str, Any] = Field(default_factory=dict, description="Trigger settings")
+    samples: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Example payloads for `zapflow test`; default: the trigger's own samples",
+    )
 
 
 class StepPolicy(_Strict):
@@ -221,7 +225,9 @@ def effective_policy(zap: Zap, step: ActionStep) -> StepPolicy:
     """The step's own settings, else the zap's defaults, else zapflow's."""
     merged = DEFAULT_POLICY.model_dump()
     for layer in (zap.defaults, step):
-        merged.update({k: v for k, v in layer.model_dump(include=set(merged)).items() if v is not None})
+        merged.update(
+            {k: v for k, v in layer.model_dump(include=set(merged)).items() if v is not None}
+        )
     return StepPolicy(**merged)
 
 

@@ -86,7 +86,8 @@ def trigger_context(zap: Zap, event: Event) -> dict[str, Any]:
 
 def _describe(exc: ValidationError) -> str:
     return "; ".join(
-        f"{format_path(e['loc']) or '(whole input)'}: {e['msg']}" for e in exc.errors(include_url=False)
+        f"{format_path(e['loc']) or '(whole input)'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
     )
 
 
@@ -127,8 +128,13 @@ async def run_step(
     if dry_run and action.side_effects:
         return rendered, sample_of(action.output_model)
     ctx = ActionContext(
-        zap_id=base.zap_id, step_id=step.id, run_id=base.run_id, event_id=base.event_id,
-        connection=base.connection, dry_run=dry_run, logger=base.logger,
+        zap_id=base.zap_id,
+        step_id=step.id,
+        run_id=base.run_id,
+        event_id=base.event_id,
+        connection=base.connection,
+        testing=base.testing or dry_run,
+        logger=base.logger,
     )
     result = await action.run(payload, ctx)
     return rendered, result.model_dump(mode="json", by_alias=True)
@@ -141,11 +147,24 @@ class ZapRun:
     """One run of one zap on one event."""
 
     def __init__(
-        self, zap: Zap, event: Event, *, run_id: str | None = None, dry_run: bool = False
+        self,
+        zap: Zap,
+        event: Event,
+        *,
+        run_id: str | None = None,
+        dry_run: bool = False,
+        testing: bool = False,
     ) -> None:
+        """``dry_run``: call no app (sample outputs); ``testing``: call apps but never wait."""
         self.zap, self.event, self.dry_run = zap, event, dry_run
         self.run_id = run_id or uuid.uuid4().hex
-        self.base = ActionContext(zap_id=zap.zap, step_id="", run_id=self.run_id, event_id=event.id)
+        self.base = ActionContext(
+            zap_id=zap.zap,
+            step_id="",
+            run_id=self.run_id,
+            event_id=event.id,
+            testing=testing or dry_run,
+        )
         self.records: list[StepRecord] = []
         self.context: dict[str, Any] = {
             "trigger": trigger_context(zap, event),
@@ -170,7 +189,9 @@ class ZapRun:
         try:
             await self._run_steps(self.zap.steps, runner)
         except Exception as exc:  # the failing step is recorded; the caller decides what to raise
-            return RunOutcome("failed", self.records, f"{type(exc).__name__}: {exc}")
+            failed = next((r for r in self.records if r.status == "failed"), None)
+            where = f"step {failed.id!r} ({failed.action}) failed: " if failed else ""
+            return RunOutcome("failed", self.records, f"{where}{type(exc).__name__}: {exc}")
         return RunOutcome("completed", self.records)
 
     async def _run_steps(self, steps: list[ActionStep | PathsStep], runner: StepRunner) -> None:
@@ -215,4 +236,3 @@ class ZapRun:
                     ran.append(branch.name)
                     await self._run_steps(branch.steps, runner)
         self.context["steps"][step.id] = {"ran": ran}
-

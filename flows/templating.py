@@ -147,10 +147,13 @@ def inspect_source(source: str) -> TemplateInfo:
     info = TemplateInfo()
     assigned = {n.name for n in _walk(ast) if isinstance(n, nodes.Name) and n.ctx in ("store",)}
     for node in _walk(ast):
-        if isinstance(node, nodes.Name) and node.ctx == "load":
-            if node.name not in ROOT_NAMES and node.name not in assigned:
-                if node.name not in ENV.globals:
-                    info.unknown_names.append(node.name)
+        if (
+            isinstance(node, nodes.Name)
+            and node.ctx == "load"
+            and node.name not in ROOT_NAMES | assigned
+            and node.name not in ENV.globals
+        ):
+            info.unknown_names.append(node.name)
         name = _subscript_name(node)
         if name is not None and _is_unsafe_name(name):
             info.unsafe.append(name)
@@ -193,7 +196,9 @@ def _compile(source: str) -> Any:
 def render_value(value: Any, context: dict[str, Any], path: str = "") -> Any:
     """Render every template inside ``value`` (nested dicts and lists too) against ``context``."""
     if isinstance(value, dict):
-        return {k: render_value(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: render_value(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [render_value(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     if not is_template(value):

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
+from connectors import ActionContext, App, PermanentError, RetryableError, registry
 
 HERE = Path(__file__).parent
 EXAMPLE_ZAPS = HERE.parent / "zaps"
@@ -18,3 +23,49 @@ def write_zap(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Any:
+    """One throwaway Prefect server (SQLite) for the whole test session."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Bind Prefect's console logging to the session's stderr now: CliRunner swaps sys.stderr
+    # for each invocation and closes it afterwards.
+    setup_logging()
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+# An app whose action fails on purpose, the way a flaky or refusing app does, so the engine's
+# retry policy can be observed in run history. Registered for the test session only.
+flaky = App("flaky", title="Flaky app (tests)")
+ATTEMPTS: Counter[str] = Counter()
+
+
+class FlakyInput(BaseModel):
+    fail_times: int = 0
+    permanent: bool = False
+    value: Any = None
+
+
+class FlakyOutput(BaseModel):
+    value: Any
+    attempts: int
+
+
+@flaky.action("call", title="Call a flaky app")
+async def flaky_call(input: FlakyInput, ctx: ActionContext) -> FlakyOutput:
+    """Fails `fail_times` times with a transient error, or for good when `permanent`."""
+    ATTEMPTS[ctx.idempotency_key] += 1
+    attempt = ATTEMPTS[ctx.idempotency_key]
+    if input.permanent:
+        raise PermanentError("the app refused the request: invalid recipient")
+    if attempt <= input.fail_times:
+        raise RetryableError(f"attempt {attempt}: the app answered 503")
+    return FlakyOutput(value=input.value, attempts=attempt)
+
+
+registry.register(flaky)

@@ -55,13 +55,20 @@ def test_yaml_syntax_error_names_line_and_column(write_zap):
 
 
 def test_duplicate_yaml_key_is_refused(write_zap):
-    problems = problems_of(write_zap, GOOD.replace("  event: catch_hook\n", "  event: catch_hook\n  app: x\n"))
+    problems = problems_of(
+        write_zap, GOOD.replace("  event: catch_hook\n", "  event: catch_hook\n  app: x\n")
+    )
     assert problems == ["zap.yaml:5:3: duplicate key 'app'"]
 
 
 def test_unknown_action_suggests_the_close_one(write_zap):
-    problems = problems_of(write_zap, GOOD.replace("action: builtin.lookup\n    input:\n      key",
-                                                   "action: builtin.lokup\n    input:\n      key"))
+    problems = problems_of(
+        write_zap,
+        GOOD.replace(
+            "action: builtin.lookup\n    input:\n      key",
+            "action: builtin.lokup\n    input:\n      key",
+        ),
+    )
     (problem,) = problems
     assert problem.startswith(
         "zap.yaml:9:13: steps[0].action: app 'builtin' has no action 'lokup' "
@@ -76,11 +83,18 @@ def test_unknown_trigger_and_unknown_app(write_zap):
         "(did you mean 'catch_hook'?); its triggers: catch_hook"
     ]
     (problem,) = problems_of(write_zap, GOOD.replace("app: builtin", "app: buildin"))
-    assert problem.startswith("zap.yaml:3:8: trigger.app: unknown app 'buildin' (did you mean 'builtin'?)")
+    assert problem.startswith(
+        "zap.yaml:3:8: trigger.app: unknown app 'buildin' (did you mean 'builtin'?)"
+    )
 
 
 def test_wrong_field_type_names_the_field(write_zap):
-    problems = problems_of(write_zap, GOOD.replace("      fallback: support", "      fallback: support\n      case_sensitive: sometimes"))
+    problems = problems_of(
+        write_zap,
+        GOOD.replace(
+            "      fallback: support", "      fallback: support\n      case_sensitive: sometimes"
+        ),
+    )
     assert problems == [
         "zap.yaml:14:23: steps[0].input.case_sensitive: Input should be a valid boolean, "
         "unable to interpret input (got 'sometimes')"
@@ -88,10 +102,12 @@ def test_wrong_field_type_names_the_field(write_zap):
 
 
 def test_unknown_input_field_lists_allowed_ones(write_zap):
-    problems = problems_of(write_zap, GOOD.replace("      fallback: support", "      fallbak: support"))
+    problems = problems_of(
+        write_zap, GOOD.replace("      fallback: support", "      fallbak: support")
+    )
     assert problems == [
-        "zap.yaml:13:7: steps[0].input.fallbak: unknown field 'fallbak' (did you mean 'fallback'?); "
-        "allowed: key, table, fallback, case_sensitive"
+        "zap.yaml:13:7: steps[0].input.fallbak: unknown field 'fallbak' "
+        "(did you mean 'fallback'?); allowed: key, table, fallback, case_sensitive"
     ]
 
 
@@ -102,7 +118,9 @@ def test_missing_required_fields(write_zap):
 
 
 def test_reference_to_missing_or_later_step(write_zap):
-    text = GOOD.replace('key: "{{ trigger.customer }}"', 'key: "{{ steps.note.value }} {{ steps.tem.value }}"')
+    text = GOOD.replace(
+        'key: "{{ trigger.customer }}"', 'key: "{{ steps.note.value }} {{ steps.tem.value }}"'
+    )
     problems = problems_of(write_zap, text)
     assert problems == [
         "zap.yaml:11:12: steps[0].input.key: step 'note' (steps[1].paths[0].steps[0]) is inside "
@@ -110,7 +128,7 @@ def test_reference_to_missing_or_later_step(write_zap):
         "zap.yaml:11:12: steps[0].input.key: there is no step 'tem' (did you mean 'team'?); "
         "steps this one can read: none yet",
     ]
-    later = GOOD.replace("when: \"steps.team.value == 'sales'\"", "when: \"steps.route.ran\"")
+    later = GOOD.replace("when: \"steps.team.value == 'sales'\"", 'when: "steps.route.ran"')
     assert problems_of(write_zap, later) == [
         "zap.yaml:17:15: steps[1].paths[0].when: step 'route' (steps[1]) runs later; "
         "a step can read only steps before it"
@@ -122,7 +140,9 @@ def test_reference_to_missing_or_later_step(write_zap):
     ["''.__class__.__mro__", "cycler.__init__.__globals__", "trigger|attr('__class__')"],
 )
 def test_sandbox_escape_is_refused_at_load_time(write_zap, expression):
-    problems = problems_of(write_zap, GOOD.replace("{{ trigger.customer }}", "{{ " + expression + " }}"))
+    problems = problems_of(
+        write_zap, GOOD.replace("{{ trigger.customer }}", "{{ " + expression + " }}")
+    )
     assert problems and all("reaches for Python internals" in p for p in problems)
     assert problems[0].startswith("zap.yaml:11:12: steps[0].input.key:")
 
@@ -134,8 +154,12 @@ def test_template_syntax_error(write_zap):
 
 def test_all_problems_of_all_files_in_one_run(tmp_path):
     (tmp_path / "one.yaml").write_text(GOOD.replace("zap: order-router", "zap: Order Router"))
-    (tmp_path / "two.yml").write_text(GOOD.replace("action: builtin.lookup\n    input:\n      key",
-                                                   "action: nope.lookup\n    input:\n      key"))
+    (tmp_path / "two.yml").write_text(
+        GOOD.replace(
+            "action: builtin.lookup\n    input:\n      key",
+            "action: nope.lookup\n    input:\n      key",
+        )
+    )
     (tmp_path / "three.yaml").write_text(GOOD.replace("zap: order-router", "zap: other"))
     loaded, problems = load_all([tmp_path])
     assert [z.zap.zap for z in loaded] == ["other"]

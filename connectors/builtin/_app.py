@@ -5,5 +5,7 @@ from connectors._contract import App
 app = App(
     "builtin",
     title="Built-in tools",
-    description="Formatter, delay and lookup table: the tools every zap can use, no connection needed.",
+    description=(
+        "Formatter, delay and lookup table: the tools every zap can use, no connection needed."
+    ),
 )

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from connectors._contract import ActionContext
-from flows.errors import PermanentError
 from connectors.builtin._app import app
+from flows.errors import PermanentError
 from flows.model import Duration
 
 MAX_DELAY = timedelta(days=31)
@@ -51,6 +51,6 @@ async def delay(input: DelayInput, ctx: ActionContext) -> DelayOutput:
         seconds = max(0.0, (input.until - now).total_seconds())
         if seconds > MAX_DELAY.total_seconds():
             raise PermanentError(f"`until` is more than {MAX_DELAY.days} days away")
-    if not ctx.dry_run:
+    if not ctx.testing:
         await asyncio.sleep(seconds)
     return DelayOutput(waited_seconds=seconds, resumed_at=now + timedelta(seconds=seconds))

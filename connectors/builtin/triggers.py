@@ -18,5 +18,7 @@ app.trigger(
     title="Catch hook",
     description="Starts the zap with whatever JSON object is posted to the zap's hook URL.",
     payload=HookPayload,
-    samples=[{"id": "order-1001", "customer": "Chan Tai Man", "phone": "+85291234567", "total": 42.5}],
+    samples=[
+        {"id": "order-1001", "customer": "Chan Tai Man", "phone": "+85291234567", "total": 42.5}
+    ],
 )

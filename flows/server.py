@@ -1,0 +1,164 @@
+"""Where run history lives: the Prefect server zapflow talks to.
+
+If ``PREFECT_API_URL`` is set (environment or Prefect profile), zapflow uses that server.
+Otherwise it runs its own: ``prefect server start`` on 127.0.0.1:4200 (UI included), detached,
+with its SQLite database under the project's state folder (``./.zapflow``, or ``$ZAPFLOW_HOME``),
+started on first use and reused by every later command until ``zapflow server stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from flows.errors import ZapError
+
+DEFAULT_PORT = 4200
+START_TIMEOUT = 120.0
+
+# Task runs reach the server as events; batching its recorder lets it keep up with bursts
+# (../shared/prefect-ceilings.md: ~30 recorded/s unbatched, 135-153/s at 100).
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+class ServerError(ZapError):
+    """The Prefect server could not be reached or started."""
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("ZAPFLOW_HOME", ".zapflow")).resolve()
+
+
+def _pid_file() -> Path:
+    return state_dir() / "prefect-server.pid"
+
+
+def log_file() -> Path:
+    return state_dir() / "prefect-server.log"
+
+
+def configured_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def own_api_url(port: int = DEFAULT_PORT) -> str:
+    return f"http://127.0.0.1:{port}/api"
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(_pid_file().read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
+    """Start zapflow's own Prefect server (if it is not running) and wait until it answers."""
+    url = own_api_url(port)
+    if healthy(url):
+        return url
+    home = state_dir()
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **SERVER_SETTINGS, "PREFECT_HOME": str(home / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    if announce:
+        print(
+            f"Starting the Prefect server on {url.removesuffix('/api')} "
+            f"(history in {home}/prefect; takes ~20 s the first time) …",
+            file=sys.stderr,
+        )
+    with open(log_file(), "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    _pid_file().write_text(str(proc.pid))
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if healthy(url):
+            return url
+        if proc.poll() is not None:
+            tail = log_file().read_text(errors="replace")[-2000:]
+            raise ServerError(
+                f"the Prefect server exited (code {proc.returncode}); "
+                f"its log ({log_file()}) ends with:\n{tail}"
+            )
+        time.sleep(0.5)
+    raise ServerError(
+        f"the Prefect server did not answer within {START_TIMEOUT:.0f} s; see {log_file()}"
+    )
+
+
+def stop() -> bool:
+    """Stop zapflow's own server; False if it was not running."""
+    pid = running_pid()
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    for _ in range(100):
+        if running_pid() is None:
+            break
+        time.sleep(0.1)
+    _pid_file().unlink(missing_ok=True)
+    return True
+
+
+def ensure_api() -> str:
+    """The API URL to use: the configured one, else zapflow's own server (started if needed)."""
+    url = configured_api_url()
+    if url:
+        if not healthy(url, timeout=5.0):
+            raise ServerError(f"PREFECT_API_URL={url} does not answer; is that server running?")
+        return url
+    return start()
+
+
+@contextlib.contextmanager
+def using_api(url: str) -> Iterator[None]:
+    """Point Prefect's client (in this process) at ``url``."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def ui_url(api_url: str) -> str:
+    return api_url.rstrip("/").removesuffix("/api")

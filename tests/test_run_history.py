@@ -1,0 +1,225 @@
+"""A zap run from the command line, as the Prefect server records it.
+
+One Prefect server serves the whole session; each test runs `zapflow run` / `runs` / `replay`
+the way a user does and then reads the server's history through Prefect's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+ZAP = """\
+zap: {zap_id}
+description: Greet big orders, route them, and call a flaky app
+trigger:
+  app: builtin
+  event: catch_hook
+filter:
+  - "trigger.total >= 10"
+defaults:
+  retry_delay: 0.05s
+  retry_jitter: 0
+steps:
+  - id: name
+    action: builtin.format_text
+    input:
+      transform: titlecase
+      value: "{{{{ trigger.customer }}}}"
+  - id: wait
+    action: builtin.delay
+    input:
+      for: 0.2s
+  - id: team
+    action: builtin.lookup
+    input:
+      key: "{{{{ trigger.region }}}}"
+      table: {{HK: hk-sales, SG: sg-sales}}
+      fallback: global
+  - id: route
+    paths:
+      - name: vip
+        when: "trigger.total > 100"
+        steps:
+          - id: vip_call
+            action: flaky.call
+            retries: 3
+            input:
+              fail_times: {fail_times}
+              permanent: {permanent}
+              value: "VIP {{{{ steps.name.output }}}} for {{{{ steps.team.value }}}}"
+      - name: normal
+        fallback: true
+        steps:
+          - id: normal_call
+            action: flaky.call
+            input:
+              value: "{{{{ steps.name.output }}}}"
+  - id: skipped
+    action: builtin.lookup
+    when: "steps.route.ran == ['nothing']"
+    input: {{key: a, table: {{a: 1}}}}
+"""
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, *, fail_times: int = 0, permanent: bool = False) -> tuple[Path, str]:
+    zap_id = f"orders-{uuid.uuid4().hex[:6]}"
+    text = ZAP.format(zap_id=zap_id, fail_times=fail_times, permanent=str(permanent).lower())
+    path = tmp_path / f"{zap_id}.yaml"
+    path.write_text(text)
+    return path, zap_id
+
+
+def event_file(tmp_path: Path, **payload: Any) -> Path:
+    path = tmp_path / f"event-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def run_id_of(output: str) -> uuid.UUID:
+    match = re.search(r"run ([0-9a-f-]{36})", output)
+    assert match, output
+    return uuid.UUID(match.group(1))
+
+
+def history(flow_run_id: uuid.UUID, expect_tasks: int) -> tuple[Any, dict[str, Any], dict]:
+    """The flow run and its task runs (by name) with their states, once all have arrived."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> tuple[Any, dict[str, Any], dict]:
+        async with get_client() as client:
+            deadline = time.monotonic() + 30
+            while True:
+                flow_run = await client.read_flow_run(flow_run_id)
+                tasks = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
+                final = [t for t in tasks if t.state and t.state.is_final()]
+                if len(final) >= expect_tasks or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            states = {t.name: await client.read_task_run_states(t.id) for t in tasks}
+            return flow_run, {t.name: t for t in tasks}, states
+
+    return asyncio.run(read())
+
+
+def test_zap_runs_with_a_task_run_per_step_and_visible_retries(tmp_path):
+    path, zap_id = write(tmp_path, fail_times=2)
+    event = event_file(tmp_path, customer="chan tai man", region="HK", total=250)
+
+    result = runner.invoke(app, ["run", str(path), "--event", str(event)])
+
+    assert result.exit_code == 0, result.output
+    assert "Completed" in result.output
+    flow_run, tasks, states = history(run_id_of(result.output), expect_tasks=5)
+    assert flow_run.state.name == "Completed"
+    assert flow_run.name.startswith(f"{zap_id} ← builtin.catch_hook ")
+    assert {"zapflow", f"zap:{zap_id}", "app:builtin"} <= set(flow_run.tags)
+    assert set(tasks) == {"name", "wait", "team", "vip_call", "skipped"}
+    assert tasks["vip_call"].run_count == 3
+    vip_states = [s.name for s in states["vip_call"]]
+    assert vip_states.count("AwaitingRetry") == 2 and vip_states[-1] == "Completed"
+    assert tasks["skipped"].state.name == "Skipped"
+    assert tasks["wait"].total_run_time.total_seconds() >= 0.2
+
+
+def test_flow_is_named_after_the_zap(tmp_path):
+    from prefect.client.orchestration import get_client
+
+    path, zap_id = write(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "--event",
+            str(event_file(tmp_path, customer="a", region="SG", total=20)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    flow_run, tasks, _ = history(run_id_of(result.output), expect_tasks=5)
+    assert "normal_call" in tasks and "vip_call" not in tasks
+
+    async def flow_name() -> str:
+        async with get_client() as client:
+            return (await client.read_flow(flow_run.flow_id)).name
+
+    assert asyncio.run(flow_name()) == zap_id
+
+
+def test_a_filtered_event_ends_filtered_not_failed(tmp_path):
+    path, _ = write(tmp_path)
+    event = event_file(tmp_path, customer="small", region="HK", total=3)
+
+    result = runner.invoke(app, ["run", str(path), "--event", str(event)])
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "Filtered" in result.output and "filter[0] `trigger.total >= 10` was false" in result.output
+    )
+    flow_run, tasks, _ = history(run_id_of(result.output), expect_tasks=0)
+    assert flow_run.state.type.value == "COMPLETED" and flow_run.state.name == "Filtered"
+    assert tasks == {}
+
+
+def test_permanent_error_fails_at_once_then_replay_after_the_fix(tmp_path):
+    path, zap_id = write(tmp_path, permanent=True)
+    event = event_file(tmp_path, customer="lee", region="HK", total=500)
+
+    result = runner.invoke(app, ["run", str(path), "--event", str(event)])
+
+    assert result.exit_code == 1
+    assert "Failed" in result.output and "invalid recipient" in result.output
+    failed_id = run_id_of(result.output)
+    _, tasks, _ = history(failed_id, expect_tasks=4)
+    assert tasks["vip_call"].run_count == 1, "a permanent error must not be retried"
+
+    listing = runner.invoke(app, ["runs", "--zap", zap_id])
+    assert listing.exit_code == 0, listing.output
+    row = next(line for line in listing.output.splitlines() if str(failed_id)[:8] in line)
+    assert "Failed" in row and "vip_call" in row
+
+    path.write_text(path.read_text().replace("permanent: true", "permanent: false"))
+    replayed = runner.invoke(app, ["replay", str(failed_id)[:8], "--zaps", str(tmp_path)])
+
+    assert replayed.exit_code == 0, replayed.output
+    assert "with its current file" in replayed.output and "Completed" in replayed.output
+    new_run, new_tasks, _ = history(run_id_of(replayed.output.split("replayed run")[1]), 5)
+    assert new_run.id != failed_id
+    assert new_run.parameters["event"] == history(failed_id, 4)[0].parameters["event"]
+
+
+def test_a_step_that_runs_past_its_timeout_fails(tmp_path, write_zap):
+    path = write_zap(
+        """\
+zap: slow-zap
+trigger: {app: builtin, event: catch_hook}
+steps:
+  - id: slow
+    action: builtin.delay
+    timeout: 0.3s
+    retries: 0
+    input: {for: 5s}
+"""
+    )
+    started = time.monotonic()
+    result = runner.invoke(app, ["run", str(path), "--sample", "1"])
+    assert result.exit_code == 1, result.output
+    assert time.monotonic() - started < 4
+    assert "Failed" in result.output
