@@ -71,9 +71,9 @@ def schema(
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file, not stdout"),
 ) -> None:
     """Print the JSON Schema of a zap file, for editors (yaml-language-server)."""
-    from flows.reference import zap_json_schema
+    from flows.reference import schema_text
 
-    text = json.dumps(zap_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    text = schema_text()
     if output:
         output.write_text(text, encoding="utf-8")
         err.print(f"wrote {output}")
@@ -132,25 +132,26 @@ def apps(name: str = typer.Argument(None, help="Show one app with every field"))
 
 @app.command()
 def docs(
-    folder: Path = typer.Option(Path("docs/apps"), "--folder", help="Where to write"),
-    check: bool = typer.Option(False, "--check", help="Only check the pages are up to date"),
+    folder: Path = typer.Option(Path("docs"), "--folder", help="Where to write"),
+    check: bool = typer.Option(False, "--check", help="Only check the files are up to date"),
 ) -> None:
-    """Write the apps' reference pages (docs/apps/<app>.md), generated from their models."""
-    from connectors import registry
-    from flows.reference import app_markdown
+    """Write the generated docs: apps/<app>.md reference pages and zap.schema.json."""
+    from flows.reference import generated_docs
 
+    pages = generated_docs()
     stale = []
-    for found in registry.apps().values():
-        page, text = folder / f"{found.name}.md", app_markdown(found)
+    for name, text in pages.items():
+        page = folder / name
         if page.exists() and page.read_text(encoding="utf-8") == text:
             continue
         stale.append(page)
         if not check:
-            folder.mkdir(parents=True, exist_ok=True)
+            page.parent.mkdir(parents=True, exist_ok=True)
             page.write_text(text, encoding="utf-8")
     if check and stale:
         raise fail(f"out of date: {', '.join(map(str, stale))}; run `zapflow docs`")
-    out.print(f"{'checked' if check else 'wrote'} {len(registry.apps())} page(s) in {folder}")
+    verb = "checked" if check else "wrote"
+    out.print(f"{verb} {len(pages)} file(s) in {folder} ({len(stale)} changed)")
 
 
 # --------------------------------------------------------------------------- test, run
@@ -359,6 +360,56 @@ def replay(
         out.print(f"replayed run {old.id} of {zap_model.zap} with {source}")
         _report_state(state, url)
     if not state.is_completed():
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(zaps: Path = ZapsOption) -> None:
+    """Run every example zap on each of its sample events, with run history in the Prefect UI.
+
+    Starts zapflow's own Prefect server unless PREFECT_API_URL is set; the server keeps running
+    afterwards so the runs can be browsed (stop it with `zapflow server stop`).
+    """
+    from connectors import registry
+    from flows.compiler import run_with_history
+    from flows.history import recent_runs
+    from flows.loader import load_all
+    from flows.runtime import Event
+
+    loaded, problems = load_all([zaps] if zaps.exists() else [])
+    for problem in problems:
+        err.print(str(problem), markup=False)
+    if problems or not loaded:
+        raise fail(f"the example zaps in {zaps}/ must all be valid, and there must be some")
+    plan = []
+    for item in loaded:
+        zap = item.zap
+        trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
+        for payload in zap.trigger.samples or trigger.samples:
+            plan.append((zap, Event(app=trigger.app, trigger=trigger.name, payload=payload)))
+
+    async def run_all() -> list[Any]:
+        states = []
+        for zap, event in plan:
+            out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
+            states.append(await run_with_history(zap, event))
+        return states
+
+    with prefect_api() as url:
+        states = asyncio.run(run_all())
+        rows = asyncio.run(recent_runs(len(plan)))
+    table = Table("zap", "event", "state", "took", "failing step", title="zap runs")
+    for row in reversed(rows):
+        took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
+        table.add_row(row.zap, row.event, row.state, took, row.failing_step or "")
+    out.print(table)
+    from flows import server
+
+    out.print(f"Run history: {server.ui_url(url)}/runs  (zapflow runs · zapflow server stop)")
+    if any(state.is_failed() for state in states):
         raise typer.Exit(1)
 
 

@@ -142,6 +142,10 @@ def zap_json_schema() -> dict[str, Any]:
     }
 
 
+def schema_text() -> str:
+    return json.dumps(zap_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
 # --------------------------------------------------------------------------- markdown docs
 
 
@@ -194,3 +198,10 @@ def app_markdown(app: App) -> str:
         for table in field_tables(action.output_model, "serialization"):
             lines += _table_md(table)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def generated_docs() -> dict[str, str]:
+    """Every generated file under docs/, by relative path."""
+    pages = {f"apps/{app.name}.md": app_markdown(app) for app in registry.apps().values()}
+    pages["zap.schema.json"] = schema_text()
+    return pages

@@ -79,6 +79,9 @@ def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
     """Start zapflow's own Prefect server (if it is not running) and wait until it answers."""
     url = own_api_url(port)
     if healthy(url):
+        if running_pid() is None and announce:
+            print(f"Using the Prefect server already answering on {ui_url(url)} "
+                  "(not started from this folder).", file=sys.stderr)
         return url
     home = state_dir()
     (home / "prefect").mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from conftest import flaky
 from flows.cli import app
 
 runner = CliRunner()
@@ -149,12 +150,28 @@ def test_schema_checks_step_inputs_per_action(tmp_path):
     assert set(lookup["required"]) == {"key", "table"}
 
 
-def test_reference_docs_are_current():
-    """docs/apps/*.md are generated from the models; `zapflow docs` rewrites them."""
+def test_generated_docs_and_schema_are_current():
+    """docs/apps/*.md and docs/zap.schema.json come from the models; `zapflow docs` writes them."""
     from connectors import registry
-    from flows.reference import app_markdown
+    from flows.reference import generated_docs
 
-    page = Path(__file__).parent.parent / "docs" / "apps" / "builtin.md"
-    assert page.read_text(encoding="utf-8") == app_markdown(registry.app("builtin")), (
-        "docs/apps/builtin.md is stale: run `zapflow docs`"
-    )
+    registry.unregister("flaky")  # the test session's own app is not part of the docs
+    try:
+        expected = generated_docs()
+    finally:
+        registry.register(flaky)
+    docs = Path(__file__).parent.parent / "docs"
+    for name, text in expected.items():
+        assert (docs / name).read_text(encoding="utf-8") == text, f"docs/{name} is stale"
+
+
+def test_the_deployment_entrypoint_is_the_zap_flow():
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    root = Path(__file__).parent.parent
+    config = yaml.safe_load((root / "prefect.yaml").read_text())
+    (deployment,) = config["deployments"]
+    entry = deployment["entrypoint"]
+    flow = load_flow_from_entrypoint(str(root / entry.split(":")[0]) + ":" + entry.split(":")[1])
+    assert flow.name == "zap" and set(flow.parameters.required) == {"zap", "event"}

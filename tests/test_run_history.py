@@ -223,3 +223,13 @@ steps:
     assert result.exit_code == 1, result.output
     assert time.monotonic() - started < 4
     assert "Failed" in result.output
+
+
+def test_demo_runs_every_example_zap_on_its_samples():
+    from conftest import EXAMPLE_ZAPS
+
+    result = runner.invoke(app, ["demo", "--zaps", str(EXAMPLE_ZAPS)])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("▶ order-follow-up") == 3
+    assert result.output.count("Completed") == 2 and "Filtered" in result.output
