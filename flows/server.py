@@ -80,8 +80,11 @@ def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
     url = own_api_url(port)
     if healthy(url):
         if running_pid() is None and announce:
-            print(f"Using the Prefect server already answering on {ui_url(url)} "
-                  "(not started from this folder).", file=sys.stderr)
+            print(
+                f"Using the Prefect server already answering on {ui_url(url)} "
+                "(not started from this folder).",
+                file=sys.stderr,
+            )
         return url
     home = state_dir()
     (home / "prefect").mkdir(parents=True, exist_ok=True)

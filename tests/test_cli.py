@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import flaky
 from typer.testing import CliRunner
 
-from conftest import flaky
 from flows.cli import app
 
 runner = CliRunner()
