@@ -374,7 +374,7 @@ def demo(zaps: Path = ZapsOption) -> None:
     afterwards so the runs can be browsed (stop it with `zapflow server stop`).
     """
     from connectors import registry
-    from flows.compiler import run_with_history
+    from flows.compiler import prefect_session, run_with_history
     from flows.history import recent_runs
     from flows.loader import load_all
     from flows.runtime import Event
@@ -393,9 +393,10 @@ def demo(zaps: Path = ZapsOption) -> None:
 
     async def run_all() -> list[Any]:
         states = []
-        for zap, event in plan:
-            out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
-            states.append(await run_with_history(zap, event))
+        async with prefect_session():
+            for zap, event in plan:
+                out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
+                states.append(await run_with_history(zap, event))
         return states
 
     with prefect_api() as url:
