@@ -166,3 +166,13 @@ def test_all_problems_of_all_files_in_one_run(tmp_path):
     assert [p.file.rsplit("/", 1)[-1] for p in problems] == ["one.yaml", "two.yml"]
     assert "zap: must be lowercase" in str(problems[0])
     assert "unknown app 'nope'" in str(problems[1])
+
+
+def test_the_readme_example_zap_is_valid(tmp_path):
+    from conftest import HERE
+
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## A zap", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.yaml").write_text(example)
+    loaded = load_zap_file(tmp_path / "example.yaml")
+    assert loaded.zap.zap == "order-follow-up"
