@@ -40,7 +40,9 @@ class ActionContext:
     event_id: str
     connection: Any = None
     testing: bool = False
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("zapflow.action"))
+    logger: logging.Logger | logging.LoggerAdapter[Any] = field(
+        default_factory=lambda: logging.getLogger("zapflow.action")
+    )
 
     @property
     def idempotency_key(self) -> str:
@@ -121,6 +123,7 @@ class App:
             for role, model in (("input", input_model), ("output", output_model)):
                 if not (isinstance(model, type) and issubclass(model, BaseModel)):
                     raise TypeError(f"action {self.name}.{name}: {role} must be a pydantic model")
+            assert input_model is not None and output_model is not None
             self._add(
                 self.actions,
                 Action(

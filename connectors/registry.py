@@ -7,6 +7,7 @@ declaring ``[project.entry-points."zapflow.apps"] myapp = "my_package:app"``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -47,7 +48,7 @@ def _installed() -> dict[str, App]:
     return found
 
 
-def suggest(word: str, choices: list[str] | set[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
     """A "did you mean" hint for a mistyped name, or "" when nothing is close."""
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

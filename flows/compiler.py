@@ -80,7 +80,7 @@ def _step_task(step_id: str, policy_json: str) -> Task[..., Any]:
         task_run_name=step_id,
         retries=retries,
         retry_delay_seconds=[round(delay * backoff**i, 3) for i in range(retries)] or 0,
-        retry_jitter_factor=policy.retry_jitter,
+        retry_jitter_factor=policy.retry_jitter or 0.0,
         timeout_seconds=policy.timeout.total_seconds() if policy.timeout else None,
         retry_condition_fn=_retry_allowed,
     )
@@ -98,7 +98,7 @@ async def _ensure_tags(zap: Zap) -> None:
     wanted = run_tags(zap)
     if not set(wanted) <= set(ctx.flow_run.tags):
         merged = sorted(set(ctx.flow_run.tags) | set(wanted))
-        await ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)
+        await ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)  # type: ignore[misc]
 
 
 @flow(name="zap", persist_result=False)
@@ -173,6 +173,8 @@ async def run_with_history(zap: Zap, event: Event, *, dry_run: bool = False) -> 
         flow_run = await session.client.create_flow_run(
             flow, name=run_name(zap, event), parameters=parameters, tags=run_tags(zap)
         )
-        return await run_flow_async(
+        state = await run_flow_async(
             flow, flow_run=flow_run, parameters=parameters, return_type="state"
         )
+    assert isinstance(state, State)
+    return state

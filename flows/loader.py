@@ -211,6 +211,7 @@ class _ZapChecker:
         app, event = spec.get("app"), spec.get("event")
         if not (self._ok(("trigger", "app"), app) and self._ok(("trigger", "event"), event)):
             return
+        assert isinstance(app, str) and isinstance(event, str)
         try:
             trigger = registry.trigger(app, event)
         except registry.UnknownName as exc:

@@ -192,7 +192,7 @@ class Zap(_Strict):
         default_factory=list, description="Every condition must hold, else the run is filtered"
     )
     defaults: StepPolicy = Field(
-        default_factory=StepPolicy, description="Retry and timeout policy for every step"
+        default_factory=lambda: StepPolicy(), description="Retry and timeout policy for every step"
     )
     steps: list[Step] = Field(min_length=1)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -107,8 +107,10 @@ def zap_json_schema() -> dict[str, Any]:
     """JSON Schema of a zap file, with each action's input schema keyed on ``action``."""
     actions: list[Action] = [a for app in registry.apps().values() for a in app.actions.values()]
     triggers: list[Trigger] = [t for app in registry.apps().values() for t in app.triggers.values()]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(Zap, "validation")]
+    models += [(a.input_model, "validation") for a in actions]
     keys, combined = models_json_schema(
-        [(Zap, "validation")] + [(a.input_model, "validation") for a in actions],
+        models,
         ref_template="#/$defs/{model}",
     )
     defs: dict[str, Any] = combined["$defs"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-Path = tuple[str | int, ...]
+Path = tuple[Any, ...]
 
 
 @dataclass(frozen=True)

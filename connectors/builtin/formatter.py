@@ -686,13 +686,13 @@ class FormatNumberOutput(BaseModel):
     output: Any = Field(description="The result: a number for round and math, text for the others")
 
 
-def _written(number: Decimal, places: int | None, thousands: str, decimal: str) -> str:
+def _written(number: Decimal, places: int | None, thousands: str, decimal: str | None) -> str:
     if places is not None:
         number = number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     if number == 0:
         number = abs(number)
-    marks = {",": "" if thousands == "none" else thousands, ".": decimal}
-    return format(number, ",f").translate(str.maketrans(marks))
+    marks: dict[str, str] = {",": "" if thousands == "none" else thousands, ".": decimal or "."}
+    return format(number, ",f").translate(str.maketrans(marks))  # type: ignore[arg-type]
 
 
 def _currency(t: NumberCurrency) -> str:
