@@ -39,6 +39,8 @@ class ActionContext:
     run_id: str
     event_id: str
     connection: Any = None
+    """The step's connection (the app's connection model), when the app has one."""
+    connection_name: str | None = None
     testing: bool = False
     logger: logging.Logger | logging.LoggerAdapter[Any] = field(
         default_factory=lambda: logging.getLogger("zapflow.action")
@@ -105,6 +107,14 @@ class App:
         self.connection = connection
         self.triggers: dict[str, Trigger] = {}
         self.actions: dict[str, Action] = {}
+        self.check: Callable[[Any], Awaitable[str]] | None = None
+
+    def connection_check(
+        self, fn: Callable[[Any], Awaitable[str]]
+    ) -> Callable[[Any], Awaitable[str]]:
+        """Declare the cheap real call that proves a connection works; returns a short note."""
+        self.check = fn
+        return fn
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, triggers={len(self.triggers)}, actions={len(self.actions)})"

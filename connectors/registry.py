@@ -50,8 +50,12 @@ def _installed() -> dict[str, App]:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """A "did you mean" hint for a mistyped name, or "" when nothing is close."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    lowered = {c.lower(): c for c in sorted(choices)}
+    typed = word.lower()
+    close = difflib.get_close_matches(typed, list(lowered), n=1, cutoff=0.6)
+    if not close:  # `fullName` for `name`: the intended word is inside what was typed
+        close = [c for c in lowered if len(c) >= 3 and (c in typed or typed in c)][:1]
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 class UnknownName(LookupError):

@@ -23,7 +23,7 @@ from prefect.states import Completed
 
 from connectors._contract import ActionContext
 from flows.errors import ZapError, is_retryable
-from flows.model import ActionStep, StepPolicy, Zap, effective_policy
+from flows.model import ActionStep, StepPolicy, Zap, effective_policy, step_connection
 from flows.runtime import Event, RunOutcome, Skipped, ZapRun, run_step
 
 ZAPFLOW_TAG = "zapflow"
@@ -56,11 +56,21 @@ def _clip(value: Any) -> str:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 async def zap_step(
-    step: ActionStep, context: dict[str, Any], base: dict[str, Any], dry_run: bool = False
+    step: ActionStep,
+    context: dict[str, Any],
+    base: dict[str, Any],
+    dry_run: bool = False,
+    connection_name: str | None = None,
 ) -> Any:
     """One zap step: render its input, call its action, return (input, output)."""
     logger = get_run_logger()
-    result = await run_step(step, context, ActionContext(**base, logger=logger), dry_run=dry_run)
+    result = await run_step(
+        step,
+        context,
+        ActionContext(**base, logger=logger),
+        dry_run=dry_run,
+        connection_name=connection_name,
+    )
     if isinstance(result, Skipped):
         logger.info("skipped: %s", result.reason)
         return Completed(name=SKIPPED, message=result.reason)
@@ -124,7 +134,10 @@ async def run_zap(zap: dict[str, Any], event: dict[str, Any], dry_run: bool = Fa
 
     async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
         policy = effective_policy(model, step).model_dump_json()
-        state = await _step_task(step.id, policy)(step, context, base, dry_run, return_state=True)
+        task = _step_task(step.id, policy)
+        state = await task(
+            step, context, base, dry_run, step_connection(model, step), return_state=True
+        )
         if state.name == SKIPPED:
             return Skipped(state.message or "")
         return await state.result()  # raises the step's error if it failed

@@ -97,13 +97,14 @@ def _friendly(err: Any) -> str:
                 "must be lowercase letters, digits, - and _ (up to 63), "
                 "starting with a letter or digit"
             )
+        if "a-z0-9][a-z0-9-]" in pattern:
+            return "a connection name is lowercase letters, digits and - (up to 40)"
         if r"\." in pattern:
             return f"{err['input']!r} is not of the form app.action_name (e.g. cinnox.send_sms)"
-    return (
-        f"{msg} (got {err['input']!r})"
-        if "input" in err and not isinstance(err["input"], dict | list)
-        else msg
-    )
+    shown = repr(err.get("input"))
+    if "input" not in err or isinstance(err["input"], dict | list) or shown in msg:
+        return msg
+    return f"{msg} (got {shown})"
 
 
 def _structure_model(loc: Loc, data: Any) -> type[BaseModel] | None:
@@ -169,6 +170,8 @@ class _ZapChecker:
         self.all_ids: dict[str, Loc] = {}
         self.trigger_fields: list[str] | None = None
         self.trigger_name = ""
+        self.trigger_app: str | None = None
+        self.trigger_connection: Any = None
 
     def _ok(self, loc: Loc, value: Any, kind: type = str) -> bool:
         return isinstance(value, kind) and loc not in self.rejected
@@ -219,6 +222,17 @@ class _ZapChecker:
             self.out.add(("trigger", field), str(exc))
             return
         self.trigger_name = trigger.key
+        self.trigger_app = app
+        self.trigger_connection = spec.get("connection")
+        owner = registry.app(app)
+        if owner.connection is not None and self.trigger_connection is None:
+            self.out.add(
+                ("trigger",),
+                f"app {app!r} needs a connection: add `connection: <name>` "
+                "(`zapflow connections` lists yours)",
+            )
+        elif owner.connection is None and self.trigger_connection is not None:
+            self.out.add(("trigger", "connection"), f"app {app!r} takes no connection")
         payload = trigger.payload_model
         samples = spec.get("samples")
         for i, sample in enumerate(samples if isinstance(samples, list) else []):
@@ -239,6 +253,8 @@ class _ZapChecker:
                 action = registry.action(step["action"])
             except registry.UnknownName as exc:
                 self.out.add((*path, "action"), str(exc))
+            else:
+                self._check_connection(step, path, action.app)
         raw_input = step.get("input", {})
         if not isinstance(raw_input, dict) or (*path, "input") in self.rejected:
             return
@@ -260,6 +276,21 @@ class _ZapChecker:
             action.input_model.model_validate(raw_input)
         except ValidationError as exc:
             self.out.pydantic(exc, prefix, lambda _loc: action.input_model, skip)
+
+    def _check_connection(self, step: dict[str, Any], path: Loc, app_name: str) -> None:
+        owner = registry.app(app_name)
+        named = step.get("connection")
+        if owner.connection is None:
+            if named is not None:
+                self.out.add((*path, "connection"), f"app {app_name!r} takes no connection")
+            return
+        if named is None and not (app_name == self.trigger_app and self.trigger_connection):
+            self.out.add(
+                (*path, "action"),
+                f"app {app_name!r} needs a connection: add `connection: <name>` to this step"
+                + (" or the trigger" if app_name == self.trigger_app else "")
+                + " (`zapflow connections` lists yours)",
+            )
 
     def _check_template(
         self, source: str, loc: Loc, visible: tuple[str, ...], own_id: str | None = None

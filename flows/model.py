@@ -65,6 +65,7 @@ Duration = Annotated[
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ZAP_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+CONNECTION_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
 
 Condition = Annotated[
     str,
@@ -84,7 +85,9 @@ class TriggerSpec(_Strict):
 
     app: str = Field(description="The app, e.g. cinnox")
     event: str = Field(description="The app's trigger, e.g. missed_enquiry")
-    connection: str | None = Field(None, description="Name of the app connection to use")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="Name of the app connection to use"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Trigger settings")
     samples: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -126,7 +129,9 @@ class ActionStep(_StepBase, StepPolicy):
 
     action: str = Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$", description="app.action_name")
     connection: str | None = Field(
-        None, description="Connection to use; defaults to the trigger's when the app is the same"
+        None,
+        pattern=CONNECTION_NAME,
+        description="Connection to use; defaults to the trigger's when the app is the same",
     )
     input: dict[str, Any] = Field(default_factory=dict, description="The action's input fields")
 
@@ -219,6 +224,15 @@ def _walk(
             for b, branch in enumerate(step.paths):
                 yield from _walk(branch.steps, (*path, i, "paths", b, "steps"), visible)
         visible = (*visible, step.id)
+
+
+def step_connection(zap: Zap, step: ActionStep) -> str | None:
+    """The connection a step uses: its own, else the trigger's when both are the same app."""
+    if step.connection is not None:
+        return step.connection
+    if step.action.split(".", 1)[0] == zap.trigger.app:
+        return zap.trigger.connection
+    return None
 
 
 def effective_policy(zap: Zap, step: ActionStep) -> StepPolicy:

@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from connectors import registry
 from connectors._contract import ActionContext
-from flows.errors import StepInputError
+from flows import connections
+from flows.connections import ConnectionProblem
+from flows.errors import AuthError, StepInputError
 from flows.loader import format_path
-from flows.model import ActionStep, PathsStep, Zap
+from flows.model import ActionStep, PathsStep, Zap, step_connection
 from flows.templating import evaluate_condition, render_value
 
 
@@ -106,7 +108,12 @@ def sample_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 async def run_step(
-    step: ActionStep, context: dict[str, Any], base: ActionContext, *, dry_run: bool = False
+    step: ActionStep,
+    context: dict[str, Any],
+    base: ActionContext,
+    *,
+    dry_run: bool = False,
+    connection_name: str | None = None,
 ) -> tuple[Any, Any] | Skipped:
     """Render a step's input, check it against its action, call the action.
 
@@ -127,16 +134,27 @@ async def run_step(
         ) from None
     if dry_run and action.side_effects:
         return rendered, sample_of(action.output_model)
+    owner = registry.app(action.app)
+    connection = None
+    if owner.connection is not None:
+        if connection_name is None:
+            raise ConnectionProblem(f"step {step.id!r}: app {owner.name!r} needs a connection")
+        connection = await connections.resolve(owner, connection_name)
     ctx = ActionContext(
         zap_id=base.zap_id,
         step_id=step.id,
         run_id=base.run_id,
         event_id=base.event_id,
-        connection=base.connection,
+        connection=connection,
+        connection_name=connection_name,
         testing=base.testing or dry_run,
         logger=base.logger,
     )
-    result = await action.run(payload, ctx)
+    try:
+        result = await action.run(payload, ctx)
+    except AuthError:
+        connections.forget(owner.name, connection_name or "")
+        raise
     return rendered, result.model_dump(mode="json", by_alias=True)
 
 
@@ -179,7 +197,13 @@ class ZapRun:
         }
 
     async def direct(self, step: ActionStep, context: dict[str, Any]) -> tuple[Any, Any] | Skipped:
-        return await run_step(step, context, self.base, dry_run=self.dry_run)
+        return await run_step(
+            step,
+            context,
+            self.base,
+            dry_run=self.dry_run,
+            connection_name=step_connection(self.zap, step),
+        )
 
     async def execute(self, runner: StepRunner | None = None) -> RunOutcome:
         runner = runner or self.direct

@@ -130,8 +130,15 @@ def _subscript_name(node: nodes.Node) -> str | None:
     return None
 
 
+_UNSAFE_NAMES = frozenset(
+    {"mro", "gi_frame", "gi_code", "cr_frame", "cr_code", "f_globals", "f_locals", "func_globals"}
+)
+
+
 def _is_unsafe_name(name: str) -> bool:
-    return name.startswith("_") or name in {"mro", "gi_frame", "gi_code", "cr_frame", "f_globals"}
+    # Dunders are how templates escape to Python internals. A single leading underscore is
+    # ordinary JSON (CINNOX's `_id`); Jinja's sandbox still refuses such *attributes* at run time.
+    return name.startswith("__") or name in _UNSAFE_NAMES
 
 
 def _walk(node: nodes.Node) -> Iterator[nodes.Node]:

@@ -1,0 +1,157 @@
+"""The CINNOX API client: one ``httpx.AsyncClient`` per account, typed errors, a rate limiter.
+
+Errors say what to do next. Transient ones (timeouts, resets, HTTP 5xx, 6451001 bad response
+from service, 6451010 / HTTP 429 too many requests) raise ``RetryableError`` so the step's retry
+policy applies; CINNOX refusing the request (6451000 parameter error, 3000203, 3000205 …) raises
+``PermanentError`` with CINNOX's message; a rejected token raises ``AuthError`` telling the user
+to re-enter the credentials. The token travels only in the Authorization header: never in URLs,
+messages or ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from typing import Any
+
+import httpx
+
+from connectors.cinnox import wire
+from connectors.cinnox.connection import CinnoxConnection
+from flows.errors import AuthError, PermanentError, RetryableError
+
+TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+
+
+class RateLimiter:
+    """At most ``limit`` requests in any 60 s window per account, in this process.
+
+    CINNOX allows 500 requests per minute per service account; waiting here is cheaper than a
+    6451010 reply and a retry.
+    """
+
+    def __init__(self, limit: int = wire.RATE_LIMIT_PER_MINUTE, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self.sent: deque[float] = deque()
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                while self.sent and now - self.sent[0] >= self.window:
+                    self.sent.popleft()
+                if len(self.sent) < self.limit:
+                    self.sent.append(now)
+                    return
+                await asyncio.sleep(self.window - (now - self.sent[0]))
+
+
+_limiters: dict[str, RateLimiter] = {}
+_clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+
+
+def _key(conn: CinnoxConnection) -> str:
+    token = conn.app_token.get_secret_value().encode()
+    return f"{conn.base_url}|{conn.app_id}|{hashlib.sha256(token).hexdigest()[:16]}"
+
+
+class CinnoxClient:
+    """Calls to one CINNOX account."""
+
+    def __init__(self, conn: CinnoxConnection, *, connection_name: str = "") -> None:
+        self.conn, self.name = conn, connection_name
+        self.limiter = _limiters.setdefault(conn.app_id, RateLimiter())
+
+    def __repr__(self) -> str:
+        return f"CinnoxClient(app_id={self.conn.app_id!r}, base_url={self.conn.base_url!r})"
+
+    @property
+    def prefix(self) -> str:
+        return self.conn.base_url.rstrip("/") + wire.API_PREFIX.format(app_id=self.conn.app_id)
+
+    def _http(self) -> httpx.AsyncClient:
+        # Connections are reused per account and per event loop (an AsyncClient's pool belongs
+        # to the loop it first ran on).
+        key = (id(asyncio.get_running_loop()), _key(self.conn))
+        client = _clients.get(key)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                timeout=TIMEOUT,
+                limits=LIMITS,
+                headers={
+                    "Authorization": f"Bearer {self.conn.app_token.get_secret_value()}",
+                    "Accept": "application/json",
+                    "User-Agent": "zapflow-cinnox",
+                },
+            )
+            _clients[key] = client
+        return client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One API call; returns the reply's fields (``code`` included) or raises a typed error."""
+        await self.limiter.wait()
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        what = f"{method} {path}"
+        try:
+            reply = await self._http().request(
+                method, self.prefix + path, params=params, json=json, headers=headers
+            )
+        except httpx.TimeoutException:
+            raise RetryableError(f"CINNOX did not answer {what} in time") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(
+                f"could not reach CINNOX for {what}: {type(exc).__name__}"
+            ) from None
+        return self._read(reply, what)
+
+    def _read(self, reply: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            body = reply.json()
+        except ValueError:
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        message = str(body.get("message", "")) if isinstance(body, dict) else ""
+        if reply.status_code in (401, 403) or code == wire.Code.UNAUTHORIZED:
+            raise AuthError(
+                f"CINNOX rejected the App Token of connection {self.name or self.conn.app_id!r} "
+                f"(App ID {self.conn.app_id}): it was regenerated, or its Zapier account was "
+                "deleted in the CINNOX Dashboard. Re-enter the credentials with "
+                f"`zapflow connections rekey cinnox {self.name or '<name>'}`."
+            )
+        if reply.status_code == 429 or code == wire.Code.TOO_MANY_REQUESTS:
+            retry_after = _seconds(reply.headers.get("Retry-After"))
+            raise RetryableError(f"CINNOX: too many requests ({what})", retry_after=retry_after)
+        if reply.status_code >= 500 or code == wire.Code.BAD_RESPONSE_FROM_SERVICE:
+            detail = message or f"HTTP {reply.status_code}"
+            raise RetryableError(f"CINNOX could not serve {what} for now: {detail}")
+        if not isinstance(body, dict) or code is None:
+            raise RetryableError(f"CINNOX answered {what} with something that is not its JSON")
+        if code not in wire.SUCCESS_CODES:
+            raise PermanentError(f"CINNOX refused {what} ({code}): {message or 'no message'}")
+        return body
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def close_all() -> None:
+    """Close the pooled clients of the running loop (tests, shutdown)."""
+    loop = id(asyncio.get_running_loop())
+    for key in [k for k in _clients if k[0] == loop]:
+        await _clients.pop(key).aclose()

@@ -1,0 +1,666 @@
+"""CINNOX triggers: the 13 events of CINNOX's Zapier app, with the Zapier page's keys.
+
+The seed's trigger table (``shared/seed/cinnox-zapier-integration.txt``) is the user-facing
+contract: each payload model below has exactly the keys listed there (what a zap reads as
+``trigger.<key>``), plus the contact ``id`` on contact triggers (the wire carries it and
+``update_external_contact`` needs it). The key ``destination Types`` has a space: zaps read it
+as ``trigger['destination Types']``.
+
+CINNOX delivers events per *family* (``wire.EventFamily``) in its own wire shape
+(``wire.EnquiryEvent``, ``ContactEvent``, ``SmsReceiptEvent``, ``LabelEvent``). ``from_wire``
+turns a delivered body into (trigger name, payload in the seed's keys); ``to_wire`` is its
+inverse, for the sandbox; ``FAMILY_OF`` says which family feeds each trigger, so only the
+families that enabled zaps need are subscribed.
+
+Sample conventions (illustrative; CINNOX's real id formats are not public):
+
+- enquiry, contact, staff (owner / destination), label and SMS transaction ids: UUID v4 strings;
+- display case numbers: ``ENQ-<year>-<6 digits>``, e.g. ``ENQ-2026-001024``;
+- dates: ISO 8601 with the Hong Kong offset, e.g. ``2026-03-02T09:15:27+08:00``;
+- phone numbers: E.164, e.g. ``+85291234567``; countries: ISO 3166-1 alpha-2 (``HK``);
+- label colours: ``#RRGGBB``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.cinnox import wire
+from connectors.cinnox._app import app
+
+
+class UnknownEvent(ValueError):
+    """A webhook body that maps to no trigger: unknown family, wrong shape or unknown status."""
+
+
+class _Payload(BaseModel):
+    # Default ``extra`` (ignore): CINNOX may add keys; the loader checks templates against ours.
+    model_config = ConfigDict(populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- ids used in samples
+
+_STAFF_AMY = "2b7e4f0c-9d13-4a8e-b6c2-5f1a3e9d7c21"  # Amy Lau, Sales
+_STAFF_KEN = "8c41d6a2-3e7f-4b95-a0d8-1f6e2c9b4a37"  # Ken Yip, Customer Service
+_STAFF_JOE = "e5d92b17-6a4c-4f08-8b3e-7c2d1a9f6e54"  # Joe Tsang, Customer Service
+_TRUNK_HQ = "f0a3c8e1-2b6d-4e97-9c15-3d8a7b2e6f09"  # SIP trunk to the Kwun Tong office PBX
+
+
+# --------------------------------------------------------------------------- external contacts
+
+_STATUS_DESC = 'Always "{}".'
+
+
+class NewExternalContact(_Payload):
+    status: Literal["create"] = Field(description=_STATUS_DESC.format("create"))
+    name: str = Field(description="The full name of the external contact profile created.")
+    id: str | None = Field(None, description="The external contact's id in CINNOX.")
+
+
+class ExternalContactEdited(_Payload):
+    status: Literal["edit"] = Field(description=_STATUS_DESC.format("edit"))
+    name: str = Field(
+        description="The full name of the contact profile that has been edited successfully."
+    )
+    id: str | None = Field(None, description="The external contact's id in CINNOX.")
+
+
+class ExternalContactMerged(_Payload):
+    status: Literal["merge"] = Field(description=_STATUS_DESC.format("merge"))
+    name: str = Field(
+        description="The full name of the external contact that has been merged with the other "
+        "contact."
+    )
+    id: str | None = Field(None, description="The external contact's id in CINNOX.")
+
+
+class ExternalContactOwnershipTransferred(_Payload):
+    status: Literal["transfer"] = Field(description=_STATUS_DESC.format("transfer"))
+    name: str = Field(
+        description="The full name of the external contact whose ownership has been transferred."
+    )
+    fromOwnerID: str = Field(description="The previous owner id.")
+    toOwnerID: str = Field(description="The updated owner id.")
+    id: str | None = Field(None, description="The external contact's id in CINNOX.")
+
+
+class ExternalContactDeleted(_Payload):
+    status: Literal["delete"] = Field(description=_STATUS_DESC.format("delete"))
+    name: str = Field(
+        description="The full name of the contact that has been deleted successfully."
+    )
+    id: str | None = Field(None, description="The external contact's id in CINNOX.")
+
+
+# --------------------------------------------------------------------------- enquiries
+
+_TYPES = "Enquiry type, e.g. Broadcast Chat, Broadcast Call, Direct Chat or Direct Call."
+_CHANNELS_NEW = (
+    "Channel, e.g. CINNOX, Virtual Number, Email, Third Party Channel, Messenger, WhatsApp, "
+    "WeChat, LINE or WOZTELL."
+)
+_CHANNELS = (
+    "Channel, e.g. Directory - Web Link, Campaign, Virtual Number, Messenger, WhatsApp, WeChat, "
+    "LINE, WOZTELL, Email or Third Party Channel."
+)
+_DEST_TRUNK = "Destination type, e.g. STAFF, PSTN or TRUNK."
+_DEST_SIP = "Destination type, e.g. STAFF, PSTN or SIP Trunk String."
+
+
+class _Enquiry(_Payload):
+    """The keys every enquiry trigger has, in the seed's order; subclasses narrow ``status`` and
+    carry the seed's per-trigger examples for ``channel`` and ``destination Types``."""
+
+    status: str
+    enquiryID: str = Field(description="Enquiry ID.")
+    displayCaseNumber: str = Field(
+        description="Enquiry display number (the case number shown in the Dashboard)."
+    )
+    type: str = Field(description=_TYPES)
+    channel: str = Field(description=_CHANNELS)
+    date: str = Field(description="Date & Time.")
+    destination: str | None = Field(None, description="Destination id.")
+    destination_types: str | None = Field(None, alias="destination Types", description=_DEST_TRUNK)
+
+
+class NewEnquiry(_Enquiry):
+    status: Literal["Opened"] = Field(description=_STATUS_DESC.format("Opened"))
+    channel: str = Field(description=_CHANNELS_NEW)
+
+
+class EnquiryHandled(_Enquiry):
+    status: Literal["Handling"] = Field(description=_STATUS_DESC.format("Handling"))
+    destination_types: str | None = Field(None, alias="destination Types", description=_DEST_SIP)
+
+
+class EnquiryClosed(_Enquiry):
+    status: Literal["Closed"] = Field(description=_STATUS_DESC.format("Closed"))
+    destination_types: str | None = Field(None, alias="destination Types", description=_DEST_SIP)
+
+
+class MissedEnquiry(_Enquiry):
+    status: Literal["Missed"] = Field(description=_STATUS_DESC.format("Missed"))
+
+
+# --------------------------------------------------------------------------- SMS receipts
+
+
+class SmsDeliveryReceipt(_Payload):
+    transactionId: str = Field(description="The unique transaction id for each SMS.")
+    recipientNumber: str = Field(description="Recipient phone number.")
+    recipientCountry: str = Field(description="Recipient country.")
+    responseCode: str = Field(description="Response code.")
+    status: Literal["Submitted", "Delivered", "Undelivered", "Rejected"] = Field(
+        description="Receipt status: Submitted, Delivered, Undelivered or Rejected."
+    )
+    exception: str | None = Field(None, description="Error message (for error responses only).")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+class LabelCreated(_Payload):
+    status: Literal["create"] = Field(description=_STATUS_DESC.format("create"))
+    id: str = Field(description="The id of the created label.")
+    name: str = Field(description="The name of the created label.")
+    colorCode: str = Field(
+        description="The color code of the created label, as a hex colour code (e.g. #E53935)."
+    )
+
+
+class LabelEdited(_Payload):
+    status: Literal["update"] = Field(description=_STATUS_DESC.format("update"))
+    id: str = Field(description="The id of the edited label.")
+    name: str = Field(description="The name of the edited label.")
+    colorCode: str = Field(
+        description="The colour code of the edited label, as a hex colour code (e.g. #E53935)."
+    )
+
+
+class LabelDeleted(_Payload):
+    status: Literal["deleted"] = Field(description=_STATUS_DESC.format("deleted"))
+    id: str = Field(description="The id of the deleted label.")
+    name: str = Field(description="The name of the deleted label.")
+
+
+# --------------------------------------------------------------------------- registration
+
+app.trigger(
+    "new_external_contact",
+    title="New external contact created",
+    description="Trigger the action when a new external contact has been created in CINNOX.",
+    payload=NewExternalContact,
+    samples=[
+        {"status": "create", "name": "Chan Tai Man", "id": "5d0c7a3e-1b84-4f6a-9e2d-8c3b7f1a0e65"},
+        {"status": "create", "name": "Wong Siu Ming", "id": "a9e1f4b2-7c3d-4e58-b0a6-2d9c5e8f1b73"},
+        {"status": "create", "name": "Lee Ka Yan", "id": "3c8b2e6f-0a4d-4b17-8f95-6e1d7a2c9b40"},
+    ],
+)
+app.trigger(
+    "external_contact_edited",
+    title="External contact edited",
+    description="Trigger the action when an external contact has been edited in CINNOX.",
+    payload=ExternalContactEdited,
+    samples=[
+        {"status": "edit", "name": "Chan Tai Man", "id": "5d0c7a3e-1b84-4f6a-9e2d-8c3b7f1a0e65"},
+        {"status": "edit", "name": "Cheung Wai Kit", "id": "7f2a9c4e-5b1d-4a86-9e3c-0d8b6f2a1e97"},
+    ],
+)
+app.trigger(
+    "external_contact_merged",
+    title="External contact merged",
+    description="Trigger the action when the external contact has been merged in CINNOX.",
+    payload=ExternalContactMerged,
+    samples=[
+        {"status": "merge", "name": "Wong Siu Ming", "id": "a9e1f4b2-7c3d-4e58-b0a6-2d9c5e8f1b73"},
+        {"status": "merge", "name": "Ho Mei Ling", "id": "c4d7e2a9-8f3b-4c61-a5e0-9b2d6f1c3a88"},
+    ],
+)
+app.trigger(
+    "external_contact_ownership_transferred",
+    title="Transferred external contact ownership",
+    description=(
+        "Trigger the action when the external contact owner has been transferred to another in "
+        "CINNOX."
+    ),
+    payload=ExternalContactOwnershipTransferred,
+    samples=[
+        {
+            "status": "transfer",
+            "name": "Chan Tai Man",
+            "fromOwnerID": _STAFF_AMY,
+            "toOwnerID": _STAFF_KEN,
+            "id": "5d0c7a3e-1b84-4f6a-9e2d-8c3b7f1a0e65",
+        },
+        {
+            "status": "transfer",
+            "name": "Lee Ka Yan",
+            "fromOwnerID": _STAFF_KEN,
+            "toOwnerID": _STAFF_JOE,
+            "id": "3c8b2e6f-0a4d-4b17-8f95-6e1d7a2c9b40",
+        },
+    ],
+)
+app.trigger(
+    "external_contact_deleted",
+    title="External contact deleted",
+    description="Trigger the action when an external contact has been deleted in CINNOX.",
+    payload=ExternalContactDeleted,
+    samples=[
+        {"status": "delete", "name": "Ho Mei Ling", "id": "c4d7e2a9-8f3b-4c61-a5e0-9b2d6f1c3a88"},
+        {"status": "delete", "name": "Test Contact", "id": "0e6b3f9a-2d5c-4a71-8b4e-1f7c9d2a5e36"},
+    ],
+)
+
+app.trigger(
+    "new_enquiry",
+    title="New incoming enquiry",
+    description="Trigger the action when CINNOX has received a new incoming enquiry to CINNOX.",
+    payload=NewEnquiry,
+    samples=[
+        {
+            "status": "Opened",
+            "enquiryID": "9b3e7d1f-4a2c-4e86-b5d0-6c1f8a3e2b74",
+            "displayCaseNumber": "ENQ-2026-001024",
+            "type": "Broadcast Chat",
+            "channel": "WhatsApp",
+            "date": "2026-03-02T09:15:27+08:00",
+            "destination": _STAFF_KEN,
+            "destination Types": "STAFF",
+        },
+        {
+            "status": "Opened",
+            "enquiryID": "1d8f4c2a-6e3b-4f97-a0c5-7b2e9d4f1a63",
+            "displayCaseNumber": "ENQ-2026-001025",
+            "type": "Direct Call",
+            "channel": "Virtual Number",
+            "date": "2026-03-02T09:42:03+08:00",
+            "destination": "+85291234567",
+            "destination Types": "PSTN",
+        },
+        {
+            "status": "Opened",
+            "enquiryID": "6a2c9e4f-3b7d-4a18-9f60-2e5d8b1c7a39",
+            "displayCaseNumber": "ENQ-2026-001026",
+            "type": "Broadcast Call",
+            "channel": "CINNOX",
+            "date": "2026-03-02T10:05:51+08:00",
+            "destination": None,
+            "destination Types": None,
+        },
+    ],
+)
+app.trigger(
+    "enquiry_handled",
+    title="Enquiry being handled by staff (agent)",
+    description="Trigger the action when the enquiry has been handled in CINNOX.",
+    payload=EnquiryHandled,
+    samples=[
+        {
+            "status": "Handling",
+            "enquiryID": "9b3e7d1f-4a2c-4e86-b5d0-6c1f8a3e2b74",
+            "displayCaseNumber": "ENQ-2026-001024",
+            "type": "Broadcast Chat",
+            "channel": "WhatsApp",
+            "date": "2026-03-02T09:16:40+08:00",
+            "destination": _STAFF_KEN,
+            "destination Types": "STAFF",
+        },
+        {
+            "status": "Handling",
+            "enquiryID": "4e7b1a9d-8c2f-4d63-b1e5-0a9f3c6d2e81",
+            "displayCaseNumber": "ENQ-2026-001031",
+            "type": "Direct Call",
+            "channel": "Virtual Number",
+            "date": "2026-03-02T11:20:12+08:00",
+            "destination": _TRUNK_HQ,
+            "destination Types": "SIP Trunk String",
+        },
+    ],
+)
+app.trigger(
+    "enquiry_closed",
+    title="Enquiry closed",
+    description="Trigger the action when the enquiry has been closed in CINNOX.",
+    payload=EnquiryClosed,
+    samples=[
+        {
+            "status": "Closed",
+            "enquiryID": "9b3e7d1f-4a2c-4e86-b5d0-6c1f8a3e2b74",
+            "displayCaseNumber": "ENQ-2026-001024",
+            "type": "Broadcast Chat",
+            "channel": "WhatsApp",
+            "date": "2026-03-02T09:31:05+08:00",
+            "destination": _STAFF_KEN,
+            "destination Types": "STAFF",
+        },
+        {
+            "status": "Closed",
+            "enquiryID": "2f5d8a1c-7e4b-4c90-a3d6-9b1e5f7c2a48",
+            "displayCaseNumber": "ENQ-2026-001037",
+            "type": "Direct Chat",
+            "channel": "Directory - Web Link",
+            "date": "2026-03-02T14:02:47+08:00",
+            "destination": _STAFF_AMY,
+            "destination Types": "STAFF",
+        },
+    ],
+)
+app.trigger(
+    "missed_enquiry",
+    title="Missed enquiry",
+    description="Trigger the action when the enquiry has been missed in CINNOX.",
+    payload=MissedEnquiry,
+    samples=[
+        {
+            "status": "Missed",
+            "enquiryID": "6a2c9e4f-3b7d-4a18-9f60-2e5d8b1c7a39",
+            "displayCaseNumber": "ENQ-2026-001026",
+            "type": "Broadcast Call",
+            "channel": "Virtual Number",
+            "date": "2026-03-02T10:06:36+08:00",
+            "destination": "+85223456789",
+            "destination Types": "PSTN",
+        },
+        {
+            "status": "Missed",
+            "enquiryID": "8d1f6b3a-9c5e-4b72-a4f8-3e0c7d2b9a15",
+            "displayCaseNumber": "ENQ-2026-001042",
+            "type": "Direct Chat",
+            "channel": "Messenger",
+            "date": "2026-03-02T22:48:19+08:00",
+            "destination": _STAFF_JOE,
+            "destination Types": "STAFF",
+        },
+    ],
+)
+
+app.trigger(
+    "sms_delivery_receipt",
+    title="Receive SMS delivery receipts status",
+    description=(
+        "Trigger the action when CINNOX has received the status of the SMS delivery receipt."
+    ),
+    payload=SmsDeliveryReceipt,
+    samples=[
+        {
+            "transactionId": "b7e2d9f4-1a6c-4e38-9d05-8f3a2c7e1b96",
+            "recipientNumber": "+85291234567",
+            "recipientCountry": "HK",
+            "responseCode": "0",
+            "status": "Delivered",
+            "exception": None,
+        },
+        {
+            "transactionId": "3a9c1e7b-5d2f-4b84-a6e0-1c8d4f9b2e57",
+            "recipientNumber": "+85298765432",
+            "recipientCountry": "HK",
+            "responseCode": "1",
+            "status": "Undelivered",
+            "exception": "Absent subscriber: the handset is switched off or out of coverage",
+        },
+        {
+            "transactionId": "e4f8b2a6-0c9d-4e15-b7a3-5d1e9c6f2a80",
+            "recipientNumber": "+8529123456",
+            "recipientCountry": "HK",
+            "responseCode": "2",
+            "status": "Rejected",
+            "exception": "Invalid recipient number",
+        },
+    ],
+)
+
+app.trigger(
+    "label_created",
+    title="New Label created",
+    description="Trigger the action when a new label is created in CINNOX.",
+    payload=LabelCreated,
+    samples=[
+        {
+            "status": "create",
+            "id": "d3a7f1c9-6b2e-4d80-a5f4-9c1b8e3d7a26",
+            "name": "VIP Customer",
+            "colorCode": "#E53935",
+        },
+        {
+            "status": "create",
+            "id": "5b9e2c6a-8d4f-4a37-b1c0-7e3f6a9d2b58",
+            "name": "Follow-up Required",
+            "colorCode": "#FB8C00",
+        },
+    ],
+)
+app.trigger(
+    "label_edited",
+    title="Label edited",
+    description="Trigger the action when a label is edited in CINNOX.",
+    payload=LabelEdited,
+    samples=[
+        {
+            "status": "update",
+            "id": "d3a7f1c9-6b2e-4d80-a5f4-9c1b8e3d7a26",
+            "name": "VIP Customer (Gold)",
+            "colorCode": "#FDD835",
+        },
+        {
+            "status": "update",
+            "id": "5b9e2c6a-8d4f-4a37-b1c0-7e3f6a9d2b58",
+            "name": "Follow-up in 2 Days",
+            "colorCode": "#FB8C00",
+        },
+    ],
+)
+app.trigger(
+    "label_deleted",
+    title="Label deleted",
+    description="Trigger the action when a label is deleted in CINNOX.",
+    payload=LabelDeleted,
+    samples=[
+        {"status": "deleted", "id": "5b9e2c6a-8d4f-4a37-b1c0-7e3f6a9d2b58", "name": "Follow-up"},
+        {"status": "deleted", "id": "f1c6a3e8-2d9b-4f54-8a7e-0b5c3d1f9e42", "name": "Complaint"},
+    ],
+)
+
+
+# --------------------------------------------------------------------------- wire mapping
+
+ENQUIRY_TRIGGERS = {
+    "Opened": "new_enquiry",
+    "Handling": "enquiry_handled",
+    "Closed": "enquiry_closed",
+    "Missed": "missed_enquiry",
+}
+CONTACT_TRIGGERS = {
+    "create": "new_external_contact",
+    "edit": "external_contact_edited",
+    "merge": "external_contact_merged",
+    "transfer": "external_contact_ownership_transferred",
+    "delete": "external_contact_deleted",
+}
+LABEL_TRIGGERS = {"create": "label_created", "update": "label_edited", "deleted": "label_deleted"}
+SMS_TRIGGER = "sms_delivery_receipt"
+
+FAMILY_OF: dict[str, str] = {
+    **dict.fromkeys(CONTACT_TRIGGERS.values(), "external-contact"),
+    **dict.fromkeys(ENQUIRY_TRIGGERS.values(), "inquiry"),
+    SMS_TRIGGER: "outbound-sms",
+    **dict.fromkeys(LABEL_TRIGGERS.values(), "label"),
+}
+"""The wire family (``PATCH /<family>-event-sub``) that delivers each trigger."""
+
+_WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "inquiry": wire.EnquiryEvent,
+    "external-contact": wire.ContactEvent,
+    "outbound-sms": wire.SmsReceiptEvent,
+    "label": wire.LabelEvent,
+}
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
+def _status_of(family: str, body: dict[str, Any]) -> tuple[Any, str, dict[str, str] | None]:
+    """The body's status, where it sits, and the status → trigger table of its family."""
+    if family == "inquiry":
+        return body.get("status"), "status", ENQUIRY_TRIGGERS
+    if family == "external-contact":
+        message = body.get("message")
+        status = message.get("status") if isinstance(message, dict) else None
+        return status, "message.status", CONTACT_TRIGGERS
+    if family == "label":
+        return body.get("status"), "status", LABEL_TRIGGERS
+    return body.get("Status"), "Status", None  # every receipt status is one trigger
+
+
+def _enquiry_payload(event: wire.EnquiryEvent) -> dict[str, Any]:
+    return {
+        "status": event.status,
+        "enquiryID": event.inquiryID,
+        "displayCaseNumber": event.displayCaseNumber,
+        "type": event.inquiryType,
+        "channel": event.channel,
+        "date": event.date,
+        "destination": event.destination,
+        "destination Types": event.destinationTypes,
+    }
+
+
+def _contact_payload(event: wire.ContactEvent) -> dict[str, Any]:
+    msg = event.message
+    payload: dict[str, Any] = {"status": msg.status, "name": msg.fullName, "id": msg.id}
+    if msg.status == "transfer":
+        payload |= {"fromOwnerID": msg.fromOwnerID, "toOwnerID": msg.toOwnerID}
+    return payload
+
+
+def _sms_payload(event: wire.SmsReceiptEvent) -> dict[str, Any]:
+    return {
+        "transactionId": event.TransactionID,
+        "recipientNumber": event.RecipientNumber,
+        "recipientCountry": event.RecipientCountry,
+        "responseCode": event.ResponseCode,
+        "status": event.Status,
+        "exception": event.Exception,
+    }
+
+
+def _label_payload(event: wire.LabelEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = {"status": event.status, "id": event.id, "name": event.name}
+    if event.status != "deleted":
+        payload["colorCode"] = event.colorCode
+    return payload
+
+
+_TO_PAYLOAD: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "inquiry": _enquiry_payload,
+    "external-contact": _contact_payload,
+    "outbound-sms": _sms_payload,
+    "label": _label_payload,
+}
+
+
+def from_wire(family: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(trigger name, payload in the seed's keys) for a CINNOX webhook body of ``family``.
+
+    The payload is the trigger's payload model dumped by alias (every key present, ``None``
+    where CINNOX sent nothing). Raises ``UnknownEvent`` for an unknown family, a body that
+    does not fit the family's wire shape or the trigger's payload, or a status with no trigger.
+    """
+    if family not in _WIRE_MODELS:
+        raise UnknownEvent(
+            f"unknown CINNOX event family {family!r}; accepted: {', '.join(_WIRE_MODELS)}"
+        )
+    if not isinstance(body, dict):
+        raise UnknownEvent(
+            f"a CINNOX {family} event must be a JSON object, not {type(body).__name__}"
+        )
+    status, where, table = _status_of(family, body)
+    if table is not None and (not isinstance(status, str) or status not in table):
+        raise UnknownEvent(
+            f"CINNOX {family} event has {where} {status!r}, which starts no trigger; "
+            f"accepted: {', '.join(table)}"
+        )
+    try:
+        event = _WIRE_MODELS[family].model_validate(body)
+    except ValidationError as exc:
+        raise UnknownEvent(
+            f"the body does not fit a CINNOX {family} event ({_errors(exc)}); "
+            f"expected the shape of wire.{_WIRE_MODELS[family].__name__}"
+        ) from None
+    name = table[status] if table is not None else SMS_TRIGGER
+    model = app.triggers[name].payload_model
+    try:
+        payload = model.model_validate(_TO_PAYLOAD[family](event))
+    except ValidationError as exc:
+        raise UnknownEvent(
+            f"the CINNOX {family} event does not fit trigger {name} ({_errors(exc)}); "
+            f"its keys: {', '.join(f.alias or n for n, f in model.model_fields.items())}"
+        ) from None
+    return name, payload.model_dump(mode="json", by_alias=True)
+
+
+def to_wire(
+    trigger: str, payload: dict[str, Any], *, service_id: str, app_id: str
+) -> tuple[str, dict[str, Any]]:
+    """(family, wire body) CINNOX would deliver for ``trigger`` with ``payload`` (seed keys).
+
+    The inverse of ``from_wire``, for the sandbox. Raises ``UnknownEvent`` for an unknown
+    trigger, pydantic's ``ValidationError`` (a ``ValueError``) for a payload that does not fit
+    the trigger, and ``ValueError`` for a contact payload without the contact ``id`` (the wire
+    always carries it).
+    """
+    if trigger not in FAMILY_OF:
+        raise UnknownEvent(f"unknown CINNOX trigger {trigger!r}; accepted: {', '.join(FAMILY_OF)}")
+    family = FAMILY_OF[trigger]
+    p = app.triggers[trigger].payload_model.model_validate(payload).model_dump(by_alias=True)
+    body: dict[str, Any]
+    if family == "inquiry":
+        body = {
+            "status": p["status"],
+            "serviceId": service_id,
+            "inquiryID": p["enquiryID"],
+            "displayCaseNumber": p["displayCaseNumber"],
+            "inquiryType": p["type"],
+            "channel": p["channel"],
+            "date": p["date"],
+            "destination": p["destination"],
+            "destinationTypes": p["destination Types"],
+        }
+    elif family == "external-contact":
+        if p["id"] is None:
+            raise ValueError(
+                f"{trigger}: a contact event on the wire carries the contact id; "
+                "the payload has no 'id'"
+            )
+        message = {
+            "status": p["status"],
+            "serviceId": service_id,
+            "fullName": p["name"],
+            "id": p["id"],
+            "fromOwnerID": p.get("fromOwnerID"),
+            "toOwnerID": p.get("toOwnerID"),
+        }
+        body = {"message": message}
+    elif family == "outbound-sms":
+        body = {
+            "AppID": app_id,
+            "ServiceID": service_id,
+            "TransactionID": p["transactionId"],
+            "RecipientNumber": p["recipientNumber"],
+            "RecipientCountry": p["recipientCountry"],
+            "ResponseCode": p["responseCode"],
+            "Status": p["status"],
+            "Exception": p["exception"],
+        }
+    else:
+        body = {"status": p["status"], "id": p["id"], "name": p["name"]}
+        body["colorCode"] = p.get("colorCode")
+    event = _WIRE_MODELS[family].model_validate(body)
+    return family, event.model_dump(mode="json", by_alias=True, exclude_none=True)
