@@ -15,6 +15,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -112,6 +113,7 @@ def env_connections(apps: dict[str, App]) -> list[tuple[App, str]]:
 # --------------------------------------------------------------------------- Prefect blocks
 
 
+@cache
 def _block_class() -> Any:
     from prefect.blocks.core import Block
     from prefect.blocks.fields import SecretDict
@@ -187,9 +189,15 @@ async def block_connections(apps: dict[str, App]) -> list[ConnectionInfo]:
     for doc in docs:
         data = doc.data
         app = apps.get(str(data.get("app")))
-        values = {k: str(v) for k, v in data.get("settings", {}).items()}
+        settings = data.get("settings", {})
+        values = {k: str(v) for k, v in settings.items()}
         if app is not None and app.connection is not None:
-            values.update({k: MASK for k in secret_fields(app.connection)})
+            secrets = secret_fields(app.connection)
+            values = {
+                k: MASK if k in secrets else str(settings[k])
+                for k in app.connection.model_fields
+                if k in secrets or k in settings
+            }
         out.append(ConnectionInfo(str(data.get("app")), str(data.get("name")), "prefect", values))
     return out
 

@@ -1,0 +1,136 @@
+"""Connections as an ops person manages them: stored encrypted, listed masked, renamed,
+re-keyed, deleted — and never refused silently nor printed."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors import registry
+from flows import connections
+from flows.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+runner = CliRunner()
+TOKEN = "tok-SECRET-4f9a1c2e77"
+
+
+def connect(name: str, token: str = TOKEN, *extra: str):
+    return runner.invoke(
+        app,
+        [
+            "connect",
+            "cinnox",
+            name,
+            "--no-check",
+            "--set",
+            "app_id=app-123",
+            "--set",
+            f"app_token={token}",
+            "--set",
+            "base_url=http://127.0.0.1:9",
+            *extra,
+        ],
+    )
+
+
+def test_connect_stores_it_encrypted_and_lists_it_masked():
+    result = connect("hk-office")
+    assert result.exit_code == 0, result.output
+    assert TOKEN not in result.output
+
+    listing = runner.invoke(app, ["connections"])
+    assert listing.exit_code == 0, listing.output
+    assert "hk-office" in listing.output
+    assert "app_id=app-123" in listing.output and "app_token=********" in listing.output
+    assert TOKEN not in listing.output
+
+    shown = runner.invoke(app, ["connections", "show", "cinnox", "hk-office"])
+    assert "app_token: ********" in shown.output and TOKEN not in shown.output
+
+    loaded = asyncio.run(connections.load_block(registry.app("cinnox"), "hk-office"))
+    assert loaded.app_token.get_secret_value() == TOKEN
+    assert TOKEN not in repr(loaded)
+
+
+def test_connect_refuses_bad_values_and_existing_names():
+    bad = runner.invoke(app, ["connect", "cinnox", "Bad Name", "--no-check"])
+    assert bad.exit_code == 1 and "lowercase letters, digits and -" in bad.output
+    missing = runner.invoke(
+        app, ["connect", "cinnox", "partial", "--no-check", "--set", "app_id=x"]
+    )
+    assert missing.exit_code == 1
+    assert "app_token is missing: give --set app_token=... (no terminal to ask)" in missing.output
+    assert connect("twice").exit_code == 0
+    again = connect("twice")
+    assert again.exit_code == 1 and "exists; use --replace" in again.output
+
+
+def test_rename_rekey_and_delete(tmp_path):
+    assert connect("old-name").exit_code == 0
+    renamed = runner.invoke(
+        app, ["connections", "rename", "cinnox", "old-name", "new-name", "--zaps", str(tmp_path)]
+    )
+    assert renamed.exit_code == 0, renamed.output
+    owner = registry.app("cinnox")
+    assert asyncio.run(connections.load_block(owner, "old-name")) is None
+
+    rekeyed = runner.invoke(
+        app,
+        [
+            "connections",
+            "rekey",
+            "cinnox",
+            "new-name",
+            "--no-check",
+            "--set",
+            "app_token=tok-rotated",
+        ],
+    )
+    assert rekeyed.exit_code == 0, rekeyed.output
+    loaded = asyncio.run(connections.load_block(owner, "new-name"))
+    assert loaded.app_token.get_secret_value() == "tok-rotated" and loaded.app_id == "app-123"
+
+    (tmp_path / "uses.yaml").write_text(
+        textwrap.dedent("""\
+        zap: uses-it
+        trigger: {app: cinnox, event: missed_enquiry, connection: new-name}
+        steps:
+          - id: detail
+            action: cinnox.get_enquiry_detail
+            input: {display_case_number: "{{ trigger.displayCaseNumber }}"}
+        """)
+    )
+    refused = runner.invoke(
+        app, ["connections", "delete", "cinnox", "new-name", "--zaps", str(tmp_path)]
+    )
+    assert refused.exit_code == 1
+    assert "enabled zaps use cinnox/new-name" in refused.output and "uses-it" in refused.output
+    forced = runner.invoke(
+        app, ["connections", "delete", "cinnox", "new-name", "--force", "--zaps", str(tmp_path)]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert asyncio.run(connections.load_block(owner, "new-name")) is None
+
+
+def test_environment_connections_win_and_are_listed_masked(monkeypatch):
+    monkeypatch.setenv("ZAPFLOW_CINNOX_CI_APP_ID", "app-env")
+    monkeypatch.setenv("ZAPFLOW_CINNOX_CI_APP_TOKEN", "tok-from-env-99")
+    monkeypatch.setenv("ZAPFLOW_CINNOX_CI_BASE_URL", "http://127.0.0.1:9")
+    owner = registry.app("cinnox")
+    resolved = asyncio.run(connections.resolve(owner, "ci"))
+    assert resolved.app_id == "app-env"
+    listing = runner.invoke(app, ["connections"])
+    row = next(line for line in listing.output.splitlines() if " ci " in f" {line} ")
+    assert "environment" in row and "tok-from-env-99" not in listing.output
+
+
+def test_a_missing_connection_says_how_to_create_it():
+    with pytest.raises(connections.ConnectionProblem) as info:
+        asyncio.run(connections.resolve(registry.app("cinnox"), "nowhere"))
+    message = str(info.value)
+    assert "zapflow connect cinnox nowhere" in message
+    assert "ZAPFLOW_CINNOX_NOWHERE_<FIELD>" in message
