@@ -618,12 +618,36 @@ def connections_delete(
 # --------------------------------------------------------------------------- demo
 
 
+@contextmanager
+def _demo_sandbox() -> Iterator[Any]:
+    """The bundled CINNOX sandbox, in this process, as the connection named "sandbox"."""
+    import os
+
+    # The demo is the product's showcase, so it knows its bundled sandbox by name.
+    from connectors.cinnox.sandbox import run_in_thread
+
+    with run_in_thread() as (_, control):
+        account = control.accounts()[0]
+        names = {"APP_ID": "appId", "APP_TOKEN": "appToken", "BASE_URL": "baseUrl"}
+        saved = {k: os.environ.get(f"ZAPFLOW_CINNOX_SANDBOX_{k}") for k in names}
+        os.environ.update({f"ZAPFLOW_CINNOX_SANDBOX_{k}": account[v] for k, v in names.items()})
+        try:
+            yield control
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(f"ZAPFLOW_CINNOX_SANDBOX_{key}", None)
+                if value is not None:
+                    os.environ[f"ZAPFLOW_CINNOX_SANDBOX_{key}"] = value
+
+
 @app.command()
 def demo(zaps: Path = ZapsOption) -> None:
     """Run every example zap on each of its sample events, with run history in the Prefect UI.
 
-    Starts zapflow's own Prefect server unless PREFECT_API_URL is set; the server keeps running
-    afterwards so the runs can be browsed (stop it with `zapflow server stop`).
+    CINNOX steps go to the bundled CINNOX sandbox (connection "sandbox"), started for the demo;
+    the demo ends by showing what the sandbox received. Starts zapflow's own Prefect server
+    unless PREFECT_API_URL is set; it keeps running afterwards so the runs can be browsed
+    (stop it with `zapflow server stop`).
     """
     from connectors import registry
     from flows.compiler import prefect_session, run_with_history
@@ -651,14 +675,22 @@ def demo(zaps: Path = ZapsOption) -> None:
                 states.append(await run_with_history(zap, event))
         return states
 
-    with prefect_api() as url:
+    with prefect_api() as url, _demo_sandbox() as sandbox:
         states = asyncio.run(run_all())
         rows = asyncio.run(recent_runs(len(plan)))
+        received = sandbox.sent(limit=50)
     table = Table("zap", "event", "state", "took", "failing step", title="zap runs")
     for row in reversed(rows):
         took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
         table.add_row(row.zap, row.event, row.state, took, row.failing_step or "")
     out.print(table)
+    shown = Table("kind", "to", "text", title="what the CINNOX sandbox received")
+    for item in reversed(received):
+        body, result = item.get("request", {}), item.get("result", {})
+        to = result.get("to") or body.get("recipientNumber") or body.get("receiverEID") or ""
+        text = body.get("text") or " ".join(m.get("text", "") for m in body.get("messages", []))
+        shown.add_row(str(item.get("kind", "")), str(to), str(text))
+    out.print(shown)
     from flows import server
 
     out.print(f"Run history: {server.ui_url(url)}/runs  (zapflow runs · zapflow server stop)")

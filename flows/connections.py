@@ -207,10 +207,12 @@ async def block_connections(apps: dict[str, App]) -> list[ConnectionInfo]:
 
 async def resolve(app: App, name: str) -> BaseModel:
     """The connection a step uses: environment first, then the Prefect block (cached ~30 s)."""
+    connection = from_env(app, name)  # cheap, and must take effect at once: never cached
+    if connection is not None:
+        return connection
     cached = _cache.get((app.name, name))
     if cached and time.monotonic() - cached[0] < _CACHE_SECONDS:
         return cached[1]
-    connection = from_env(app, name)
     if connection is None:
         try:
             connection = await load_block(app, name)
