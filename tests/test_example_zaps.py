@@ -70,3 +70,43 @@ def test_approved_request_texts_the_customer_and_rejected_does_not(sandbox_conne
     ((number, sms),) = texts(sandbox_connection, "sms")
     assert number == "+85298765432"
     assert sms == "Hi Kelvin Lee, your request R-2291 is approved. Pick-up: Fri 27 Nov, 10:00."
+
+
+def test_the_app_token_never_reaches_run_history(sandbox_connection):
+    """Parameters, task runs and logs of a CINNOX run: rendered inputs and outputs are there,
+    the App Token nowhere."""
+    import json
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    state = run_sample("missed-enquiry-follow-up", 0)
+    run_id = state.state_details.flow_run_id
+
+    async def history() -> str:
+        async with get_client() as client:
+            deadline = time.monotonic() + 30
+            while True:
+                logs = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+                )
+                if sum("input:" in log.message for log in logs) >= 4 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+            run = await client.read_flow_run(run_id)
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        parts = [run.model_dump_json(), *(t.model_dump_json() for t in tasks)]
+        return json.dumps([*parts, *(log.message for log in logs)])
+
+    recorded = asyncio.run(history())
+    assert "C100208" in recorded and "6601b7e2a9c84d3f5e0d1a01" in recorded
+    assert recorded.count("input:") >= 4
+    assert sandbox_connection.token not in recorded
