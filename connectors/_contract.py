@@ -52,6 +52,7 @@ class ActionContext:
 
 
 ActionFunction = Callable[[Any, ActionContext], Awaitable[BaseModel]]
+ConnectionCheck = Callable[[Any, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,11 @@ class App:
         self.connection = connection
         self.triggers: dict[str, Trigger] = {}
         self.actions: dict[str, Action] = {}
-        self.check: Callable[[Any], Awaitable[str]] | None = None
+        self.check: ConnectionCheck | None = None
 
-    def connection_check(
-        self, fn: Callable[[Any], Awaitable[str]]
-    ) -> Callable[[Any], Awaitable[str]]:
-        """Declare the cheap real call that proves a connection works; returns a short note."""
+    def connection_check(self, fn: ConnectionCheck) -> ConnectionCheck:
+        """Declare the cheap real call that proves a connection works: ``check(connection,
+        name)`` returns a short note, or raises the app's typed error."""
         self.check = fn
         return fn
 

@@ -414,17 +414,17 @@ def _collect_values(found: Any, given: list[str], only: set[str] | None = None) 
     return values
 
 
-async def _check(found: Any, connection: Any) -> str:
+async def _check(found: Any, name: str, connection: Any) -> str:
     if found.check is None:
         return "no check declared for this app"
-    return await found.check(connection)
+    return await found.check(connection, name)
 
 
 def _verify(found: Any, name: str, connection: Any) -> None:
     from flows.errors import ConnectorError
 
     try:
-        note = asyncio.run(_check(found, connection))
+        note = asyncio.run(_check(found, name, connection))
     except ConnectorError as exc:
         raise fail(f"{found.title} did not accept connection {name!r}: {exc}") from None
     out.print(f"[green]checked[/green]: {note}")

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from connectors._contract import ActionContext
 from connectors.cinnox import fields, wire
@@ -17,7 +25,14 @@ from connectors.cinnox.client import CinnoxClient
 from connectors.cinnox.sms import segments
 from flows.errors import PermanentError
 
-Text = Annotated[str, StringConstraints(min_length=1)]
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only spaces")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
 
 
 def client(ctx: ActionContext) -> CinnoxClient:
@@ -393,7 +408,9 @@ async def send_sms(input: SendSmsInput, ctx: ActionContext) -> SmsSent:
     )
 
 
-ImText = Annotated[str, StringConstraints(min_length=1, max_length=wire.IM_MAX_CHARS)]
+ImText = Annotated[
+    str, StringConstraints(min_length=1, max_length=wire.IM_MAX_CHARS), AfterValidator(_not_blank)
+]
 
 
 class StaffImInput(_Input):
@@ -458,9 +475,9 @@ def _message_id(result: dict[str, Any]) -> str | None:
 
 
 @app.connection_check
-async def check(connection: Any) -> str:
+async def check(connection: Any, name: str) -> str:
     """A cheap real call: the first page of the staff list."""
-    reply = await CinnoxClient(connection).request(
+    reply = await CinnoxClient(connection, connection_name=name).request(
         "GET", wire.STAFF_LIST, params={"offset": 0, "limit": 1}
     )
     total = reply.get("total")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -36,22 +38,32 @@ class RateLimiter:
     def __init__(self, limit: int = wire.RATE_LIMIT_PER_MINUTE, window: float = 60.0) -> None:
         self.limit, self.window = limit, window
         self.sent: deque[float] = deque()
-        self.lock = asyncio.Lock()
+        # A thread lock, held only for bookkeeping (never across an await): the limit is per
+        # process, whichever event loop or thread a call comes from.
+        self.lock = threading.Lock()
+
+    def _reserve(self) -> float:
+        """Take a slot now (0.0), or say how long until one frees up."""
+        with self.lock:
+            now = time.monotonic()
+            while self.sent and now - self.sent[0] >= self.window:
+                self.sent.popleft()
+            if len(self.sent) < self.limit:
+                self.sent.append(now)
+                return 0.0
+            return self.window - (now - self.sent[0])
 
     async def wait(self) -> None:
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                while self.sent and now - self.sent[0] >= self.window:
-                    self.sent.popleft()
-                if len(self.sent) < self.limit:
-                    self.sent.append(now)
-                    return
-                await asyncio.sleep(self.window - (now - self.sent[0]))
+        while (delay := self._reserve()) > 0:
+            await asyncio.sleep(delay)
 
 
 _limiters: dict[str, RateLimiter] = {}
-_clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Pooled clients per event loop (a pool belongs to the loop it first ran on); a finished loop
+and its clients are dropped with it."""
 
 
 def _key(conn: CinnoxConnection) -> str:
@@ -76,8 +88,9 @@ class CinnoxClient:
     def _http(self) -> httpx.AsyncClient:
         # Connections are reused per account and per event loop (an AsyncClient's pool belongs
         # to the loop it first ran on).
-        key = (id(asyncio.get_running_loop()), _key(self.conn))
-        client = _clients.get(key)
+        pool = _clients.setdefault(asyncio.get_running_loop(), {})
+        key = _key(self.conn)
+        client = pool.get(key)
         if client is None or client.is_closed:
             client = httpx.AsyncClient(
                 timeout=TIMEOUT,
@@ -88,7 +101,7 @@ class CinnoxClient:
                     "User-Agent": "zapflow-cinnox",
                 },
             )
-            _clients[key] = client
+            pool[key] = client
         return client
 
     async def request(
@@ -152,6 +165,5 @@ def _seconds(value: str | None) -> float | None:
 
 async def close_all() -> None:
     """Close the pooled clients of the running loop (tests, shutdown)."""
-    loop = id(asyncio.get_running_loop())
-    for key in [k for k in _clients if k[0] == loop]:
-        await _clients.pop(key).aclose()
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
