@@ -4,17 +4,27 @@
 CINNOX its client and sandbox). The engine in ``flows/`` finds apps through ``registry``.
 """
 
-from connectors._contract import Action, ActionContext, App, Trigger, TriggerKind
+from connectors._contract import (
+    Action,
+    ActionContext,
+    App,
+    Inbound,
+    Trigger,
+    TriggerKind,
+    WebhookReply,
+)
 from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 __all__ = [
     "Action",
     "ActionContext",
     "App",
+    "Inbound",
     "AuthError",
     "ConnectorError",
     "PermanentError",
     "RetryableError",
     "Trigger",
     "TriggerKind",
+    "WebhookReply",
 ]

@@ -51,6 +51,31 @@ class ActionContext:
         return f"{self.event_id}:{self.zap_id}:{self.step_id}"
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """One trigger event an app's webhook delivery carries."""
+
+    trigger: str
+    payload: dict[str, Any]
+    key: str | None = None
+    """What identifies this occurrence (for de-duplicating redeliveries); None when the app's
+    payload has nothing that does — then a redelivery runs again rather than risk dropping a
+    real, identical event."""
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """An answer the app expects instead of an event (e.g. a URL verification challenge)."""
+
+    body: dict[str, Any]
+    status: int = 200
+
+
+WebhookAdapter = Callable[[str, dict[str, Any]], "list[Inbound] | WebhookReply"]
+"""``adapter(channel, body)``: what a delivery on the app's hook URL means. ``channel`` is the
+last segment of the URL (for CINNOX, the event family). Raises ValueError for a body it does
+not recognise."""
+
 ActionFunction = Callable[[Any, ActionContext], Awaitable[BaseModel]]
 ConnectionCheck = Callable[[Any, str], Awaitable[str]]
 
@@ -109,6 +134,12 @@ class App:
         self.triggers: dict[str, Trigger] = {}
         self.actions: dict[str, Action] = {}
         self.check: ConnectionCheck | None = None
+        self.webhook: WebhookAdapter | None = None
+
+    def webhook_adapter(self, fn: WebhookAdapter) -> WebhookAdapter:
+        """Declare how the app's webhook deliveries become trigger events."""
+        self.webhook = fn
+        return fn
 
     def connection_check(self, fn: ConnectionCheck) -> ConnectionCheck:
         """Declare the cheap real call that proves a connection works: ``check(connection,

@@ -363,6 +363,50 @@ def replay(
         raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    folder: Path = typer.Argument(DEFAULT_ZAPS, metavar="ZAP_DIR", help="Folder of zaps"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Where the receiver listens"),
+    port: int = typer.Option(8787, "--port", help="The receiver's port"),
+    public_url: str = typer.Option(
+        None, "--public-url", help="How senders reach the receiver (for the hook URLs shown)"
+    ),
+    inbox_url: str = typer.Option(
+        None,
+        "--inbox",
+        envvar="ZAPFLOW_INBOX_URL",
+        help="SQLAlchemy URL of the inbox (default: SQLite in the state folder)",
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", help="Zap runs at once"),
+) -> None:
+    """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
+    import logging
+
+    from flows.intake.serve import serve as run_serve
+
+    logging.basicConfig(level=logging.WARNING)
+    if not folder.is_dir():
+        raise fail(f"{folder}: no such folder of zaps")
+    with prefect_api() as url:
+        from flows import server
+
+        out.print(f"run history: {server.ui_url(url)}")
+        asyncio.run(
+            run_serve(
+                folder,
+                host=host,
+                port=port,
+                public_url=public_url,
+                inbox_url=inbox_url,
+                concurrency=concurrency,
+                report=lambda text: out.print(text, markup=False),
+            )
+        )
+
+
 # --------------------------------------------------------------------------- connections
 
 connections_app = typer.Typer(

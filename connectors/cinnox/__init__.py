@@ -3,7 +3,7 @@
 ``wire.py`` is the API on the wire, shared by ``client.py`` and ``sandbox/``.
 """
 
-from connectors.cinnox import actions, triggers  # noqa: F401  (they register)
+from connectors.cinnox import actions, triggers, webhooks  # noqa: F401  (they register)
 from connectors.cinnox._app import app
 
 __all__ = ["app"]

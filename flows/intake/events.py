@@ -1,0 +1,33 @@
+"""An event as the inbox keeps it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event accepted by the receiver (or a poller, or a schedule), before it is stored.
+
+    ``id`` is the de-duplication key: a redelivery of the same event must carry the same id
+    (from the sender's delivery id, else a hash of what identifies the event).
+    """
+
+    id: str
+    app: str
+    trigger: str
+    payload: dict[str, Any]
+    connection: str | None = None
+    zap: str | None = None
+    """Set when the event is for one zap only (its catch hook); else every matching zap runs."""
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class StoredEvent(NewEvent):
+    """An event claimed from the inbox by a dispatcher."""
+
+    seq: int = 0
+    attempts: int = 0

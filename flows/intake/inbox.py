@@ -1,0 +1,784 @@
+"""The durable inbox: where an accepted event waits until every matching zap has run on it.
+
+The receiver acknowledges a delivery only after :meth:`Inbox.put` returns, and ``put`` returns
+only after the event is committed, so an acknowledged event survives a crash or a power cut.
+Under load, concurrent ``put`` calls are group-committed: one writer task writes whatever has
+queued up in one transaction, so a burst costs a few fsyncs rather than one per event.
+
+Dispatchers :meth:`~Inbox.claim` committed events under a lease, run the matching zaps, and mark
+them :meth:`~Inbox.done` (or :meth:`~Inbox.release` them to try later). A dispatcher that dies
+simply stops renewing its lease; another one reclaims the events when it expires. The
+``(event, zap)`` run ledger (:meth:`~Inbox.start_run` / :meth:`~Inbox.finish_run`) is what keeps a
+reclaimed event from running a zap a second time.
+
+Storage is SQLAlchemy 2 async: by default a SQLite file ``inbox.db`` in the state folder
+(``$ZAPFLOW_HOME`` or ``./.zapflow``) in WAL mode with ``synchronous=FULL``; PostgreSQL
+(``postgresql+asyncpg://...``) when several processes or machines share one inbox. The schema is
+owned by the Alembic migrations next to this module and is brought up to date on open.
+
+Tables (prefixed ``zapflow_`` so the inbox can share a database, even a schema, with Prefect's
+own server, which has an ``events`` table and an ``alembic_version`` table of its own):
+
+``zapflow_events`` — one row per distinct event.
+    ``seq`` (autoincrement primary key: arrival order), ``id`` (unique: the de-duplication key),
+    ``app``, ``trigger``, ``connection``, ``zap`` (set when the event is for that zap only),
+    ``payload`` (JSON; JSONB on PostgreSQL), ``received_at``, ``state`` (``pending`` → ``claimed``
+    → ``done``), ``claimed_by`` (the worker, while claimed), ``available_at`` (when the event may
+    next be claimed: on arrival, when a release's delay ends, or — while it is claimed — when the
+    lease ends), ``attempts`` (times claimed), ``done_at``. One partial index on ``seq`` over the
+    events not done yet serves claiming; ``(state, done_at)`` serves purging.
+``zapflow_runs`` — the ledger of zap runs, primary key ``(event_id, zap)``.
+    ``state`` (``running``; then how it ended — ``completed``, ``filtered``, ``failed``,
+    ``crashed`` …, all final — or ``abandoned``: it did not run and may be started again),
+    ``flow_run_id`` (Prefect's), ``started_at``, ``finished_at``.
+``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
+``zapflow_inbox_version`` — Alembic's version table.
+
+All times are UTC and come from the clock of the process calling the inbox, so machines that
+share a PostgreSQL inbox need synchronised clocks (NTP) for leases to mean the same to all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from flows.errors import ZapError
+from flows.intake.events import NewEvent, StoredEvent
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "zapflow_inbox_version"
+
+PENDING, CLAIMED, DONE = "pending", "claimed", "done"
+RUNNING, ABANDONED = "running", "abandoned"
+
+# Waiting this long for SQLite's write lock (another process committing, a long purge chunk)
+# beats failing an acknowledgement; a lock held longer than this means something is wrong.
+BUSY_TIMEOUT_MS = 10_000
+# Bound parameters per statement stay well under SQLite's (32,766) and asyncpg's (32,767) limits.
+CHUNK = 1000
+# Any constant will do: it only has to be the same for every zapflow process migrating one
+# PostgreSQL database, so that two processes opening a fresh inbox at once do not race.
+_MIGRATION_LOCK = zlib.crc32(b"zapflow.inbox.migrations")
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class InboxError(ZapError):
+    """The inbox cannot be opened or used as asked (bad URL, unknown schema revision …)."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zone type: values are stored as naive UTC text, which compares correctly
+    as text, and come back marked UTC. Naive datetimes given to the inbox are taken as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# The tables as the queries see them. The migrations own the schema; a test checks that the
+# two agree (alembic's compare_metadata finds no difference).
+metadata = sa.MetaData()
+
+events = sa.Table(
+    "zapflow_events",
+    metadata,
+    sa.Column(
+        "seq",
+        # SQLite only autoincrements an INTEGER PRIMARY KEY (its rowid).
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.Text(), nullable=False),
+    sa.Column("app", sa.Text(), nullable=False),
+    sa.Column("trigger", sa.Text(), nullable=False),
+    sa.Column("connection", sa.Text(), nullable=True),
+    sa.Column("zap", sa.Text(), nullable=True),
+    sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.Text(), nullable=False),
+    sa.Column("claimed_by", sa.Text(), nullable=True),
+    sa.Column("available_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("done_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("id", name="uq_zapflow_events_id"),
+    sa.CheckConstraint("state IN ('pending', 'claimed', 'done')", name="ck_zapflow_events_state"),
+    sa.Index(
+        "ix_zapflow_events_waiting",
+        "seq",
+        sqlite_where=sa.text("state <> 'done'"),
+        postgresql_where=sa.text("state <> 'done'"),
+    ),
+    sa.Index("ix_zapflow_events_done", "state", "done_at"),
+    # Seqs are never reused after a purge, so "oldest first" stays true for good.
+    sqlite_autoincrement=True,
+)
+
+runs = sa.Table(
+    "zapflow_runs",
+    metadata,
+    sa.Column("event_id", sa.Text(), primary_key=True),
+    sa.Column("zap", sa.Text(), primary_key=True),
+    sa.Column("state", sa.Text(), nullable=False),
+    sa.Column("flow_run_id", sa.Text(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+)
+
+hook_tokens = sa.Table(
+    "zapflow_hook_tokens",
+    metadata,
+    sa.Column("kind", sa.Text(), primary_key=True),
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("token", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("token", name="uq_zapflow_hook_tokens_token"),
+)
+
+
+def default_url() -> str:
+    """The embedded default: a SQLite file in the project's state folder."""
+    from flows.server import state_dir
+
+    return f"sqlite+aiosqlite:///{state_dir() / 'inbox.db'}"
+
+
+def _async_url(url: str) -> sa.URL:
+    """The URL with an asyncio driver, so plain ``sqlite:///`` and ``postgresql://`` work too."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise InboxError(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed):
+            raise InboxError("the inbox must be a SQLite file, not an in-memory database")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise InboxError(f"the inbox runs on SQLite or PostgreSQL, not {backend!r}")
+
+
+def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
+    """An engine set up for durability: WAL + synchronous=FULL on SQLite, on every connection."""
+    parsed = _async_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # The schema is chosen per connection, so every table and Alembic's version table live
+        # in it without qualifying a single name.
+        connect_args = {"server_settings": {"search_path": schema}} if schema else {}
+        return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+    if schema is not None:
+        raise InboxError("a schema can only be given for a PostgreSQL inbox")
+    if parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(parsed)
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (below): the driver's own transaction handling would
+        # start deferred transactions, which fail at once instead of waiting when two writers
+        # meet in WAL mode.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # First, so that switching a new file to WAL waits for a lock held by another opener.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is fsynced before it returns, so an acknowledged event survives a
+        # power cut (NORMAL would only survive a process crash).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # Writers take the write lock up front (and wait for it under busy_timeout); readers
+        # stay deferred so they never queue behind the writer.
+        immediate = conn.get_execution_options().get("zapflow_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    # Config values are %-interpolated.
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def _migrate(conn: sa.Connection, schema: str | None) -> tuple[str, ...]:
+    """Bring the schema to the newest revision inside the caller's transaction.
+
+    Returns the revisions applied, oldest first (none when the database was up to date).
+    """
+    if conn.dialect.name == "postgresql":
+        # Serialise concurrent openers; SQLite's BEGIN IMMEDIATE already does.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        if schema:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    cfg = _alembic_config()
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
+    current = MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+    if current == head:
+        return ()
+    try:
+        pending = list(script.iterate_revisions(head, current or "base"))
+    except CommandError as exc:
+        raise InboxError(
+            f"the inbox database is at schema revision {current!r}, which this version of "
+            "zapflow does not know (was it opened by a newer zapflow?)"
+        ) from exc
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+    return tuple(rev.revision for rev in reversed(pending))
+
+
+def _chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(seqs), CHUNK):
+        yield list(seqs[start : start + CHUNK])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stored(row: sa.Row[Any]) -> StoredEvent:
+    return StoredEvent(
+        id=row.id,
+        app=row.app,
+        trigger=row.trigger,
+        payload=row.payload,
+        connection=row.connection,
+        zap=row.zap,
+        received_at=row.received_at,
+        seq=row.seq,
+        attempts=row.attempts,
+    )
+
+
+def _row_specific(exc: BaseException) -> bool:
+    """Whether a failed batch may have failed because of one bad row, not the database."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    # A StatementError that is not a DBAPIError failed before reaching the database, while
+    # binding parameters (e.g. a payload that is not JSON-serialisable).
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
+
+
+@dataclass
+class InboxStats:
+    """What the group-commit writer did, for tests, benchmarks and health pages."""
+
+    commits: int = 0
+    """Transactions that wrote puts (each a single fsync on SQLite)."""
+    events: int = 0
+    """Events offered to those transactions (duplicates included)."""
+    new: int = 0
+    """Events that were new."""
+    largest_batch: int = 0
+
+
+@dataclass
+class _Put:
+    event: NewEvent
+    future: asyncio.Future[bool]
+
+
+_STOP = object()
+
+
+class Inbox:
+    """A durable, de-duplicating event store shared by receivers and dispatchers.
+
+    Open with ``await Inbox.open(url)``; close with ``await inbox.close()`` (or ``async with``).
+    One instance serves a whole process: its writer task group-commits every ``put``.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_max: int,
+        batch_wait: float,
+        applied_migrations: tuple[str, ...] = (),
+    ) -> None:
+        """Use :meth:`open`, which also migrates the schema and starts the writer."""
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self._engine = engine
+        # The same pool, but transactions begin with the write lock on SQLite (see _on_begin).
+        self._write_engine = engine.execution_options(zapflow_write=True)
+        self._is_postgresql = engine.dialect.name == "postgresql"
+        self._batch_max = batch_max
+        self._batch_wait = batch_wait
+        self._queue: asyncio.Queue[_Put | object] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._arrived = asyncio.Event()
+        self.stats = InboxStats()
+        self.applied_migrations = applied_migrations
+        """Schema revisions this open applied, oldest first; empty if it was up to date."""
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | None = None,
+        *,
+        batch_max: int = 500,
+        batch_wait: float = 0.002,
+        schema: str | None = None,
+    ) -> Inbox:
+        """Open (creating or upgrading as needed) the inbox at ``url``, or the default one.
+
+        ``schema`` (PostgreSQL only) keeps the inbox's tables in that schema, created if
+        missing. ``batch_max`` and ``batch_wait`` tune group commit: at most that many events
+        per transaction, and how long the writer waits for company once one event is waiting.
+        """
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise InboxError(f"not a plain schema name: {schema!r}")
+        engine = make_engine(url or default_url(), schema)
+        try:
+            async with engine.execution_options(zapflow_write=True).begin() as conn:
+                applied = await conn.run_sync(_migrate, schema)
+        except BaseException:
+            await engine.dispose()
+            raise
+        inbox = cls(engine, batch_max=batch_max, batch_wait=batch_wait, applied_migrations=applied)
+        inbox._writer = asyncio.create_task(inbox._write_loop(), name="zapflow-inbox-writer")
+        return inbox
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The inbox's database engine, for diagnostics and tests."""
+        return self._engine
+
+    async def __aenter__(self) -> Inbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Write every put already made, then release the database."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            await self._queue.put(_STOP)
+            await self._writer
+        await self._engine.dispose()
+
+    # -- accepting events ------------------------------------------------------------------
+
+    async def put(self, event: NewEvent) -> bool:
+        """Store an event; return once it is committed: True if new, False if a duplicate.
+
+        Raises the database's error if the commit failed: the event must then not be
+        acknowledged (the sender will deliver it again).
+        """
+        self._check_open()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Put(event, future))
+        return await future
+
+    async def put_many(self, events: list[NewEvent]) -> list[bool]:
+        """Store several events (committed together when they fit one batch), in order."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bool]] = []
+        for event in events:
+            future: asyncio.Future[bool] = loop.create_future()
+            self._queue.put_nowait(_Put(event, future))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InboxError("the inbox is closed")
+        if self._writer is None or self._writer.done():
+            # Only a bug (or the loop shutting down) ends the writer; fail rather than hang.
+            raise InboxError("the inbox's writer is not running")
+
+    async def wait_for_events(self, timeout: float) -> bool:
+        """Wait until a put in this process committed a new event, or ``timeout`` passes.
+
+        Lets a dispatcher in the same process start on an event at once instead of polling;
+        events put by other processes are only seen by claiming, so keep the timeout short.
+        Returns whether new events arrived.
+        """
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._arrived.clear()
+        return True
+
+    async def _write_loop(self) -> None:
+        """The one writer: take what is queued (waiting briefly for more), commit it at once."""
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Put)
+            batch = [first]
+            deadline = loop.time() + self._batch_wait
+            while len(batch) < self._batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _Put)
+                batch.append(item)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Put]) -> None:
+        """Commit one batch and settle its callers' futures (never raises)."""
+        # The same id twice in one batch: the first decides, the others are duplicates of it.
+        firsts: dict[str, _Put] = {}
+        for item in batch:
+            firsts.setdefault(item.event.id, item)
+        try:
+            new_ids = await self._insert(list(firsts.values()))
+        except Exception as exc:
+            if len(firsts) > 1 and _row_specific(exc):
+                # One bad event must not fail its neighbours: write each on its own.
+                for item in batch:
+                    await self._write([item])
+                return
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.stats.commits += 1
+        self.stats.events += len(batch)
+        self.stats.new += len(new_ids)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for item in batch:
+            if not item.future.done():
+                is_new = item is firsts[item.event.id] and item.event.id in new_ids
+                item.future.set_result(is_new)
+        if new_ids:
+            self._arrived.set()
+
+    async def _insert(self, items: list[_Put]) -> set[str]:
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        stmt = insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+        # Claimable from now: not from received_at, which a sender's or poller's clock set.
+        now = _now()
+        rows = [
+            {
+                "id": e.id,
+                "app": e.app,
+                "trigger": e.trigger,
+                "connection": e.connection,
+                "zap": e.zap,
+                "payload": e.payload,
+                "received_at": e.received_at,
+                "state": PENDING,
+                "available_at": now,
+                "attempts": 0,
+            }
+            for e in (item.event for item in items)
+        ]
+        async with self._write_engine.begin() as conn:
+            # One executemany; SQLAlchemy sends it as multi-row INSERTs and gathers RETURNING.
+            result = await conn.execute(stmt, rows)
+            return set(result.scalars().all())
+
+    # -- dispatching -----------------------------------------------------------------------
+
+    async def claim(
+        self, worker: str, *, limit: int = 100, lease: float = 60.0
+    ) -> list[StoredEvent]:
+        """Take up to ``limit`` waiting events, oldest first, for ``lease`` seconds.
+
+        Waiting means pending (and past any release delay), or claimed under a lease that has
+        expired because its worker died or stalled. Each claimed event's ``attempts`` counts
+        this claim. Concurrent claimers never get the same event.
+        """
+        if limit < 1:
+            return []
+        now = _now()
+        # A pending event's available_at is when it may be taken; a claimed one's is the end of
+        # its lease. So one condition covers both, and it walks the partial index of events not
+        # done in seq order, stopping after `limit` rows. The literal 'done' (not a bound
+        # parameter) is what lets SQLite and PostgreSQL match that index's WHERE clause.
+        picked = (
+            sa.select(events.c.seq)
+            .where(events.c.state != sa.literal_column(f"'{DONE}'"), events.c.available_at <= now)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        values = {
+            "state": CLAIMED,
+            "claimed_by": worker,
+            "available_at": now + timedelta(seconds=lease),
+            "attempts": events.c.attempts + 1,
+        }
+        if self._is_postgresql:
+            # Rows another dispatcher is claiming right now are skipped, not waited for. The
+            # materialised CTE runs the locking SELECT exactly once (a subquery the planner
+            # re-scans could lock and take more than `limit` rows).
+            cte = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            stmt = events.update().where(events.c.seq == cte.c.seq)
+        else:
+            # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other claimers.
+            stmt = events.update().where(events.c.seq.in_(picked.scalar_subquery()))
+        stmt = stmt.values(values).returning(*events.c)
+        async with self._write_engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((_stored(row) for row in rows), key=lambda e: e.seq)
+
+    async def extend(self, worker: str, seqs: list[int], lease: float) -> None:
+        """Renew ``worker``'s lease on these events for ``lease`` more seconds from now.
+
+        Events no longer claimed by ``worker`` (its lease expired and another took them) are
+        left alone.
+        """
+        until = _now() + timedelta(seconds=lease)
+        async with self._write_engine.begin() as conn:
+            for chunk in _chunks(seqs):
+                await conn.execute(
+                    events.update()
+                    .where(
+                        events.c.seq.in_(chunk),
+                        events.c.state == CLAIMED,
+                        events.c.claimed_by == worker,
+                    )
+                    .values(available_at=until)
+                )
+
+    async def done(self, seqs: list[int]) -> None:
+        """Mark events processed: every matching zap ran (or was found to have run)."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            for chunk in _chunks(seqs):
+                await conn.execute(
+                    events.update()
+                    .where(events.c.seq.in_(chunk))
+                    .values(state=DONE, done_at=now, claimed_by=None)
+                )
+
+    async def release(self, seqs: list[int], *, delay: float = 0.0) -> None:
+        """Give claimed events back, to be claimed again no sooner than ``delay`` seconds.
+
+        For when they cannot be processed now (e.g. Prefect's server is down): they wait in
+        the inbox and drain when it returns.
+        """
+        available = _now() + timedelta(seconds=delay)
+        async with self._write_engine.begin() as conn:
+            for chunk in _chunks(seqs):
+                await conn.execute(
+                    events.update()
+                    .where(events.c.seq.in_(chunk), events.c.state == CLAIMED)
+                    .values(state=PENDING, available_at=available, claimed_by=None)
+                )
+
+    async def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id (in any state), e.g. to replay it."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()
+        return _stored(row) if row is not None else None
+
+    # -- the (event, zap) run ledger -------------------------------------------------------
+
+    async def start_run(self, event_id: str, zap: str, *, stale_after: float = 600.0) -> bool:
+        """Record that ``zap`` starts on the event; False if it must not (it ran or runs).
+
+        False when the pair already ran (:meth:`finish_run` recorded how it ended: completed,
+        filtered, failed …), or when another dispatcher started it less than ``stale_after``
+        seconds ago. A run "running" for longer than that is taken to have died with its
+        process and is taken over; so is a run given back with :meth:`abandon_run`.
+        """
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        fresh = (
+            insert(runs)
+            .values(event_id=event_id, zap=zap, state=RUNNING, started_at=now)
+            .on_conflict_do_nothing(index_elements=["event_id", "zap"])
+            .returning(runs.c.event_id)
+        )
+        takeover = (
+            runs.update()
+            .where(
+                runs.c.event_id == event_id,
+                runs.c.zap == zap,
+                sa.or_(
+                    runs.c.state == ABANDONED,
+                    sa.and_(
+                        runs.c.state == RUNNING,
+                        runs.c.started_at <= now - timedelta(seconds=stale_after),
+                    ),
+                ),
+            )
+            .values(state=RUNNING, started_at=now, finished_at=None, flow_run_id=None)
+            .returning(runs.c.event_id)
+        )
+        async with self._write_engine.begin() as conn:
+            if (await conn.execute(fresh)).first() is not None:
+                return True
+            # On PostgreSQL two takers meet on the row lock; the second then re-reads the row,
+            # finds it freshly started and updates nothing.
+            return (await conn.execute(takeover)).first() is not None
+
+    async def finish_run(
+        self, event_id: str, zap: str, state: str, flow_run_id: str | None = None
+    ) -> None:
+        """Record how the zap run ended (``completed``, ``filtered``, ``failed`` …).
+
+        Whatever the state, the zap has run on the event and :meth:`start_run` will refuse it
+        from now on; use :meth:`abandon_run` for a run that did not happen.
+        """
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                runs.update()
+                .where(runs.c.event_id == event_id, runs.c.zap == zap)
+                .values(state=state, flow_run_id=flow_run_id, finished_at=_now())
+            )
+
+    async def abandon_run(self, event_id: str, zap: str) -> None:
+        """Give back a started run that did not happen (e.g. Prefect's server was unreachable).
+
+        The pair may then be started again at once, by this dispatcher or another.
+        """
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                runs.update()
+                .where(runs.c.event_id == event_id, runs.c.zap == zap, runs.c.state == RUNNING)
+                .values(state=ABANDONED, finished_at=_now())
+            )
+
+    async def run_state(self, event_id: str, zap: str) -> str | None:
+        """The ledger's state for the pair (``running``, ``completed`` …), None if never run.
+
+        Tells a dispatcher whose ``start_run`` was refused whether the run is finished (the
+        event can be marked done) or still running elsewhere (release it and look again later).
+        """
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(
+                    sa.select(runs.c.state).where(runs.c.event_id == event_id, runs.c.zap == zap)
+                )
+            ).scalar_one_or_none()
+
+    # -- retention, tokens, health ---------------------------------------------------------
+
+    async def purge(self, older_than: timedelta) -> int:
+        """Delete events done more than ``older_than`` ago, with their ledger rows.
+
+        Returns how many events were deleted. Works in chunks, so a large purge never holds
+        SQLite's write lock for long. A purged event's id is forgotten: keep processed events
+        longer than any sender might redeliver one, or the redelivery runs again.
+        """
+        cutoff = _now() - older_than
+        total = 0
+        while True:
+            async with self._write_engine.begin() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(events.c.seq, events.c.id)
+                        .where(events.c.state == DONE, events.c.done_at < cutoff)
+                        .limit(CHUNK)
+                    )
+                ).all()
+                if rows:
+                    await conn.execute(
+                        runs.delete().where(runs.c.event_id.in_([r.id for r in rows]))
+                    )
+                    await conn.execute(
+                        events.delete().where(events.c.seq.in_([r.seq for r in rows]))
+                    )
+            total += len(rows)
+            if len(rows) < CHUNK:
+                return total
+
+    async def hook_token(self, kind: str, name: str) -> str:
+        """The secret token in the URL of a webhook (``kind``: e.g. ``cinnox``, ``catch``).
+
+        Created on first use, then the same for good (across restarts) until rotated.
+        """
+        select = sa.select(hook_tokens.c.token).where(
+            hook_tokens.c.kind == kind, hook_tokens.c.name == name
+        )
+        async with self._engine.connect() as conn:
+            token = (await conn.execute(select)).scalar_one_or_none()
+        if token is not None:
+            return token
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        async with self._write_engine.begin() as conn:
+            # Two processes may create it at once: the first insert wins, both read it back.
+            await conn.execute(
+                insert(hook_tokens)
+                .values(kind=kind, name=name, token=secrets.token_urlsafe(32), created_at=_now())
+                .on_conflict_do_nothing(index_elements=["kind", "name"])
+            )
+            return (await conn.execute(select)).scalar_one()
+
+    async def rotate_hook_token(self, kind: str, name: str) -> str:
+        """Replace a webhook's token (the old URL stops working); returns the new one."""
+        token = secrets.token_urlsafe(32)
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        stmt = insert(hook_tokens).values(kind=kind, name=name, token=token, created_at=_now())
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["kind", "name"],
+            set_={"token": stmt.excluded.token, "created_at": stmt.excluded.created_at},
+        )
+        async with self._write_engine.begin() as conn:
+            await conn.execute(stmt)
+        return token
+
+    async def counts(self) -> dict[str, int]:
+        """How many events are pending, claimed and done."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(events.c.state, sa.func.count().label("n")).group_by(events.c.state)
+                )
+            ).all()
+        found = {row.state: row.n for row in rows}
+        return {state: found.get(state, 0) for state in (PENDING, CLAIMED, DONE)}

@@ -1,0 +1,202 @@
+"""The receiver as senders see it: real HTTP on loopback, events committed before the 2xx,
+clear 4xx errors, CINNOX's challenge and deliveries, signed catch hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from connectors import registry
+from connectors.cinnox.triggers import to_wire
+from flows.intake.inbox import Inbox
+from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app
+from flows.intake.signatures import sign
+from flows.loader import load_zap_text
+
+pytest_plugins = ["cinnox_sandbox_fixtures"]
+
+HOOK_ZAP = load_zap_text(
+    "zap: orders\ntrigger: {app: builtin, event: catch_hook}\n"
+    "steps:\n  - {id: a, action: builtin.lookup, input: {key: x, table: {x: 1}}}\n"
+)
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass
+class Running:
+    url: str
+    inbox_url: str
+    hooks: Hooks
+    client: httpx.AsyncClient
+
+    async def stored(self) -> list:
+        """What a fresh Inbox on the same database sees: proof the event was committed."""
+        other = await Inbox.open(self.inbox_url)
+        try:
+            return await other.claim("test-reader", limit=100, lease=60)
+        finally:
+            await other.close()
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> AsyncIterator[Running]:
+    inbox_url = f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}"
+    inbox = await Inbox.open(inbox_url)
+    hooks = Hooks(
+        zaps={
+            "orders": ZapHook(HOOK_ZAP, "tok-orders"),
+            "signed": ZapHook(HOOK_ZAP.model_copy(update={"zap": "signed"}), "tok-s", SECRET),
+        },
+        apps={("cinnox", "main"): AppHook(registry.app("cinnox"), "main", "tok-cinnox")},
+    )
+    app = create_app(inbox, lambda: hooks, max_body=64 * 1024)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield Running(f"http://127.0.0.1:{port}", inbox_url, hooks, client)
+    server.should_exit = True
+    await task
+    await inbox.close()
+
+
+async def test_a_catch_hook_event_is_committed_before_it_is_acknowledged(receiver):
+    reply = await receiver.client.post("/hooks/zap/orders/tok-orders", json={"order": 1001})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["accepted"] is True and body["duplicate"] is False
+    (stored,) = await receiver.stored()
+    assert stored.id == body["event_id"] and stored.zap == "orders"
+    assert stored.app == "builtin" and stored.trigger == "catch_hook"
+    assert stored.payload == {"order": 1001}
+
+
+async def test_a_redelivery_with_the_same_delivery_id_is_not_stored_twice(receiver):
+    headers = {"webhook-id": "msg_2Lq"}
+    first = await receiver.client.post(
+        "/hooks/zap/orders/tok-orders", json={"a": 1}, headers=headers
+    )
+    again = await receiver.client.post(
+        "/hooks/zap/orders/tok-orders", json={"a": 1}, headers=headers
+    )
+    assert first.json()["event_id"] == again.json()["event_id"]
+    assert again.json()["duplicate"] is True
+    assert len(await receiver.stored()) == 1
+    other = await receiver.client.post("/hooks/zap/orders/tok-orders", json={"a": 1})
+    assert other.json()["duplicate"] is False  # no delivery id: never dropped as a duplicate
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "error"),
+    [
+        ("/hooks/zap/orders/wrong", {"json": {}}, 404, "no such hook"),
+        ("/hooks/zap/nobody/tok-orders", {"json": {}}, 404, "no such hook"),
+        ("/hooks/cinnox/main/wrong/inquiry", {"json": {}}, 404, "no such hook"),
+        (
+            "/hooks/zap/orders/tok-orders",
+            {"content": b"a=1", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            415,
+            "content-type must be application/json",
+        ),
+        (
+            "/hooks/zap/orders/tok-orders",
+            {"content": b'{"a": ', "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
+        ("/hooks/zap/orders/tok-orders", {"json": [1, 2]}, 400, "must be a JSON object"),
+        ("/hooks/zap/orders/tok-orders", {"json": {"x": "y" * 70_000}}, 413, "over the limit"),
+        (
+            "/hooks/cinnox/main/tok-cinnox/inquiry",
+            {"json": {"hello": 1}},
+            422,
+            "not a CINNOX event",
+        ),
+    ],
+)
+async def test_bad_deliveries_get_a_clear_4xx_and_nothing_is_stored(
+    receiver, path, kwargs, status, error
+):
+    reply = await receiver.client.post(path, **kwargs)
+    assert reply.status_code == status
+    assert error in reply.json()["error"]
+    assert await receiver.stored() == []
+
+
+async def test_signed_catch_hook(receiver):
+    body = json.dumps({"order": 7}).encode()
+    now = int(time.time())
+
+    def headers(msg_id: str, stamp: int, signature: str) -> dict[str, str]:
+        return {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": signature,
+        }
+
+    good = headers("msg_1", now, sign(SECRET, "msg_1", now, body))
+    ok = await receiver.client.post("/hooks/zap/signed/tok-s", content=body, headers=good)
+    assert ok.status_code == 200, ok.text
+    forged = headers("msg_2", now, sign("whsec_b3RoZXI=", "msg_2", now, body))
+    stale = headers("msg_3", now - 900, sign(SECRET, "msg_3", now - 900, body))
+    for bad, reason in (
+        (forged, "does not match"),
+        (stale, "a replay?"),
+        ({"content-type": "application/json"}, "missing webhook-id"),
+    ):
+        refused = await receiver.client.post("/hooks/zap/signed/tok-s", content=body, headers=bad)
+        assert refused.status_code == 401 and reason in refused.json()["error"]
+    assert len(await receiver.stored()) == 1
+
+
+async def test_cinnox_challenge_and_events_in_the_seed_keys(receiver):
+    challenge = await receiver.client.post(
+        "/hooks/cinnox/main/tok-cinnox/inquiry", json={"challenge": "c-123"}
+    )
+    assert challenge.json() == {"code": 0, "result": {"challenge": "c-123"}}
+    assert await receiver.stored() == []
+
+    sample = registry.trigger("cinnox", "missed_enquiry").samples[0]
+    family, wire_body = to_wire("missed_enquiry", sample, service_id="svc", app_id="app")
+    for _ in range(2):  # CINNOX redelivers: stored once
+        reply = await receiver.client.post(
+            f"/hooks/cinnox/main/tok-cinnox/{family}", json=wire_body
+        )
+        assert reply.status_code == 200 and reply.json()["code"] == 0
+    (stored,) = await receiver.stored()
+    assert stored.trigger == "missed_enquiry" and stored.connection == "main"
+    assert stored.payload["enquiryID"] == sample["enquiryID"]
+    assert stored.payload["destination Types"] == sample["destination Types"]
+
+
+async def test_health_readiness_and_openapi(receiver):
+    assert (await receiver.client.get("/healthz")).json() == {"status": "ok"}
+    ready = (await receiver.client.get("/readyz")).json()
+    assert ready["ready"] is True and "inbox" in ready
+    paths = (await receiver.client.get("/openapi.json")).json()["paths"]
+    assert "/hooks/zap/{zap_id}/{token}" in paths
+    assert "/hooks/{app_name}/{connection}/{token}/{channel}" in paths
+
+
+async def test_the_cinnox_sandbox_delivers_to_the_receiver(receiver, cinnox_sandbox):
+    """The whole way: subscribe (CINNOX verifies the URL), an event fires, it is in the inbox."""
+    url = f"{receiver.url}/hooks/cinnox/main/tok-cinnox/inquiry"
+    subscribed = await asyncio.to_thread(cinnox_sandbox.subscribe, "inquiry", url)
+    assert subscribed.status_code == 200, subscribed.text
+    await asyncio.to_thread(cinnox_sandbox.control.emit, "missed_enquiry")
+    deadline = time.monotonic() + 10
+    while not (found := await receiver.stored()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    (event,) = found
+    assert event.trigger == "missed_enquiry" and event.payload["status"] == "Missed"

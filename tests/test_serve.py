@@ -1,0 +1,163 @@
+"""`zapflow serve` as a user runs it: a real process receiving webhooks, running zaps with run
+history, following the zap folder, and stopping gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest_plugins = ["cinnox_sandbox_fixtures"]
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+CATCH = """\
+zap: {zap_id}
+trigger: {{app: builtin, event: catch_hook}}
+steps:
+  - id: name
+    action: builtin.format_text
+    input: {{transform: titlecase, value: "{{{{ trigger.customer }}}}"}}
+"""
+MISSED = """\
+zap: missed-to-space
+trigger: {app: cinnox, event: missed_enquiry, connection: sandbox}
+steps:
+  - id: enquiry
+    action: cinnox.get_enquiry_detail
+    input: {display_case_number: "{{ trigger.displayCaseNumber }}"}
+  - id: space
+    action: cinnox.send_im_to_room
+    input:
+      room_id: 6601b7e2a9c84d3f5e0d1a01
+      text: "Missed {{ trigger.displayCaseNumber }} from {{ steps.enquiry.visitorName }}"
+"""
+
+
+class Serve:
+    """`zapflow serve` in a subprocess, its output read line by line."""
+
+    def __init__(self, folder: Path, home: Path, env: dict[str, str]) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from flows.cli import main; main()",
+                "serve",
+                str(folder),
+                "--port",
+                str(self.port),
+            ],
+            env={**os.environ, **env, "ZAPFLOW_HOME": str(home), "COLUMNS": "250"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if found := re.search(pattern, line):
+                return found
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.seen))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+def completed_runs(zap_id: str, expect: int, timeout: float = 30) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    async def read() -> list:
+        async with get_client() as client:
+            deadline = time.monotonic() + timeout
+            while True:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"zap:{zap_id}"]))
+                )
+                done = [r for r in runs if r.state and r.state.is_final()]
+                if len(done) >= expect or time.monotonic() > deadline:
+                    return done
+                await asyncio.sleep(0.2)
+
+    return asyncio.run(read())
+
+
+def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
+    tmp_path, prefect_api, cinnox_sandbox
+):
+    folder = tmp_path / "zaps"
+    folder.mkdir()
+    (folder / "greet.yaml").write_text(CATCH.format(zap_id="greet-serve"))
+    (folder / "missed.yaml").write_text(MISSED)
+    env = {
+        "PREFECT_API_URL": prefect_api,
+        "ZAPFLOW_CINNOX_SANDBOX_APP_ID": cinnox_sandbox.app_id,
+        "ZAPFLOW_CINNOX_SANDBOX_APP_TOKEN": cinnox_sandbox.token,
+        "ZAPFLOW_CINNOX_SANDBOX_BASE_URL": cinnox_sandbox.base_url,
+    }
+    serve = Serve(folder, tmp_path / "home", env)
+    try:
+        hook = serve.wait_for(r"catch hook of greet-serve: (\S+)").group(1)
+        cinnox = serve.wait_for(r"cinnox connection sandbox: (\S+)/<channel>").group(1)
+
+        # A catch hook delivery becomes a recorded zap run.
+        reply = httpx.post(hook, json={"customer": "chan tai man"}, timeout=10)
+        assert reply.status_code == 200, reply.text
+        (run,) = completed_runs("greet-serve", 1)
+        assert run.state.name == "Completed"
+        assert run.parameters["event"]["id"] == reply.json()["event_id"]
+
+        # CINNOX → receiver (after the challenge) → zap → an IM in the sandbox's Space.
+        subscribed = cinnox_sandbox.subscribe("inquiry", f"{cinnox}/inquiry")
+        assert subscribed.status_code == 200, subscribed.text
+        emitted = cinnox_sandbox.control.emit("missed_enquiry")
+        case = emitted["event"]["displayCaseNumber"]
+        (missed_run,) = completed_runs("missed-to-space", 1)
+        assert missed_run.state.name == "Completed", missed_run.state.message
+        ims = [i["request"]["messages"][0]["text"] for i in cinnox_sandbox.control.sent("im")]
+        assert any(text.startswith(f"Missed {case} from ") for text in ims), ims
+
+        # A new zap file is picked up without a restart.
+        (folder / "later.yaml").write_text(CATCH.format(zap_id="added-later"))
+        later = serve.wait_for(r"catch hook of added-later: (\S+)", timeout=15).group(1)
+        assert httpx.post(later, json={"customer": "b"}, timeout=10).status_code == 200
+        assert len(completed_runs("added-later", 1)) == 1
+    finally:
+        code = serve.stop()
+    assert code == 0
+    serve.wait_for("stopped; events not yet run stay in the inbox")
