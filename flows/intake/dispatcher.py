@@ -88,21 +88,29 @@ class Dispatcher:
     async def run(self) -> None:
         self._running = True
         try:
-            async with prefect_session():
-                while not self._stopping:
-                    claimed = await self.inbox.claim(
-                        self.worker, limit=self.batch, lease=self.lease
-                    )
-                    if not claimed:
-                        self.wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), self.idle_poll)
-                        continue
-                    await self._dispatch(claimed)
-                    if self._backoff:
-                        await asyncio.sleep(self._backoff)
+            while not self._stopping:
+                claimed = await self.inbox.claim(self.worker, limit=self.batch, lease=self.lease)
+                if not claimed:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+                    continue
+                try:
+                    async with prefect_session():  # one API client for the whole batch
+                        await self._dispatch(claimed)
+                except Exception as exc:  # Prefect unreachable before any run could start
+                    self._down(exc)
+                    await self.inbox.release([e.seq for e in claimed], delay=self._backoff)
+                if self._backoff:
+                    await asyncio.sleep(self._backoff)
         finally:
             self._running = False
+
+    def _down(self, exc: Exception) -> None:
+        self.stats.infrastructure_errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._backoff = min(30.0, max(0.5, self._backoff * 2))
+        log.warning("Prefect's server failed (%s); events wait in the inbox", exc)
 
     async def _dispatch(self, events: list[StoredEvent]) -> None:
         gate = asyncio.Semaphore(self.concurrency)
@@ -111,13 +119,14 @@ class Dispatcher:
         async def one(event: StoredEvent) -> None:
             async with gate:
                 try:
-                    for zap in matching(zaps, event):
-                        await self._run_once(zap, event)
+                    pending = [await self._run_once(zap, event) for zap in matching(zaps, event)]
+                    if any(pending):
+                        # Another dispatcher is running one of them (or died doing so): look
+                        # again after a while; its ledger row tells when it is finished or stale.
+                        await self.inbox.release([event.seq], delay=self.lease / 4)
+                        return
                 except Exception as exc:  # Prefect down or failing: the event waits and retries
-                    self.stats.infrastructure_errors += 1
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    self._backoff = min(30.0, max(0.5, self._backoff * 2))
-                    log.warning("event %s goes back to the inbox: %s", event.id, exc)
+                    self._down(exc)
                     await self.inbox.release([event.seq], delay=self._backoff)
                     return
                 self._backoff = 0.0
@@ -125,10 +134,14 @@ class Dispatcher:
 
         await asyncio.gather(*(one(e) for e in events))
 
-    async def _run_once(self, zap: Zap, event: StoredEvent) -> None:
+    async def _run_once(self, zap: Zap, event: StoredEvent) -> bool:
+        """Run the zap on the event unless the ledger says it ran; True if it is running
+        elsewhere (so the event is not finished yet)."""
         if not await self.inbox.start_run(event.id, zap.zap):
-            self.stats.skipped += 1  # this zap already ran (or is running) on this event
-            return
+            if await self.inbox.run_state(event.id, zap.zap) == "running":
+                return True
+            self.stats.skipped += 1  # this zap already ran on this event: never twice
+            return False
         started = time.perf_counter()
         try:
             state = await run_with_history(
@@ -151,3 +164,4 @@ class Dispatcher:
         self.stats.runs += 1
         self.stats.by_state[name] = self.stats.by_state.get(name, 0) + 1
         log.info("%s on %s: %s in %.2f s", zap.zap, event.id, name, time.perf_counter() - started)
+        return False

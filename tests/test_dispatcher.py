@@ -1,0 +1,129 @@
+"""The dispatcher's promises: each (event, zap) runs once, even across a crash; events wait in
+the inbox while Prefect is down and drain when it is back; only matching zaps run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from flows.intake.dispatcher import Dispatcher, matching
+from flows.intake.events import NewEvent
+from flows.intake.inbox import Inbox
+from flows.loader import load_zap_text
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+GREET = load_zap_text(
+    "zap: greet-dispatch\ntrigger: {app: builtin, event: catch_hook}\nsteps:\n"
+    "  - {id: n, action: builtin.format_text, input: {transform: uppercase,"
+    " value: '{{ trigger.name }}'}}\n"
+)
+MISSED = load_zap_text(
+    "zap: missed-main\ntrigger: {app: cinnox, event: missed_enquiry, connection: main}\n"
+    "steps:\n  - {id: n, action: builtin.lookup, input: {key: a, table: {a: 1}}}\n"
+)
+
+
+def hook_event(name: str = "chan") -> NewEvent:
+    return NewEvent(
+        id=uuid.uuid4().hex,
+        app="builtin",
+        trigger="catch_hook",
+        payload={"name": name},
+        zap="greet-dispatch",
+    )
+
+
+async def drain(dispatcher: Dispatcher, inbox: Inbox, timeout: float = 60) -> None:
+    task = asyncio.create_task(dispatcher.run())
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await inbox.counts()
+        if counts.get("done", 0) and not (counts.get("pending", 0) or counts.get("claimed", 0)):
+            break
+        assert time.monotonic() < deadline, counts
+        await asyncio.sleep(0.05)
+    dispatcher.stop()
+    await task
+
+
+def test_matching_by_trigger_connection_and_hook():
+    other = MISSED.model_copy(update={"zap": "missed-other"})
+    other.trigger = other.trigger.model_copy(update={"connection": "other"})
+    event = NewEvent(id="e", app="cinnox", trigger="missed_enquiry", payload={}, connection="main")
+    assert [z.zap for z in matching([GREET, MISSED, other], event)] == ["missed-main"]
+    assert [z.zap for z in matching([GREET, MISSED], hook_event())] == ["greet-dispatch"]
+    off = GREET.model_copy(update={"enabled": False})
+    assert matching([off], hook_event()) == []
+
+
+async def test_each_event_runs_once_and_never_again_after_a_crash(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}"
+    inbox = await Inbox.open(url)
+    first, crashed = hook_event("ann"), hook_event("bob")
+    await inbox.put_many([first, crashed])
+    # A dispatcher that died after running `crashed` but before marking the event done:
+    assert await inbox.start_run(crashed.id, "greet-dispatch")
+    await inbox.finish_run(crashed.id, "greet-dispatch", "completed")
+
+    dispatcher = Dispatcher(inbox, lambda: [GREET], concurrency=2)
+    await drain(dispatcher, inbox)
+
+    assert dispatcher.stats.runs == 1 and dispatcher.stats.skipped == 1
+    assert await inbox.run_state(first.id, "greet-dispatch") == "completed"
+    assert await inbox.put(first) is False  # a redelivery of the same event: not a new run
+    assert (await inbox.counts()).get("pending", 0) == 0
+    await inbox.close()
+
+
+async def test_a_run_still_marked_running_elsewhere_sends_the_event_back(tmp_path):
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    event = hook_event()
+    await inbox.put(event)
+    assert await inbox.start_run(event.id, "greet-dispatch")  # another worker holds it
+    dispatcher = Dispatcher(inbox, lambda: [GREET], lease=4.0)
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.5)
+    dispatcher.stop()
+    await task
+    assert dispatcher.stats.runs == 0
+    counts = await inbox.counts()
+    assert counts.get("done", 0) == 0 and counts.get("pending", 0) == 1
+    await inbox.close()
+
+
+async def test_events_wait_while_prefect_is_down_and_drain_when_it_is_back(tmp_path):
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
+    )
+
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    events = [hook_event(f"n{i}") for i in range(3)]
+    await inbox.put_many(events)
+
+    with temporary_settings(
+        {PREFECT_API_URL: "http://127.0.0.1:9/api", PREFECT_CLIENT_MAX_RETRIES: 0}
+    ):
+        down = Dispatcher(inbox, lambda: [GREET])
+        task = asyncio.create_task(down.run())
+        deadline = time.monotonic() + 20
+        while down.stats.infrastructure_errors < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        down.stop()
+        await task
+    assert down.stats.infrastructure_errors >= 2 and down.stats.runs == 0
+    counts = await inbox.counts()
+    assert counts.get("done", 0) == 0 and counts.get("pending", 0) == 3  # nothing lost
+    for event in events:  # abandoned, not marked as run: they may run once Prefect is back
+        assert await inbox.run_state(event.id, "greet-dispatch") in (None, "abandoned")
+
+    await asyncio.sleep(max(0.0, down._backoff))  # the events' release delay
+    back = Dispatcher(inbox, lambda: [GREET])
+    await drain(back, inbox)
+    assert back.stats.runs == 3 and (await inbox.counts()).get("done") == 3
+    await inbox.close()
