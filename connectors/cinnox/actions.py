@@ -248,51 +248,19 @@ class ContactDetailInput(_Input):
     full_name: Text = Field(description="Full Name: First name{SPACE}Last name, exact match only")
 
 
-class Addresses(BaseModel):
-    street: str | None = Field(None, description="Mailing address")
-    city: str | None = Field(None, description="Mailing city")
-    state: str | None = Field(None, description="Mailing state")
-    zipcode: str | None = Field(None, description="Mailing zipcode")
-    country: str | None = Field(None, description="Mailing country")
-
-
-class ContactDetail(BaseModel):
+class ContactDetail(wire.ContactRecord):
     """The seed's Get External Contact Detail keys; empty when no contact has that name."""
 
     found: bool = Field(description="Whether a contact with exactly that full name exists")
     matches: int = Field(
         0, description="How many contacts have that full name (the first is shown)"
     )
-    id: str | None = Field(None, description="External contact id")
-    firstName: str | None = None
-    lastName: str | None = None
-    mobilePhone: str | None = None
-    workPhone: str | None = None
-    homePhone: str | None = None
-    otherPhone: str | None = None
-    email: str | None = None
-    personalEmail: str | None = None
-    otherEmail: str | None = None
-    facebook: str | None = None
-    whatsApp: str | None = None
-    weChat: str | None = None
-    line: str | None = None
-    twitter: str | None = None
-    linkedin: str | None = None
-    companyName: str | None = None
-    department: str | None = None
-    jobTitle: str | None = None
-    birthday: str | None = None
-    language: str | None = None
-    addresses: Addresses = Field(default_factory=Addresses)
-    customerType: str | None = None
-    group: str | None = None
-    level: str | None = None
-    ownerID: str | None = None
-    ownerName: str | None = None
-    ownerDepartment: str | None = None
-    sharedWith: list[str] = Field(default_factory=list)
-    slavecontacts: list[str] = Field(default_factory=list, description="Merged contacts' ids")
+    id: str | None = Field(None, description="External contact id")  # type: ignore[assignment]
+    addresses: wire.Address = Field(default_factory=wire.Address)  # type: ignore[assignment]
+    sharedWith: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    slaveContacts: list[str] = Field(  # type: ignore[assignment]
+        default_factory=list, alias="slavecontacts", description="Merged contacts' ids"
+    )
 
 
 @app.action("get_external_contact_detail", title="Get External Contact Detail")
@@ -307,7 +275,6 @@ async def get_external_contact_detail(
     if not found:
         return ContactDetail(found=False)
     record = wire.ContactRecord.model_validate(found[0]).model_dump(exclude_none=True)
-    record["slavecontacts"] = record.pop("slaveContacts", [])
     return ContactDetail.model_validate({**record, "found": True, "matches": len(found)})
 
 
