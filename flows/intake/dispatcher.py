@@ -46,6 +46,7 @@ class DispatchStats:
     runs: int = 0
     skipped: int = 0
     infrastructure_errors: int = 0
+    inbox_errors: int = 0
     last_error: str = ""
     by_state: dict[str, int] = field(default_factory=dict)
 
@@ -89,7 +90,16 @@ class Dispatcher:
         self._running = True
         try:
             while not self._stopping:
-                claimed = await self.inbox.claim(self.worker, limit=self.batch, lease=self.lease)
+                try:
+                    claimed = await self.inbox.claim(
+                        self.worker, limit=self.batch, lease=self.lease
+                    )
+                except Exception as exc:  # the inbox is busy or away: try again, never give up
+                    self.stats.inbox_errors += 1
+                    self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
+                    log.warning("claiming from the inbox failed (%s); retrying", exc)
+                    await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.stats.inbox_errors, 6)))
+                    continue
                 if not claimed:
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -100,7 +110,9 @@ class Dispatcher:
                         await self._dispatch(claimed)
                 except Exception as exc:  # Prefect unreachable before any run could start
                     self._down(exc)
-                    await self.inbox.release([e.seq for e in claimed], delay=self._backoff)
+                    # If even this fails, the leases expire and the events come back anyway.
+                    with contextlib.suppress(Exception):
+                        await self.inbox.release([e.seq for e in claimed], delay=self._backoff)
                 if self._backoff:
                     await asyncio.sleep(self._backoff)
         finally:

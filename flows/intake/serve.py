@@ -145,7 +145,16 @@ async def serve(
             except Exception as exc:  # keep serving what was loaded
                 report(f"reloading {folder} failed: {exc}")
 
-    dispatching = asyncio.create_task(dispatcher.run())
+    async def keep_dispatching() -> None:
+        while True:  # a dispatcher that crashes is reported and started again
+            try:
+                await dispatcher.run()
+                return
+            except Exception as exc:
+                report(f"dispatcher failed ({type(exc).__name__}: {exc}); restarting it")
+                await asyncio.sleep(1.0)
+
+    dispatching = asyncio.create_task(keep_dispatching())
     following = asyncio.create_task(follow_folder())
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
