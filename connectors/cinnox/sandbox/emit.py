@@ -54,16 +54,21 @@ Builder = Callable[["Sandbox", dict[str, Any]], Emitted]
 # --------------------------------------------------------------------------- contacts
 
 
-def _contact(store: Store, o: dict[str, Any], *, last: bool = False) -> Doc:
+def _pick(store: Store, kind: str, noun: str, o: dict[str, Any], *, last: bool) -> Doc:
+    """The record the event is about: ``o["id"]`` if given, else the first (or last) one."""
     if "id" in o:
-        found = store.get(r.CONTACT, str(o["id"]))
+        found = store.get(kind, str(o["id"]))
         if found is None:
-            raise ControlError(f"no external contact with id {o['id']!r}", 404)
+            raise ControlError(f"no {noun} with id {o['id']!r}", 404)
         return found
-    contacts = store.all(r.CONTACT)
-    if not contacts:
-        raise ControlError("there are no external contacts left (zapflow sandbox reset)", 409)
-    return contacts[-1] if last else contacts[0]
+    records = store.all(kind)
+    if not records:
+        raise ControlError(f"there are no {noun}s left (zapflow sandbox reset)", 409)
+    return records[-1] if last else records[0]
+
+
+def _contact(store: Store, o: dict[str, Any], *, last: bool = False) -> Doc:
+    return _pick(store, r.CONTACT, "external contact", o, last=last)
 
 
 def _staff(store: Store, eid: str | None = None) -> list[Doc]:
@@ -296,15 +301,7 @@ def sms_delivery_receipt(sb: Sandbox, o: dict[str, Any]) -> Emitted:
 
 
 def _label(store: Store, o: dict[str, Any], *, last: bool = False) -> Doc:
-    if "id" in o:
-        found = store.get(r.LABEL, str(o["id"]))
-        if found is None:
-            raise ControlError(f"no label with id {o['id']!r}", 404)
-        return found
-    labels = store.all(r.LABEL)
-    if not labels:
-        raise ControlError("there are no labels left (zapflow sandbox reset)", 409)
-    return labels[-1] if last else labels[0]
+    return _pick(store, r.LABEL, "label", o, last=last)
 
 
 def label_created(sb: Sandbox, o: dict[str, Any]) -> Emitted:
