@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from connectors import ActionContext, registry
+from connectors._clients import ClientPool
 from connectors.cinnox import client as cinnox_client
 from connectors.cinnox.client import CinnoxClient, RateLimiter, close_all
 from connectors.cinnox.connection import CinnoxConnection
@@ -869,9 +869,7 @@ async def test_a_reply_later_than_the_timeout_is_retryable(
     cinnox_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cinnox_client, "TIMEOUT", httpx.Timeout(0.3))
-    pooled: weakref.WeakKeyDictionary[Any, dict[str, httpx.AsyncClient]] = (
-        weakref.WeakKeyDictionary()
-    )
+    pooled = ClientPool()
     monkeypatch.setattr(cinnox_client, "_clients", pooled)  # new clients, with the short timeout
     cinnox_sandbox.control.add_fault("/cli", delay=2.0)
     started = time.monotonic()
@@ -880,9 +878,7 @@ async def test_a_reply_later_than_the_timeout_is_retryable(
             await call("get_number_list", {"number_type": "cli"}, connection(cinnox_sandbox))
         assert time.monotonic() - started < 1.5
     finally:
-        for pool in pooled.values():
-            for pooled_client in pool.values():
-                await pooled_client.aclose()
+        await pooled.close_all()
 
 
 async def test_unreachable_cinnox_is_retryable() -> None:

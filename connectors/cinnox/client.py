@@ -14,12 +14,12 @@ import asyncio
 import hashlib
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
 import httpx
 
+from connectors._clients import ClientPool, retry_after
 from connectors.cinnox import wire
 from connectors.cinnox.connection import CinnoxConnection
 from flows.errors import AuthError, PermanentError, RetryableError
@@ -59,11 +59,7 @@ class RateLimiter:
 
 
 _limiters: dict[str, RateLimiter] = {}
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Pooled clients per event loop (a pool belongs to the loop it first ran on); a finished loop
-and its clients are dropped with it."""
+_clients = ClientPool()
 
 
 def _key(conn: CinnoxConnection) -> str:
@@ -86,13 +82,10 @@ class CinnoxClient:
         return self.conn.base_url.rstrip("/") + wire.API_PREFIX.format(app_id=self.conn.app_id)
 
     def _http(self) -> httpx.AsyncClient:
-        # Connections are reused per account and per event loop (an AsyncClient's pool belongs
-        # to the loop it first ran on).
-        pool = _clients.setdefault(asyncio.get_running_loop(), {})
-        key = _key(self.conn)
-        client = pool.get(key)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
+        """The pooled client of this account (connections are reused per account)."""
+        return _clients.get(
+            _key(self.conn),
+            lambda: httpx.AsyncClient(
                 timeout=TIMEOUT,
                 limits=LIMITS,
                 headers={
@@ -100,9 +93,8 @@ class CinnoxClient:
                     "Accept": "application/json",
                     "User-Agent": "zapflow-cinnox",
                 },
-            )
-            pool[key] = client
-        return client
+            ),
+        )
 
     async def request(
         self,
@@ -144,8 +136,8 @@ class CinnoxClient:
                 f"`zapflow connections rekey cinnox {self.name or '<name>'}`."
             )
         if reply.status_code == 429 or code == wire.Code.TOO_MANY_REQUESTS:
-            retry_after = _seconds(reply.headers.get("Retry-After"))
-            raise RetryableError(f"CINNOX: too many requests ({what})", retry_after=retry_after)
+            wait = retry_after(reply.headers.get("Retry-After"))
+            raise RetryableError(f"CINNOX: too many requests ({what})", retry_after=wait)
         if reply.status_code >= 500 or code == wire.Code.BAD_RESPONSE_FROM_SERVICE:
             detail = message or f"HTTP {reply.status_code}"
             raise RetryableError(f"CINNOX could not serve {what} for now: {detail}")
@@ -156,14 +148,6 @@ class CinnoxClient:
         return body
 
 
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 async def close_all() -> None:
     """Close the pooled clients of the running loop (tests, shutdown)."""
-    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
+    await _clients.close_all()
