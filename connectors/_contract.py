@@ -126,11 +126,15 @@ class App:
         title: str,
         description: str = "",
         connection: type[BaseModel] | None = None,
+        connection_required: bool = True,
     ) -> None:
+        """``connection_required=False``: steps may also run without a connection (an HTTP
+        request to a public URL); their ``ActionContext.connection`` is then None."""
         self.name = name
         self.title = title
         self.description = description
         self.connection = connection
+        self.connection_required = connection is not None and connection_required
         self.triggers: dict[str, Trigger] = {}
         self.actions: dict[str, Action] = {}
         self.check: ConnectionCheck | None = None

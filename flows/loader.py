@@ -225,7 +225,7 @@ class _ZapChecker:
         self.trigger_app = app
         self.trigger_connection = spec.get("connection")
         owner = registry.app(app)
-        if owner.connection is not None and self.trigger_connection is None:
+        if owner.connection_required and self.trigger_connection is None:
             self.out.add(
                 ("trigger",),
                 f"app {app!r} needs a connection: add `connection: <name>` "
@@ -284,7 +284,8 @@ class _ZapChecker:
             if named is not None:
                 self.out.add((*path, "connection"), f"app {app_name!r} takes no connection")
             return
-        if named is None and not (app_name == self.trigger_app and self.trigger_connection):
+        trigger_has_one = app_name == self.trigger_app and self.trigger_connection
+        if named is None and owner.connection_required and not trigger_has_one:
             self.out.add(
                 (*path, "action"),
                 f"app {app_name!r} needs a connection: add `connection: <name>` to this step"

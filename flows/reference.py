@@ -174,6 +174,8 @@ def app_markdown(app: App) -> str:
     ]
     if app.connection is not None:
         lines += ["## Connection", ""]
+        if not app.connection_required:
+            lines += ["Optional: a step without `connection:` runs without one.", ""]
         for table in field_tables(app.connection):
             lines += _table_md(table)
     if app.triggers:

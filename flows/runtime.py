@@ -136,10 +136,10 @@ async def run_step(
         return rendered, sample_of(action.output_model)
     owner = registry.app(action.app)
     connection = None
-    if owner.connection is not None:
-        if connection_name is None:
-            raise ConnectionProblem(f"step {step.id!r}: app {owner.name!r} needs a connection")
+    if owner.connection is not None and connection_name is not None:
         connection = await connections.resolve(owner, connection_name)
+    elif owner.connection_required:
+        raise ConnectionProblem(f"step {step.id!r}: app {owner.name!r} needs a connection")
     ctx = ActionContext(
         zap_id=base.zap_id,
         step_id=step.id,
