@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from flows.errors import ZapError, ZapValidationError
 
@@ -32,6 +32,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEFAULT_ZAPS = Path("zaps")
 ZapsOption = typer.Option(DEFAULT_ZAPS, "--zaps", help="Folder to look zaps up in by id")
+INBOX_HELP = "SQLAlchemy URL of the inbox and run ledger (default: SQLite in the state folder)"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -283,13 +284,15 @@ def prefect_api() -> Iterator[str]:
         yield url
 
 
-def _report_state(state: Any, api_url: str) -> None:
+def _report_state(state: Any, api_url: str, event_id: str) -> None:
     from flows import server
 
     run_id = state.state_details.flow_run_id
     colour = "green" if state.is_completed() else "red"
     out.print(f"[{colour}]{state.name}[/{colour}] {state.message or ''}".rstrip())
-    out.print(f"run {run_id}: {server.ui_url(api_url)}/runs/flow-run/{run_id}")
+    out.print(
+        f"event {event_id}, flow run {run_id}: {server.ui_url(api_url)}/runs/flow-run/{run_id}"
+    )
 
 
 @app.command()
@@ -300,7 +303,7 @@ def run(
     zaps: Path = ZapsOption,
 ) -> None:
     """Run a zap once as a Prefect flow run, with full run history (retries, logs, UI)."""
-    from flows.compiler import run_with_history
+    from flows.history import run_and_record
 
     try:
         model = resolve_zap(zap, zaps)
@@ -312,8 +315,8 @@ def run(
             err.print(str(problem), markup=False)
         raise typer.Exit(1) from None
     with prefect_api() as url:
-        state = asyncio.run(run_with_history(model, trigger_event))
-        _report_state(state, url)
+        state = asyncio.run(run_and_record(model, trigger_event))
+        _report_state(state, url, trigger_event.id)
     if not state.is_completed():
         raise typer.Exit(1)
 
@@ -325,19 +328,33 @@ def run(
 def runs(
     zap: str = typer.Option(None, "--zap", help="Only this zap's runs"),
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
 ) -> None:
-    """List recent zap runs: zap, event, state, duration, failing step."""
+    """List recent zap runs, one per event and zap: state, duration, failing step."""
     from flows.history import recent_runs
+    from flows.intake.inbox import InboxError
 
-    with prefect_api():
-        rows = asyncio.run(recent_runs(limit, zap))
-    table = Table("run", "zap", "event", "state", "started", "took", "failing step")
+    try:
+        rows = asyncio.run(recent_runs(limit, zap, inbox_url=inbox_url))
+    except InboxError as exc:
+        raise fail(str(exc)) from None
+    table = Table(
+        Column("event", no_wrap=True, min_width=12),
+        Column("zap", min_width=8),
+        Column("state", no_wrap=True, min_width=9),
+        Column("started", no_wrap=True, min_width=14),
+        Column("took", no_wrap=True, min_width=6),
+        Column("failing step", min_width=8),
+        Column("message", overflow="ellipsis", no_wrap=True, max_width=40),
+    )
     for row in rows:
         took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
-        started = row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "-"
+        started = row.started.strftime("%m-%d %H:%M:%S") if row.started else "-"
         colour = {"Completed": "green", "Failed": "red", "Filtered": "yellow"}.get(row.state, "")
         state = f"[{colour}]{row.state}[/{colour}]" if colour else row.state
-        table.add_row(row.id[:8], row.zap, row.event, state, started, took, row.failing_step or "")
+        table.add_row(
+            row.event_id[:12], row.zap, state, started, took, row.failing_step or "", row.message
+        )
     out.print(table)
     if not rows:
         out.print("no zap runs yet")
@@ -345,20 +362,28 @@ def runs(
 
 @app.command()
 def replay(
-    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id (or its first characters)"),
+    event_ref: str = typer.Argument(
+        ..., metavar="EVENT", help="The run's event id (or its first characters: `zapflow runs`)"
+    ),
+    zap: str = typer.Option(None, "--zap", help="Which zap's run, if the event ran several"),
     zaps: Path = ZapsOption,
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
 ) -> None:
-    """Run a recorded zap run again on the event it stored (with the zap's current file)."""
+    """Run a recorded zap run again on its stored event, with the zap's current file."""
     from flows.history import replay as replay_run
 
     with prefect_api() as url:
         try:
-            old, zap_model, from_file, state = asyncio.run(replay_run(run_ref, [zaps]))
+            old, zap_model, event, state = asyncio.run(
+                replay_run(event_ref, [zaps], zap=zap, inbox_url=inbox_url)
+            )
         except ZapError as exc:
             raise fail(str(exc)) from None
-        source = "its current file" if from_file else "the definition the run stored"
-        out.print(f"replayed run {old.id} of {zap_model.zap} with {source}")
-        _report_state(state, url)
+        out.print(
+            f"replayed {zap_model.zap} on event {old.event_id} (was {old.state}) "
+            f"as event {event.id}"
+        )
+        _report_state(state, url, event.id)
     if not state.is_completed():
         raise typer.Exit(1)
 
@@ -374,13 +399,13 @@ def serve(
     public_url: str = typer.Option(
         None, "--public-url", help="How senders reach the receiver (for the hook URLs shown)"
     ),
-    inbox_url: str = typer.Option(
-        None,
-        "--inbox",
-        envvar="ZAPFLOW_INBOX_URL",
-        help="SQLAlchemy URL of the inbox (default: SQLite in the state folder)",
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+    concurrency: int = typer.Option(
+        50, "--concurrency", help="Events each zap runs at once (in its live flow run)"
     ),
-    concurrency: int = typer.Option(4, "--concurrency", help="Zap runs at once"),
+    live_idle: float = typer.Option(
+        5.0, "--live-idle", help="Seconds a zap's live flow run stays open waiting for events"
+    ),
 ) -> None:
     """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
     import logging
@@ -402,6 +427,7 @@ def serve(
                 public_url=public_url,
                 inbox_url=inbox_url,
                 concurrency=concurrency,
+                live_idle=live_idle,
                 report=lambda text: out.print(text, markup=False),
             )
         )
@@ -694,8 +720,9 @@ def demo(zaps: Path = ZapsOption) -> None:
     (stop it with `zapflow server stop`).
     """
     from connectors import registry
-    from flows.compiler import prefect_session, run_with_history
-    from flows.history import recent_runs
+    from flows.compiler import prefect_session
+    from flows.history import recent_runs, run_and_record
+    from flows.intake.inbox import Inbox
     from flows.loader import load_all
     from flows.runtime import Event
 
@@ -713,10 +740,14 @@ def demo(zaps: Path = ZapsOption) -> None:
 
     async def run_all() -> list[Any]:
         states = []
-        async with prefect_session():
-            for zap, event in plan:
-                out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
-                states.append(await run_with_history(zap, event))
+        inbox = await Inbox.open()
+        try:
+            async with prefect_session():
+                for zap, event in plan:
+                    out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
+                    states.append(await run_and_record(zap, event, inbox=inbox))
+        finally:
+            await inbox.close()
         return states
 
     with prefect_api() as url, _demo_sandbox() as sandbox:

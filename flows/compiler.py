@@ -1,4 +1,4 @@
-"""A zap as a Prefect flow: one flow run per zap run, one task run per step.
+"""A zap as a Prefect flow: a flow run per zap run (or per batch of them), a task run per step.
 
 ``run_zap`` is the one importable flow (deployments point at it: ``flows/compiler.py:run_zap``);
 ``compile_zap`` gives the same flow named after a zap. Each step runs as a task named after its
@@ -9,17 +9,20 @@ not hold ends in the state "Filtered" (a kind of Completed), not Failed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from prefect import Flow, Task, flow, get_run_logger, task
+from prefect import Flow, Task, flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, FlowRunContext
 from prefect.flow_engine import run_flow_async
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 
 from connectors._contract import ActionContext
 from flows.errors import ZapError, is_retryable
@@ -61,6 +64,7 @@ async def zap_step(
     base: dict[str, Any],
     dry_run: bool = False,
     connection_name: str | None = None,
+    event_ref: str = "",
 ) -> Any:
     """One zap step: render its input, call its action, return (input, output)."""
     logger = get_run_logger()
@@ -80,14 +84,16 @@ async def zap_step(
 
 
 @lru_cache(maxsize=1024)
-def _step_task(step_id: str, policy_json: str) -> Task[..., Any]:
+def _step_task(step_id: str, policy_json: str, per_event: bool = False) -> Task[..., Any]:
+    """The step's task; ``per_event``: its runs are named after the event too (in a flow run
+    that carries many events)."""
     policy = StepPolicy.model_validate_json(policy_json)
     retries = policy.retries or 0
     delay = policy.retry_delay.total_seconds() if policy.retry_delay else 0.0
     backoff = policy.retry_backoff or 1.0
     return zap_step.with_options(
         name=step_id,
-        task_run_name=step_id,
+        task_run_name=f"{step_id} ← {{event_ref}}" if per_event else step_id,
         retries=retries,
         retry_delay_seconds=[round(delay * backoff**i, 3) for i in range(retries)] or 0,
         retry_jitter_factor=policy.retry_jitter or 0.0,
@@ -101,7 +107,7 @@ def run_name(zap: Zap, event: Event) -> str:
 
 
 async def _ensure_tags(zap: Zap) -> None:
-    """Deployment runs start with the deployment's tags; add the zap's own for `zapflow runs`."""
+    """Deployment runs start with the deployment's tags; add the zap's own for the UI."""
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return
@@ -111,38 +117,100 @@ async def _ensure_tags(zap: Zap) -> None:
         await ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)  # type: ignore[misc]
 
 
-@flow(name="zap", persist_result=False)
-async def run_zap(zap: dict[str, Any], event: dict[str, Any], dry_run: bool = False) -> Any:
-    """Run a zap (its definition) on one event (``Event``); the deployments' entrypoint."""
-    model = Zap.model_validate(zap)
-    trigger_event = Event.model_validate(event)
-    await _ensure_tags(model)
+@dataclass
+class EventRun:
+    """How one zap ran on one event, inside whichever flow run recorded it."""
+
+    event_id: str
+    outcome: RunOutcome
+    flow_run_id: str | None
+
+    @property
+    def failing_step(self) -> str | None:
+        return next((s.id for s in self.outcome.steps if s.status == "failed"), None)
+
+
+async def run_event(
+    model: Zap, event: Event, *, dry_run: bool = False, per_event: bool = False
+) -> EventRun:
+    """Run the zap on one event inside the current flow run: each step a task run tagged
+    ``event:<id>`` (and, with ``per_event``, named ``<step> ← <event>``)."""
     ctx = FlowRunContext.get()
-    run = ZapRun(
-        model,
-        trigger_event,
-        run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
-        dry_run=dry_run,
-    )
+    flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+    try:
+        run = ZapRun(model, event, run_id=flow_run_id if not per_event else None, dry_run=dry_run)
+    except ZapError as exc:  # the event does not fit the trigger: this run fails, not the batch
+        failed = RunOutcome("failed", [], f"{type(exc).__name__}: {exc}")
+        return EventRun(event.id, failed, flow_run_id)
     base = {
         "zap_id": model.zap,
         "step_id": "",
         "run_id": run.run_id,
-        "event_id": trigger_event.id,
+        "event_id": event.id,
         "testing": dry_run,
     }
+    event_ref = f"{event.app}.{event.trigger} {event.id[:12]}"
 
     async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
         policy = effective_policy(model, step).model_dump_json()
-        task = _step_task(step.id, policy)
+        task = _step_task(step.id, policy, per_event)
         state = await task(
-            step, context, base, dry_run, step_connection(model, step), return_state=True
+            step,
+            context,
+            base,
+            dry_run,
+            step_connection(model, step),
+            event_ref,
+            return_state=True,
         )
         if state.name == SKIPPED:
             return Skipped(state.message or "")
         return await state.result()  # raises the step's error if it failed
 
-    outcome = await run.execute(through_task)
+    with tags(f"event:{event.id}"):
+        outcome = await run.execute(through_task)
+    return EventRun(event.id, outcome, flow_run_id)
+
+
+def batch_summary(results: list[EventRun]) -> State:
+    """The final state of a flow run that carried many events."""
+    counts: Counter[str] = Counter(r.outcome.status for r in results)
+    parts = [f"{counts[s]} {s}" for s in ("completed", "filtered", "failed") if counts[s]]
+    message = f"{len(results)} events: " + ", ".join(parts) if results else "no events"
+    data = {r.event_id: r.outcome.status for r in results}
+    if counts["failed"]:
+        return Failed(message=message, data=data)
+    return Completed(message=message, data=data)
+
+
+@flow(name="zap", persist_result=False)
+async def run_zap(
+    zap: dict[str, Any],
+    event: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    events: list[dict[str, Any]] | None = None,
+    feed: str | None = None,
+) -> Any:
+    """Run a zap (its definition) on one event (``Event``), on several (``events``), or on the
+    events an in-process feed hands it while it stays open (``feed``: see ``flows.live``).
+
+    The deployments' entrypoint. On one event the flow run's state is the zap run's
+    (Completed, Filtered or Failed); on many it is Failed if any of them failed.
+    """
+    model = Zap.model_validate(zap)
+    await _ensure_tags(model)
+    if feed is not None:
+        from flows.live import serve_feed
+
+        return batch_summary(await serve_feed(feed, model))
+    if events is not None:
+        batch = [Event.model_validate(e) for e in events]
+        results = await asyncio.gather(*(run_event(model, e, per_event=True) for e in batch))
+        return batch_summary(list(results))
+    if event is None:
+        raise ZapError("run_zap needs an event, events or a feed")
+    result = await run_event(model, Event.model_validate(event), dry_run=dry_run)
+    outcome = result.outcome
     if outcome.status == "failed":
         raise ZapRunFailed(outcome)
     summary = {"status": outcome.status, "message": outcome.message, "steps": outcome.outputs}

@@ -1,31 +1,25 @@
-"""Zap runs as recorded by the Prefect server: listing them, and running one again.
+"""Zap runs as the run ledger records them: listing them, and running one again.
 
-Every zap run is a flow run tagged ``zapflow`` and ``zap:<id>`` whose parameters hold the zap
-definition and the trigger event, so a run can always be replayed from what it stored.
+Every zap run — by ``zapflow serve``'s dispatcher, ``zapflow run``, ``replay`` or the demo — is
+one row of the inbox's run ledger, keyed by (event, zap): its state, failing step, message and
+the Prefect flow run that recorded its steps (a live flow run carries many events: each step's
+task run there is named ``<step> ← <event>`` and tagged ``event:<id>``). The event itself stays
+in the inbox until retention purges it, so a run can be replayed from it.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
-    FlowRunFilterTags,
-    TaskRunFilter,
-    TaskRunFilterState,
-    TaskRunFilterStateType,
-)
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.objects import State
 
-from flows.compiler import ZAPFLOW_TAG, run_with_history
+from flows.compiler import ZapRunFailed, run_with_history
 from flows.errors import ZapError
+from flows.intake.events import NewEvent
+from flows.intake.inbox import Inbox, LedgerRun, RunResult
 from flows.loader import load_all
 from flows.model import Zap
 from flows.runtime import Event
@@ -33,7 +27,7 @@ from flows.runtime import Event
 
 @dataclass
 class RunRow:
-    id: str
+    event_id: str
     zap: str
     event: str
     state: str
@@ -41,76 +35,81 @@ class RunRow:
     duration: timedelta | None
     failing_step: str | None
     message: str
+    flow_run_id: str | None
 
 
-def _zap_of(run: FlowRun) -> str:
-    for tag in run.tags:
-        if tag.startswith("zap:"):
-            return tag[4:]
-    return str(run.parameters.get("zap", {}).get("zap", "?"))
+def _row(run: LedgerRun) -> RunRow:
+    label = f"{run.app}.{run.trigger} " if run.app else ""
+    return RunRow(
+        event_id=run.event_id,
+        zap=run.zap,
+        event=f"{label}{run.event_id[:12]}",
+        state=run.state.capitalize(),
+        started=run.started_at,
+        duration=(run.finished_at - run.started_at) if run.finished_at else None,
+        failing_step=run.failing_step,
+        message=run.message or "",
+        flow_run_id=run.flow_run_id,
+    )
 
 
-def _event_of(run: FlowRun) -> str:
+async def recent_runs(
+    limit: int = 20, zap: str | None = None, *, inbox_url: str | None = None
+) -> list[RunRow]:
+    """The most recent zap runs, newest first (one per event and zap)."""
+    inbox = await Inbox.open(inbox_url)
     try:
-        return Event.model_validate(run.parameters["event"]).label
-    except Exception:
-        return "?"
+        return [_row(r) for r in await inbox.recent_runs(limit=limit, zap=zap)]
+    finally:
+        await inbox.close()
 
 
-async def recent_runs(limit: int = 20, zap: str | None = None) -> list[RunRow]:
-    tags = [ZAPFLOW_TAG] + ([f"zap:{zap}"] if zap else [])
-    async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags)),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=limit,
+async def result_of(zap: Zap, event: Event, state: State, started: datetime) -> RunResult:
+    """How a run made by ``run_with_history`` ended, as a ledger row."""
+    status = "filtered" if state.name == "Filtered" else "completed"
+    failing_step, message = None, state.message
+    if state.is_failed() or state.is_crashed():
+        status = "failed"
+        error = await state.aresult(raise_on_failure=False)
+        if isinstance(error, ZapRunFailed):
+            failing_step = next((s.id for s in error.outcome.steps if s.status == "failed"), None)
+            message = error.outcome.message
+    return RunResult(
+        event_id=event.id,
+        zap=zap.zap,
+        state=status,
+        flow_run_id=str(state.state_details.flow_run_id or "") or None,
+        failing_step=failing_step,
+        message=message or None,
+        started_at=started,
+    )
+
+
+async def run_and_record(
+    zap: Zap, event: Event, *, inbox: Inbox | None = None, connection: str | None = None
+) -> State:
+    """Run a zap once with full history (``run_with_history``) and enter it in the ledger."""
+    started = datetime.now(UTC)
+    state = await run_with_history(zap, event)
+    own = inbox is None
+    ledger = inbox or await Inbox.open()
+    try:
+        await ledger.record_run(
+            NewEvent(
+                id=event.id,
+                app=event.app,
+                trigger=event.trigger,
+                payload=event.payload,
+                connection=connection or zap.trigger.connection,
+                zap=zap.zap,
+                received_at=event.received_at,
+            ),
+            await result_of(zap, event, state, started),
         )
-        failed = [r.id for r in runs if r.state_type in (StateType.FAILED, StateType.CRASHED)]
-        failing: dict[uuid.UUID, str] = {}
-        if failed:
-            tasks = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=failed)),
-                task_run_filter=TaskRunFilter(
-                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED]))
-                ),
-            )
-            for t in tasks:
-                if t.flow_run_id is not None:
-                    failing.setdefault(t.flow_run_id, t.name)
-    return [
-        RunRow(
-            id=str(r.id),
-            zap=_zap_of(r),
-            event=_event_of(r),
-            state=r.state_name or "?",
-            started=r.start_time,
-            duration=(r.end_time - r.start_time) if r.end_time and r.start_time else None,
-            failing_step=failing.get(r.id),
-            message=(r.state.message or "") if r.state else "",
-        )
-        for r in runs
-    ]
-
-
-async def find_run(ref: str) -> FlowRun:
-    """A zap run by its id, or by a unique prefix of the id among recent runs."""
-    async with get_client() as client:
-        try:
-            return await client.read_flow_run(uuid.UUID(ref))
-        except ValueError:
-            pass
-        except Exception as exc:
-            raise ZapError(f"no run with id {ref}: {exc}") from None
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[ZAPFLOW_TAG])),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=200,
-        )
-    matches = [r for r in runs if str(r.id).startswith(ref)]
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise ZapError(f"{found} among the last 200 has an id starting with {ref!r}")
-    return matches[0]
+    finally:
+        if own:
+            await ledger.close()
+    return state
 
 
 def current_definition(zap_id: str, zap_dirs: list[Path]) -> Zap | None:
@@ -118,19 +117,48 @@ def current_definition(zap_id: str, zap_dirs: list[Path]) -> Zap | None:
     return next((z.zap for z in loaded if z.zap.zap == zap_id), None)
 
 
-async def replay(ref: str, zap_dirs: list[Path]) -> tuple[FlowRun, Zap, bool, Any]:
-    """Run a recorded zap run again on its stored event.
+async def find_run(inbox: Inbox, ref: str, zap: str | None = None) -> LedgerRun:
+    """A ledger run by its event id (or the id's first characters), and zap if several."""
+    found = await inbox.recent_runs(limit=50, zap=zap, event_prefix=ref)
+    if not found:
+        raise ZapError(f"no zap run whose event id starts with {ref!r} (see `zapflow runs`)")
+    pairs = {(r.event_id, r.zap) for r in found}
+    if len(pairs) > 1:
+        listed = ", ".join(sorted(f"{e[:12]} ({z})" for e, z in pairs)[:5])
+        hint = "give more characters of the event id" + ("" if zap else " or --zap")
+        raise ZapError(f"{ref!r} matches {len(pairs)} runs: {listed}; {hint}")
+    return found[0]
 
-    Uses the zap's current file when one with the same id is found (so a fixed zap can be
-    replayed), else the definition the run stored. Returns (old run, zap, from_file, new state).
+
+async def replay(
+    ref: str, zap_dirs: list[Path], *, zap: str | None = None, inbox_url: str | None = None
+) -> tuple[LedgerRun, Zap, Event, State]:
+    """Run a recorded zap run again on its stored event, as a new run with a new event id
+    (so apps do not take it for a retry of the first and drop it).
+
+    Uses the zap's current file (so a fixed zap can be replayed). Returns (old run, zap, the
+    replayed event, new state).
     """
-    old = await find_run(ref)
-    params = old.parameters
-    if "zap" not in params or "event" not in params:
-        raise ZapError(f"run {old.id} is not a zap run (it has no zap and event parameters)")
-    stored = Zap.model_validate(params["zap"])
-    current = current_definition(stored.zap, zap_dirs)
-    zap = current or stored
-    event = Event.model_validate(params["event"])
-    state = await run_with_history(zap, event)
-    return old, zap, current is not None, state
+    inbox = await Inbox.open(inbox_url)
+    try:
+        old = await find_run(inbox, ref, zap)
+        stored = await inbox.get(old.event_id)
+        if stored is None:
+            raise ZapError(
+                f"event {old.event_id} was purged from the inbox (retention), so its run "
+                "cannot be replayed"
+            )
+        model = current_definition(old.zap, zap_dirs)
+        if model is None:
+            raise ZapError(f"zap {old.zap!r} is not in {', '.join(map(str, zap_dirs))}")
+        event = Event(
+            id=uuid.uuid4().hex,
+            app=stored.app,
+            trigger=stored.trigger,
+            received_at=stored.received_at,
+            payload=stored.payload,
+        )
+        state = await run_and_record(model, event, inbox=inbox, connection=stored.connection)
+        return old, model, event, state
+    finally:
+        await inbox.close()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ def write_zap(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zapflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """zapflow's state folder (inbox, run ledger) for the session: never the checkout's."""
+    home = tmp_path_factory.mktemp("zapflow-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZAPFLOW_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -174,4 +174,5 @@ def test_the_deployment_entrypoint_is_the_zap_flow():
     (deployment,) = config["deployments"]
     entry = deployment["entrypoint"]
     flow = load_flow_from_entrypoint(str(root / entry.split(":")[0]) + ":" + entry.split(":")[1])
-    assert flow.name == "zap" and set(flow.parameters.required) == {"zap", "event"}
+    assert flow.name == "zap" and set(flow.parameters.required) == {"zap"}
+    assert {"event", "events"} <= set(flow.parameters.properties)

@@ -26,7 +26,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from flows.intake.events import NewEvent
-from flows.intake.inbox import VERSION_TABLE, Inbox, InboxError, metadata
+from flows.intake.inbox import VERSION_TABLE, Inbox, InboxError, RunResult, metadata
 
 PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
 PG_SKIP = (
@@ -223,6 +223,7 @@ async def test_each_event_goes_to_exactly_one_of_two_claimers(backend: Backend) 
             taken += [e.seq for e in batch]
             assert [e.seq for e in batch] == sorted(e.seq for e in batch)
             assert {e.attempts for e in batch} == {1}
+            await asyncio.sleep(0.002)  # like a dispatcher between batches: the other gets turns
         return taken
 
     one, two = await asyncio.gather(drain(first, "w1"), drain(second, "w2"))
@@ -379,7 +380,7 @@ async def test_hook_tokens_are_stable_and_distinct(backend: Backend) -> None:
 
 async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) -> None:
     first = await backend.open()
-    assert first.applied_migrations == ("0001",)
+    assert first.applied_migrations == ("0001", "0002")
     await first.put(event("kept"))
     await first.close()
     again = await backend.open()
@@ -390,7 +391,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == "0002"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -400,7 +401,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
 
 async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend: Backend) -> None:
     opened = await asyncio.gather(*(backend.open() for _ in range(3)))
-    assert sorted(inbox.applied_migrations for inbox in opened) == [(), (), ("0001",)]
+    assert sorted(inbox.applied_migrations for inbox in opened) == [(), (), ("0001", "0002")]
 
 
 # -- SQLite specifics ----------------------------------------------------------------------
@@ -428,3 +429,39 @@ async def test_plain_urls_get_an_async_driver_and_memory_is_refused(tmp_path: Pa
         await Inbox.open("sqlite+aiosqlite:///:memory:")
     with pytest.raises(InboxError, match="PostgreSQL"):
         await Inbox.open(f"sqlite:///{tmp_path / 'x.db'}", schema="nope")
+
+
+async def test_bulk_ledger_starts_finishes_and_lists_runs(backend: Backend) -> None:
+    inbox = await backend.open()
+    await inbox.put_many([event("a"), event("b")])
+    states = await inbox.start_runs([("a", "z1"), ("a", "z2"), ("b", "z1")], worker="h:1")
+    assert set(states.values()) == {"started"} and len(states) == 3
+    # Once started, the same pairs are refused (running), whoever asks.
+    again = await inbox.start_runs([("a", "z1"), ("b", "z2")], worker="h:2")
+    assert again == {("a", "z1"): "running", ("b", "z2"): "started"}
+    assert await inbox.running_workers([("a", "z1"), ("b", "z2")]) == {"h:1", "h:2"}
+    # A worker known dead loses its running runs at once; a live one keeps them.
+    taken = await inbox.start_runs([("a", "z1"), ("b", "z2")], worker="h:3", dead_workers=["h:1"])
+    assert taken == {("a", "z1"): "started", ("b", "z2"): "running"}
+
+    claimed = await inbox.claim("h:3")
+    await inbox.finish_runs(
+        [
+            RunResult("a", "z1", "failed", "fr-1", failing_step="sms", message="boom"),
+            RunResult("a", "z2", "filtered", "fr-2", message="filter[0] was false"),
+        ],
+        done=[e.seq for e in claimed if e.id == "a"],
+    )
+    assert (await inbox.counts())["done"] == 1
+    assert await inbox.run_state("a", "z1") == "failed"
+    rows = await inbox.recent_runs(limit=10)
+    assert len(rows) == 4
+    failed = next(r for r in rows if (r.event_id, r.zap) == ("a", "z1"))
+    assert (failed.state, failed.failing_step, failed.message) == ("failed", "sms", "boom")
+    assert (failed.app, failed.trigger, failed.flow_run_id) == ("test", "thing_happened", "fr-1")
+    assert [r.zap for r in await inbox.recent_runs(zap="z2")] == ["z2", "z2"]
+    assert {r.event_id for r in await inbox.recent_runs(event_prefix="b")} == {"b"}
+    assert await inbox.recent_runs(event_prefix="%") == []  # a prefix, not a pattern
+    await inbox.abandon_runs([("b", "z1"), ("b", "z2")])
+    assert await inbox.run_state("b", "z1") == "abandoned"
+    await inbox.close()

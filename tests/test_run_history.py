@@ -91,7 +91,7 @@ def event_file(tmp_path: Path, **payload: Any) -> Path:
 
 
 def run_id_of(output: str) -> uuid.UUID:
-    match = re.search(r"run ([0-9a-f-]{36})", output)
+    match = re.search(r"flow run ([0-9a-f-]{36})", output)
     assert match, output
     return uuid.UUID(match.group(1))
 
@@ -190,19 +190,30 @@ def test_permanent_error_fails_at_once_then_replay_after_the_fix(tmp_path):
     _, tasks, _ = history(failed_id, expect_tasks=4)
     assert tasks["vip_call"].run_count == 1, "a permanent error must not be retried"
 
+    event_id = re.search(r"event ([0-9a-f]{32})", result.output).group(1)
+
     listing = runner.invoke(app, ["runs", "--zap", zap_id])
     assert listing.exit_code == 0, listing.output
-    row = next(line for line in listing.output.splitlines() if str(failed_id)[:8] in line)
+    row = next(line for line in listing.output.splitlines() if event_id[:12] in line)
     assert "Failed" in row and "vip_call" in row
 
     path.write_text(path.read_text().replace("permanent: true", "permanent: false"))
-    replayed = runner.invoke(app, ["replay", str(failed_id)[:8], "--zaps", str(tmp_path)])
+    replayed = runner.invoke(app, ["replay", event_id[:10], "--zaps", str(tmp_path)])
 
     assert replayed.exit_code == 0, replayed.output
-    assert "with its current file" in replayed.output and "Completed" in replayed.output
-    new_run, new_tasks, _ = history(run_id_of(replayed.output.split("replayed run")[1]), 5)
+    assert f"replayed {zap_id} on event {event_id} (was failed)" in replayed.output
+    assert "Completed" in replayed.output
+    new_run, new_tasks, _ = history(run_id_of(replayed.output.split("as event")[1]), 5)
     assert new_run.id != failed_id
-    assert new_run.parameters["event"] == history(failed_id, 4)[0].parameters["event"]
+    old_event = history(failed_id, 4)[0].parameters["event"]
+    assert new_run.parameters["event"]["payload"] == old_event["payload"]
+    assert new_run.parameters["event"]["id"] != event_id  # a new run, not a retry of the first
+
+    listing = runner.invoke(app, ["runs", "--zap", zap_id, "-n", "2"])
+    assert "Completed" in listing.output.splitlines()[3]  # newest first: the replay
+
+    unknown = runner.invoke(app, ["replay", "ffffffffff", "--zaps", str(tmp_path)])
+    assert unknown.exit_code == 1 and "no zap run whose event id starts with" in unknown.output
 
 
 def test_a_step_that_runs_past_its_timeout_fails(tmp_path, write_zap):

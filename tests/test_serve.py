@@ -62,6 +62,8 @@ class Serve:
                 str(folder),
                 "--port",
                 str(self.port),
+                "--live-idle",
+                "1",
             ],
             env={**os.environ, **env, "ZAPFLOW_HOME": str(home), "COLUMNS": "250"},
             stdout=subprocess.PIPE,
@@ -117,6 +119,39 @@ def completed_runs(zap_id: str, expect: int, timeout: float = 30) -> list:
     return asyncio.run(read())
 
 
+def task_runs(flow_run_id: object) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list:
+        async with get_client() as client:
+            deadline = time.monotonic() + 15
+            while True:  # task runs are recorded from events, a moment after the flow run ends
+                found = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
+                if found and all(t.state and t.state.is_final() for t in found):
+                    return found
+                if time.monotonic() > deadline:
+                    return found
+                await asyncio.sleep(0.2)
+
+    return asyncio.run(read())
+
+
+def ledger(home: Path, zap_id: str) -> list:
+    from flows.intake.inbox import Inbox
+
+    async def read() -> list:
+        inbox = await Inbox.open(f"sqlite:///{home / 'inbox.db'}")
+        try:
+            return await inbox.recent_runs(zap=zap_id)
+        finally:
+            await inbox.close()
+
+    return asyncio.run(read())
+
+
 def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
     tmp_path, prefect_api, cinnox_sandbox
 ):
@@ -138,9 +173,15 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         # A catch hook delivery becomes a recorded zap run.
         reply = httpx.post(hook, json={"customer": "chan tai man"}, timeout=10)
         assert reply.status_code == 200, reply.text
+        event_id = reply.json()["event_id"]
         (run,) = completed_runs("greet-serve", 1)
-        assert run.state.name == "Completed"
-        assert run.parameters["event"]["id"] == reply.json()["event_id"]
+        assert run.state.name == "Completed" and run.state.message == "1 events: 1 completed"
+        assert "live" in run.tags and run.name.startswith("greet-serve ← builtin.catch_hook live")
+        (step,) = task_runs(run.id)
+        assert step.name == f"name ← builtin.catch_hook {event_id[:12]}"
+        assert f"event:{event_id}" in step.tags and step.state.name == "Completed"
+        (row,) = ledger(tmp_path / "home", "greet-serve")
+        assert (row.event_id, row.state, row.flow_run_id) == (event_id, "completed", str(run.id))
 
         # CINNOX → receiver (after the challenge) → zap → an IM in the sandbox's Space.
         subscribed = cinnox_sandbox.subscribe("inquiry", f"{cinnox}/inquiry")

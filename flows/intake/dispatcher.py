@@ -3,8 +3,13 @@
 Each (event, zap) runs once: the inbox's run ledger is written before a run starts and closed
 when it ends, so a dispatcher that crashes and restarts (or a second dispatcher sharing the
 inbox) never runs a finished zap run again; events a dead dispatcher had claimed come back when
-their lease expires. If Prefect's server is down or failing, events go back to the inbox and
-wait, and the dispatcher backs off until the server answers again.
+their lease expires, and runs it left half-done are taken over as soon as it is known dead (same
+host, process gone) or after ``stale_after``. If Prefect's server is down or failing, events go
+back to the inbox and wait, and the dispatcher backs off until the server answers again.
+
+Runs go to each zap's live flow run (``flows.live``): the dispatcher keeps claiming while runs
+are in flight (up to ``in_flight`` events), and writes the ledger and marks events done in
+group commits, so neither Prefect nor the inbox is asked once per event.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flows.compiler import prefect_session, run_with_history
+from flows.compiler import EventRun
 from flows.intake.events import StoredEvent
-from flows.intake.inbox import Inbox
+from flows.intake.inbox import Inbox, RunResult
+from flows.live import LiveRuns
 from flows.model import Zap
 from flows.runtime import Event
 
 log = logging.getLogger("zapflow.dispatcher")
+HOST = socket.gethostname()
 
 
 def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
@@ -41,6 +48,22 @@ def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
     ]
 
 
+def dead_local_workers(workers: set[str]) -> list[str]:
+    """Those of ``host:pid`` workers that ran on this host in a process that is gone."""
+    dead = []
+    for worker in workers:
+        host, _, pid = worker.rpartition(":")
+        if host != HOST or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(worker)
+        except PermissionError:
+            pass  # alive, someone else's
+    return dead
+
+
 @dataclass
 class DispatchStats:
     runs: int = 0
@@ -51,129 +74,222 @@ class DispatchStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
+def _as_event(event: StoredEvent) -> Event:
+    return Event(
+        id=event.id,
+        app=event.app,
+        trigger=event.trigger,
+        received_at=event.received_at,
+        payload=event.payload,
+    )
+
+
 class Dispatcher:
     def __init__(
         self,
         inbox: Inbox,
         zaps: Callable[[], list[Zap]],
         *,
-        concurrency: int = 4,
-        batch: int = 50,
+        concurrency: int = 50,
+        batch: int = 100,
+        in_flight: int = 500,
         lease: float = 120.0,
         idle_poll: float = 1.0,
+        stale_after: float = 600.0,
+        live_idle: float = 5.0,
         worker: str | None = None,
     ) -> None:
+        """``concurrency``: events one zap runs at once; ``in_flight``: events claimed and not
+        finished yet; ``live_idle``: seconds a zap's live flow run waits for more events."""
         self.inbox, self.zaps = inbox, zaps
-        self.concurrency, self.batch, self.lease, self.idle_poll = (
-            concurrency,
-            batch,
-            lease,
-            idle_poll,
-        )
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.batch, self.lease, self.idle_poll = batch, lease, idle_poll
+        self.in_flight, self.stale_after = in_flight, stale_after
+        self.worker = worker or f"{HOST}:{os.getpid()}"
+        self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
         self.wake = asyncio.Event()
         self.stats = DispatchStats()
         self._stopping = False
         self._running = False
         self._backoff = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._results: list[RunResult] = []
+        self._done: list[int] = []
+        self._release: list[tuple[int, float]] = []
+        self._flush_wanted = asyncio.Event()
+        self._flushed = asyncio.Condition()
 
     @property
     def alive(self) -> bool:
         return self._running and not self._stopping
 
     def stop(self) -> None:
-        """Stop claiming; the batch in hand is finished (``run`` returns after it)."""
+        """Stop claiming; the events in hand are finished (``run`` returns after them)."""
         self._stopping = True
         self.wake.set()
+        self._room.set()
 
     async def run(self) -> None:
         self._running = True
+        flusher = asyncio.create_task(self._flush_loop())
         try:
-            while not self._stopping:
-                try:
-                    claimed = await self.inbox.claim(
-                        self.worker, limit=self.batch, lease=self.lease
-                    )
-                except Exception as exc:  # the inbox is busy or away: try again, never give up
-                    self.stats.inbox_errors += 1
-                    self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
-                    log.warning("claiming from the inbox failed (%s); retrying", exc)
-                    await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.stats.inbox_errors, 6)))
-                    continue
-                if not claimed:
-                    self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), self.idle_poll)
-                    continue
-                try:
-                    async with prefect_session():  # one API client for the whole batch
-                        await self._dispatch(claimed)
-                except Exception as exc:  # Prefect unreachable before any run could start
-                    self._down(exc)
-                    # If even this fails, the leases expire and the events come back anyway.
-                    with contextlib.suppress(Exception):
-                        await self.inbox.release([e.seq for e in claimed], delay=self._backoff)
-                if self._backoff:
-                    await asyncio.sleep(self._backoff)
+            await self._claim_loop()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.live.close()
         finally:
+            self._stopping = True
+            self._flush_wanted.set()
+            with contextlib.suppress(Exception):
+                await flusher
             self._running = False
 
-    def _down(self, exc: Exception) -> None:
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            room = self.in_flight - len(self._tasks)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if self._backoff:
+                await asyncio.sleep(self._backoff)
+                if self._stopping:
+                    return
+            try:
+                claimed = await self.inbox.claim(
+                    self.worker, limit=min(self.batch, room), lease=self.lease
+                )
+                started = await self._start_ledger(claimed) if claimed else {}
+            except Exception as exc:  # the inbox is busy or away: try again, never give up
+                self.stats.inbox_errors += 1
+                self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
+                log.warning("claiming from the inbox failed (%s); retrying", exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.stats.inbox_errors, 6)))
+                continue
+            if not claimed:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+                continue
+            zaps = self.zaps()
+            for event in claimed:
+                task = asyncio.create_task(self._one(event, matching(zaps, event), started))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
+
+    async def _start_ledger(self, claimed: list[StoredEvent]) -> dict[tuple[str, str], str]:
+        zaps = self.zaps()
+        pairs = [(e.id, z.zap) for e in claimed for z in matching(zaps, e)]
+        states = await self.inbox.start_runs(
+            pairs, worker=self.worker, stale_after=self.stale_after
+        )
+        busy = [p for p, s in states.items() if s == "running"]
+        if busy:
+            dead = dead_local_workers(await self.inbox.running_workers(busy))
+            if dead:
+                log.info("taking over runs left by %s", ", ".join(dead))
+                states.update(
+                    await self.inbox.start_runs(
+                        busy,
+                        worker=self.worker,
+                        stale_after=self.stale_after,
+                        dead_workers=dead,
+                    )
+                )
+        return states
+
+    async def _one(
+        self, event: StoredEvent, zaps: list[Zap], states: dict[tuple[str, str], str]
+    ) -> None:
+        mine = [z for z in zaps if states.get((event.id, z.zap)) == "started"]
+        elsewhere = any(states.get((event.id, z.zap)) == "running" for z in zaps)
+        self.stats.skipped += sum(
+            1 for z in zaps if states.get((event.id, z.zap)) not in ("started", "running")
+        )
+        trigger_event = _as_event(event)
+        outcomes = await asyncio.gather(
+            *(self._run(zap, trigger_event) for zap in mine), return_exceptions=True
+        )
+        failed = [z for z, o in zip(mine, outcomes, strict=True) if isinstance(o, BaseException)]
+        for zap, outcome in zip(mine, outcomes, strict=True):
+            if isinstance(outcome, EventRun):
+                self._record(zap, outcome)
+        if failed:  # Prefect down or failing: those runs did not happen; the event waits
+            error = next(o for o in outcomes if isinstance(o, BaseException))
+            self._down(error)
+            await self._safely(self.inbox.abandon_runs([(event.id, z.zap) for z in failed]))
+            self._release.append((event.seq, self._backoff))
+        elif elsewhere:
+            # Another dispatcher is running one of them (or died doing so): look again after
+            # a while; its ledger row tells when it is finished or stale.
+            self._release.append((event.seq, self.lease / 4))
+        else:
+            self._backoff = 0.0
+            self._done.append(event.seq)
+        self._flush_wanted.set()
+
+    async def _run(self, zap: Zap, event: Event) -> EventRun:
+        started = time.perf_counter()
+        result = await self.live.run(zap, event)
+        log.info(
+            "%s on %s: %s in %.3f s",
+            zap.zap,
+            event.id,
+            result.outcome.status,
+            time.perf_counter() - started,
+        )
+        return result
+
+    def _record(self, zap: Zap, result: EventRun) -> None:
+        status = result.outcome.status
+        self.stats.runs += 1
+        self.stats.by_state[status] = self.stats.by_state.get(status, 0) + 1
+        self._results.append(
+            RunResult(
+                event_id=result.event_id,
+                zap=zap.zap,
+                state=status,
+                flow_run_id=result.flow_run_id,
+                failing_step=result.failing_step,
+                message=result.outcome.message or None,
+            )
+        )
+
+    async def _safely(self, write: object) -> None:
+        try:
+            await write  # type: ignore[misc]
+        except Exception as exc:  # leases expire and stale runs are taken over anyway
+            self.stats.inbox_errors += 1
+            self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
+
+    async def _flush_loop(self) -> None:
+        """Write finished runs and done events in group commits."""
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            results, done, release = self._results, self._done, self._release
+            self._results, self._done, self._release = [], [], []
+            while results or done:
+                try:
+                    await self.inbox.finish_runs(results, done)
+                    break
+                except Exception as exc:
+                    self.stats.inbox_errors += 1
+                    self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
+                    log.warning("recording finished runs failed (%s); retrying", exc)
+                    await asyncio.sleep(0.2)
+            for seq, delay in release:
+                await self._safely(self.inbox.release([seq], delay=delay))
+            pending = self._results or self._done or self._release
+            if self._stopping and not pending and not self._tasks:
+                return
+
+    def _down(self, exc: BaseException) -> None:
         self.stats.infrastructure_errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         self._backoff = min(30.0, max(0.5, self._backoff * 2))
         log.warning("Prefect's server failed (%s); events wait in the inbox", exc)
-
-    async def _dispatch(self, events: list[StoredEvent]) -> None:
-        gate = asyncio.Semaphore(self.concurrency)
-        zaps = self.zaps()
-
-        async def one(event: StoredEvent) -> None:
-            async with gate:
-                try:
-                    pending = [await self._run_once(zap, event) for zap in matching(zaps, event)]
-                    if any(pending):
-                        # Another dispatcher is running one of them (or died doing so): look
-                        # again after a while; its ledger row tells when it is finished or stale.
-                        await self.inbox.release([event.seq], delay=self.lease / 4)
-                        return
-                except Exception as exc:  # Prefect down or failing: the event waits and retries
-                    self._down(exc)
-                    await self.inbox.release([event.seq], delay=self._backoff)
-                    return
-                self._backoff = 0.0
-                await self.inbox.done([event.seq])
-
-        await asyncio.gather(*(one(e) for e in events))
-
-    async def _run_once(self, zap: Zap, event: StoredEvent) -> bool:
-        """Run the zap on the event unless the ledger says it ran; True if it is running
-        elsewhere (so the event is not finished yet)."""
-        if not await self.inbox.start_run(event.id, zap.zap):
-            if await self.inbox.run_state(event.id, zap.zap) == "running":
-                return True
-            self.stats.skipped += 1  # this zap already ran on this event: never twice
-            return False
-        started = time.perf_counter()
-        try:
-            state = await run_with_history(
-                zap,
-                Event(
-                    id=event.id,
-                    app=event.app,
-                    trigger=event.trigger,
-                    received_at=event.received_at,
-                    payload=event.payload,
-                ),
-            )
-        except BaseException:
-            await self.inbox.abandon_run(event.id, zap.zap)
-            raise
-        name = (state.name or "unknown").lower()
-        await self.inbox.finish_run(
-            event.id, zap.zap, name, str(state.state_details.flow_run_id or "") or None
-        )
-        self.stats.runs += 1
-        self.stats.by_state[name] = self.stats.by_state.get(name, 0) + 1
-        log.info("%s on %s: %s in %.2f s", zap.zap, event.id, name, time.perf_counter() - started)
-        return False

@@ -30,7 +30,9 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
 ``zapflow_runs`` — the ledger of zap runs, primary key ``(event_id, zap)``.
     ``state`` (``running``; then how it ended — ``completed``, ``filtered``, ``failed``,
     ``crashed`` …, all final — or ``abandoned``: it did not run and may be started again),
-    ``flow_run_id`` (Prefect's), ``started_at``, ``finished_at``.
+    ``flow_run_id`` (the Prefect flow run that recorded it), ``started_at``, ``finished_at``,
+    ``failing_step`` and ``message`` (why it failed or was filtered), ``worker`` (the
+    dispatcher running it: ``host:pid``). Indexed by ``started_at`` for ``zapflow runs``.
 ``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
 ``zapflow_inbox_version`` — Alembic's version table.
 
@@ -153,6 +155,10 @@ runs = sa.Table(
     sa.Column("flow_run_id", sa.Text(), nullable=True),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("failing_step", sa.Text(), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("worker", sa.Text(), nullable=True),
+    sa.Index("ix_zapflow_runs_started", "started_at"),
 )
 
 hook_tokens = sa.Table(
@@ -310,6 +316,36 @@ class InboxStats:
     new: int = 0
     """Events that were new."""
     largest_batch: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one (event, zap) run ended, for :meth:`Inbox.finish_runs`."""
+
+    event_id: str
+    zap: str
+    state: str
+    flow_run_id: str | None = None
+    failing_step: str | None = None
+    message: str | None = None
+    started_at: datetime | None = None
+    """When the run started (``record_run``; ``finish_runs`` keeps the ledger's own)."""
+
+
+@dataclass(frozen=True)
+class LedgerRun:
+    """One row of the run ledger, as ``zapflow runs`` shows it."""
+
+    event_id: str
+    zap: str
+    state: str
+    flow_run_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    failing_step: str | None
+    message: str | None
+    app: str | None
+    trigger: str | None
 
 
 @dataclass
@@ -667,7 +703,14 @@ class Inbox:
             return (await conn.execute(takeover)).first() is not None
 
     async def finish_run(
-        self, event_id: str, zap: str, state: str, flow_run_id: str | None = None
+        self,
+        event_id: str,
+        zap: str,
+        state: str,
+        flow_run_id: str | None = None,
+        *,
+        failing_step: str | None = None,
+        message: str | None = None,
     ) -> None:
         """Record how the zap run ended (``completed``, ``filtered``, ``failed`` …).
 
@@ -678,7 +721,13 @@ class Inbox:
             await conn.execute(
                 runs.update()
                 .where(runs.c.event_id == event_id, runs.c.zap == zap)
-                .values(state=state, flow_run_id=flow_run_id, finished_at=_now())
+                .values(
+                    state=state,
+                    flow_run_id=flow_run_id,
+                    finished_at=_now(),
+                    failing_step=failing_step,
+                    message=message,
+                )
             )
 
     async def abandon_run(self, event_id: str, zap: str) -> None:
@@ -692,6 +741,232 @@ class Inbox:
                 .where(runs.c.event_id == event_id, runs.c.zap == zap, runs.c.state == RUNNING)
                 .values(state=ABANDONED, finished_at=_now())
             )
+
+    async def start_runs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        worker: str | None = None,
+        stale_after: float = 600.0,
+        dead_workers: Sequence[str] = (),
+    ) -> dict[tuple[str, str], str]:
+        """:meth:`start_run` for many ``(event_id, zap)`` pairs in one transaction.
+
+        Returns each pair's state: ``"started"`` for the pairs this call started, else the
+        ledger's state (``running`` elsewhere, or how the run ended). Runs left ``running`` by
+        one of ``dead_workers`` (known to have died) are taken over at once, not only once
+        they are ``stale_after`` seconds old.
+        """
+        wanted = list(dict.fromkeys(pairs))
+        if not wanted:
+            return {}
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        found: dict[tuple[str, str], str] = {}
+        async with self._write_engine.begin() as conn:
+            for start in range(0, len(wanted), CHUNK // 2):
+                chunk = wanted[start : start + CHUNK // 2]
+                fresh = (
+                    insert(runs)
+                    .values(
+                        [
+                            {
+                                "event_id": e,
+                                "zap": z,
+                                "state": RUNNING,
+                                "started_at": now,
+                                "worker": worker,
+                            }
+                            for e, z in chunk
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["event_id", "zap"])
+                    .returning(runs.c.event_id, runs.c.zap)
+                )
+                for row in (await conn.execute(fresh)).all():
+                    found[(row.event_id, row.zap)] = "started"
+                rest = [p for p in chunk if p not in found]
+                if not rest:
+                    continue
+                pair = sa.tuple_(runs.c.event_id, runs.c.zap)
+                takeover = (
+                    runs.update()
+                    .where(
+                        pair.in_(rest),
+                        sa.or_(
+                            runs.c.state == ABANDONED,
+                            sa.and_(
+                                runs.c.state == RUNNING,
+                                sa.or_(
+                                    runs.c.started_at <= now - timedelta(seconds=stale_after),
+                                    runs.c.worker.in_(list(dead_workers)),
+                                ),
+                            ),
+                        ),
+                    )
+                    .values(
+                        state=RUNNING,
+                        worker=worker,
+                        started_at=now,
+                        finished_at=None,
+                        flow_run_id=None,
+                        failing_step=None,
+                        message=None,
+                    )
+                    .returning(runs.c.event_id, runs.c.zap)
+                )
+                for row in (await conn.execute(takeover)).all():
+                    found[(row.event_id, row.zap)] = "started"
+                rest = [p for p in chunk if p not in found]
+                if rest:
+                    existing = sa.select(runs.c.event_id, runs.c.zap, runs.c.state).where(
+                        pair.in_(rest)
+                    )
+                    for row in (await conn.execute(existing)).all():
+                        found[(row.event_id, row.zap)] = row.state
+        return found
+
+    async def running_workers(self, pairs: Sequence[tuple[str, str]]) -> set[str]:
+        """The workers the ledger says are running these pairs."""
+        if not pairs:
+            return set()
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(runs.c.worker)
+                .where(
+                    sa.tuple_(runs.c.event_id, runs.c.zap).in_(list(pairs)[: CHUNK // 2]),
+                    runs.c.state == RUNNING,
+                    runs.c.worker.is_not(None),
+                )
+                .distinct()
+            )
+            return {str(w) for (w,) in rows.all() if w}
+
+    async def finish_runs(self, results: Sequence[RunResult], done: Sequence[int] = ()) -> None:
+        """Record how many zap runs ended and mark events done, in one transaction."""
+        if not results and not done:
+            return
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            if results:
+                await conn.execute(
+                    runs.update()
+                    .where(
+                        runs.c.event_id == sa.bindparam("b_event"),
+                        runs.c.zap == sa.bindparam("b_zap"),
+                    )
+                    .values(
+                        state=sa.bindparam("b_state"),
+                        flow_run_id=sa.bindparam("b_flow_run"),
+                        failing_step=sa.bindparam("b_step"),
+                        message=sa.bindparam("b_message"),
+                        finished_at=now,
+                    ),
+                    [
+                        {
+                            "b_event": r.event_id,
+                            "b_zap": r.zap,
+                            "b_state": r.state,
+                            "b_flow_run": r.flow_run_id,
+                            "b_step": r.failing_step,
+                            "b_message": r.message,
+                        }
+                        for r in results
+                    ],
+                )
+            for chunk in _chunks(list(done)):
+                await conn.execute(
+                    events.update()
+                    .where(events.c.seq.in_(chunk))
+                    .values(state=DONE, done_at=now, claimed_by=None)
+                )
+
+    async def record_run(self, event: NewEvent, result: RunResult) -> None:
+        """Record a zap run made outside the dispatcher (``zapflow run``, ``replay``, the demo):
+        its event, already done, and its ledger row, finished."""
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                insert(events)
+                .values(
+                    id=event.id,
+                    app=event.app,
+                    trigger=event.trigger,
+                    connection=event.connection,
+                    zap=event.zap,
+                    payload=event.payload,
+                    received_at=event.received_at,
+                    state=DONE,
+                    available_at=now,
+                    attempts=1,
+                    done_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            await conn.execute(
+                insert(runs)
+                .values(
+                    event_id=result.event_id,
+                    zap=result.zap,
+                    state=result.state,
+                    flow_run_id=result.flow_run_id,
+                    failing_step=result.failing_step,
+                    message=result.message,
+                    started_at=result.started_at or now,
+                    finished_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["event_id", "zap"])
+            )
+
+    async def abandon_runs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """:meth:`abandon_run` for many pairs in one transaction."""
+        if not pairs:
+            return
+        async with self._write_engine.begin() as conn:
+            for start in range(0, len(pairs), CHUNK // 2):
+                chunk = list(pairs[start : start + CHUNK // 2])
+                await conn.execute(
+                    runs.update()
+                    .where(
+                        sa.tuple_(runs.c.event_id, runs.c.zap).in_(chunk),
+                        runs.c.state == RUNNING,
+                    )
+                    .values(state=ABANDONED, finished_at=_now())
+                )
+
+    async def recent_runs(
+        self, *, limit: int = 20, zap: str | None = None, event_prefix: str | None = None
+    ) -> list[LedgerRun]:
+        """The ledger's zap runs, most recently started first, with their events' trigger."""
+        stmt = (
+            sa.select(runs, events.c.app, events.c.trigger)
+            .join(events, events.c.id == runs.c.event_id, isouter=True)
+            .order_by(runs.c.started_at.desc(), runs.c.event_id)
+            .limit(limit)
+        )
+        if zap is not None:
+            stmt = stmt.where(runs.c.zap == zap)
+        if event_prefix:
+            escaped = event_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(runs.c.event_id.like(escaped + "%", escape="\\"))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            LedgerRun(
+                event_id=row.event_id,
+                zap=row.zap,
+                state=row.state,
+                flow_run_id=row.flow_run_id,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+                failing_step=row.failing_step,
+                message=row.message,
+                app=row.app,
+                trigger=row.trigger,
+            )
+            for row in rows
+        ]
 
     async def run_state(self, event_id: str, zap: str) -> str | None:
         """The ledger's state for the pair (``running``, ``completed`` …), None if never run.

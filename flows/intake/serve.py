@@ -116,7 +116,8 @@ async def serve(
     port: int = 8787,
     public_url: str | None = None,
     inbox_url: str | None = None,
-    concurrency: int = 4,
+    concurrency: int = 50,
+    live_idle: float = 5.0,
     report: Callable[[str], None] = print,
     started: asyncio.Event | None = None,
 ) -> None:
@@ -125,7 +126,7 @@ async def serve(
     zaps = ZapFolder(folder, report)
     zaps.refresh()
     state = {"hooks": await build_hooks(inbox, zaps.zaps)}
-    dispatcher = Dispatcher(inbox, lambda: zaps.zaps, concurrency=concurrency)
+    dispatcher = Dispatcher(inbox, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
     app = create_app(
         inbox, lambda: state["hooks"], on_accept=dispatcher.wake.set, ready=lambda: dispatcher.alive
     )

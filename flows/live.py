@@ -1,0 +1,222 @@
+"""Live flow runs: a zap's flow run that stays open and runs its events as they arrive.
+
+Starting a Prefect flow run costs 150–400 ms and the server records at most a few dozen a
+second; a task run inside a flow run that is already running starts at once, and the server
+records well over a hundred a second. So the dispatcher does not start a flow run per event:
+each zap gets a *live* flow run (named ``<zap> ← <app.trigger> live``) that takes the zap's
+events as they come and runs each one's steps as task runs named ``<step> ← <event>`` and
+tagged ``event:<id>``. It closes after ``idle`` seconds without events, after ``max_events``
+events or ``max_age`` seconds (so the UI shows finished runs), or when the zap's definition
+changes; the next event opens a new one. Its final state counts its events: Completed, or
+Failed when any of them failed (the failed step's task run shows its retries).
+
+One (event, zap) run is still one row in ``zapflow runs`` (the inbox's run ledger), which
+names the flow run that recorded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.client.schemas.objects import State
+from prefect.flow_engine import run_flow_async
+
+from flows.compiler import EventRun, compile_zap, prefect_session, run_event, run_tags
+from flows.model import Zap
+from flows.runtime import Event
+
+_FEEDS: dict[str, Feed] = {}
+
+
+class FeedClosed(Exception):
+    """The live flow run ended before it could run this event (it was not run)."""
+
+
+@dataclass
+class Feed:
+    """The in-process queue between the dispatcher and one live flow run."""
+
+    idle: float
+    max_events: int
+    max_age: float
+    concurrency: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    queue: asyncio.Queue[tuple[Event, asyncio.Future[EventRun]]] = field(
+        default_factory=asyncio.Queue
+    )
+    accepting: bool = True
+    offered: int = 0
+    opened: float = field(default_factory=time.monotonic)
+    waiting: set[asyncio.Future[EventRun]] = field(default_factory=set)
+
+    def offer(self, event: Event) -> asyncio.Future[EventRun] | None:
+        """Hand the live run an event; None if it no longer takes events."""
+        if not self.accepting:
+            return None
+        future: asyncio.Future[EventRun] = asyncio.get_running_loop().create_future()
+        self.waiting.add(future)
+        future.add_done_callback(self.waiting.discard)
+        self.queue.put_nowait((event, future))
+        self.offered += 1
+        if self.offered >= self.max_events:
+            self.accepting = False
+        return future
+
+    def close(self) -> None:
+        self.accepting = False
+        self.queue.put_nowait(_CLOSE)  # type: ignore[arg-type]
+
+    async def next(self) -> tuple[Event, asyncio.Future[EventRun]] | None:
+        """The next event, or None once the feed is closed and empty."""
+        while True:
+            if not self.queue.empty():
+                item = self.queue.get_nowait()
+                if item is _CLOSE:
+                    continue
+                return item
+            if not self.accepting:
+                return None
+            left = self.max_age - (time.monotonic() - self.opened)
+            try:
+                item = await asyncio.wait_for(self.queue.get(), max(0.0, min(self.idle, left)))
+            except TimeoutError:
+                self.accepting = False  # idle or old: whatever is queued still runs
+                continue
+            if item is _CLOSE:
+                continue
+            return item
+
+    def fail_waiting(self, error: BaseException) -> None:
+        for future in list(self.waiting):
+            if not future.done():
+                future.set_exception(error)
+
+
+_CLOSE: Any = object()
+
+
+async def serve_feed(feed_id: str, model: Zap) -> list[EventRun]:
+    """The body of a live flow run: run the feed's events until it closes."""
+    feed = _FEEDS.get(feed_id)
+    if feed is None:  # e.g. the run was retried from the UI: its events went with its process
+        return []
+    gate = asyncio.Semaphore(feed.concurrency)
+    results: list[EventRun] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(event: Event, future: asyncio.Future[EventRun]) -> None:
+        try:
+            result = await run_event(model, event, per_event=True)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            raise
+        finally:
+            gate.release()
+        results.append(result)
+        if not future.done():
+            future.set_result(result)
+
+    while (item := await feed.next()) is not None:
+        await gate.acquire()
+        runner = asyncio.create_task(one(*item))
+        running.add(runner)
+        runner.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running, return_exceptions=True)
+    return results
+
+
+@dataclass
+class _Live:
+    zap: Zap
+    feed: Feed
+    task: asyncio.Task[Any]
+
+
+class LiveRuns:
+    """The live flow runs of one dispatcher, one per zap at a time."""
+
+    def __init__(
+        self,
+        *,
+        idle: float = 5.0,
+        max_events: int = 5000,
+        max_age: float = 600.0,
+        concurrency: int = 50,
+    ) -> None:
+        self.idle, self.max_events, self.max_age = idle, max_events, max_age
+        self.concurrency = concurrency
+        self._live: dict[str, _Live] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
+
+    async def run(self, zap: Zap, event: Event) -> EventRun:
+        """Run the zap on the event in the zap's live flow run (opening one if needed).
+
+        Raises whatever kept the flow run from starting or running (e.g. Prefect's server is
+        unreachable): the event then did not run.
+        """
+        while True:
+            live = await self._current(zap)
+            future = live.feed.offer(event)
+            if future is not None:
+                return await future
+
+    async def _current(self, zap: Zap) -> _Live:
+        lock = self._locks.setdefault(zap.zap, asyncio.Lock())
+        async with lock:
+            live = self._live.get(zap.zap)
+            if live is not None and live.feed.accepting and not live.task.done():
+                if live.zap == zap:
+                    return live
+                live.feed.close()  # the zap changed: its next events go to a new flow run
+            live = await self._open(zap)
+            self._live[zap.zap] = live
+            return live
+
+    async def _open(self, zap: Zap) -> _Live:
+        feed = Feed(self.idle, self.max_events, self.max_age, self.concurrency)
+        flow = compile_zap(zap)
+        parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True), "feed": feed.id}
+        opened = datetime.now(UTC).strftime("%H:%M:%S")
+        name = f"{zap.zap} ← {zap.trigger.app}.{zap.trigger.event} live from {opened}"
+        async with prefect_session() as session:
+            flow_run = await session.client.create_flow_run(
+                flow, name=name, parameters=parameters, tags=[*run_tags(zap), "live"]
+            )
+        _FEEDS[feed.id] = feed
+
+        async def drive() -> State | None:
+            try:
+                async with prefect_session():
+                    state = await run_flow_async(
+                        flow, flow_run=flow_run, parameters=parameters, return_type="state"
+                    )
+                return state if isinstance(state, State) else None
+            finally:
+                feed.accepting = False
+                _FEEDS.pop(feed.id, None)
+                feed.fail_waiting(FeedClosed(f"the live flow run {flow_run.id} ended"))
+
+        return _Live(zap, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
+
+    def open_runs(self) -> dict[str, str]:
+        """Zap id → feed id of the live runs still taking events."""
+        return {k: v.feed.id for k, v in self._live.items() if v.feed.accepting}
+
+    async def close(self) -> None:
+        """Stop taking events; wait for every live run to finish what it was given."""
+        for live in self._live.values():
+            live.feed.close()
+        tasks = [live.task for live in self._live.values()]
+        self._live.clear()
+        if tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
