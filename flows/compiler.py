@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from prefect import Flow, Task, flow, get_run_logger, tags, task
+from prefect import Flow, Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, FlowRunContext
 from prefect.flow_engine import run_flow_async
 from prefect.states import Completed, Failed
+from prefect.utilities.annotations import quote
 
 from connectors._contract import ActionContext
 from flows.errors import ZapError, is_retryable
@@ -133,8 +134,8 @@ class EventRun:
 async def run_event(
     model: Zap, event: Event, *, dry_run: bool = False, per_event: bool = False
 ) -> EventRun:
-    """Run the zap on one event inside the current flow run: each step a task run tagged
-    ``event:<id>`` (and, with ``per_event``, named ``<step> ← <event>``)."""
+    """Run the zap on one event inside the current flow run: each step a task run (with
+    ``per_event``, named ``<step> ← <app.trigger> <event id's first 12>``)."""
     ctx = FlowRunContext.get()
     flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     try:
@@ -154,10 +155,12 @@ async def run_event(
     async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
         policy = effective_policy(model, step).model_dump_json()
         task = _step_task(step.id, policy, per_event)
+        # quote(): Prefect need not walk the run's context looking for futures to resolve
+        # (there are none), which it would otherwise do for every step of every event.
         state = await task(
-            step,
-            context,
-            base,
+            quote(step),
+            quote(context),
+            quote(base),
             dry_run,
             step_connection(model, step),
             event_ref,
@@ -167,8 +170,10 @@ async def run_event(
             return Skipped(state.message or "")
         return await state.result()  # raises the step's error if it failed
 
-    with tags(f"event:{event.id}"):
-        outcome = await run.execute(through_task)
+    # Named after the event, not tagged with it: Prefect checks every tag of a task run against
+    # its tag concurrency limits with an API request per task run, which took zap runs from
+    # hundreds a second to 5 (measured with bench/bench_intake.py).
+    outcome = await run.execute(through_task)
     return EventRun(event.id, outcome, flow_run_id)
 
 

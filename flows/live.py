@@ -4,8 +4,9 @@ Starting a Prefect flow run costs 150–400 ms and the server records at most a 
 second; a task run inside a flow run that is already running starts at once, and the server
 records well over a hundred a second. So the dispatcher does not start a flow run per event:
 each zap gets a *live* flow run (named ``<zap> ← <app.trigger> live``) that takes the zap's
-events as they come and runs each one's steps as task runs named ``<step> ← <event>`` and
-tagged ``event:<id>``. It closes after ``idle`` seconds without events, after ``max_events``
+events as they come and runs each one's steps as task runs named ``<step> ← <event>`` (not
+tagged: Prefect checks each tag of each task run against its concurrency limits, one API
+request per task run). It closes after ``idle`` seconds without events, after ``max_events``
 events or ``max_age`` seconds (so the UI shows finished runs), or when the zap's definition
 changes; the next event opens a new one. Its final state counts its events: Completed, or
 Failed when any of them failed (the failed step's task run shows its retries).

@@ -179,7 +179,7 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         assert "live" in run.tags and run.name.startswith("greet-serve ← builtin.catch_hook live")
         (step,) = task_runs(run.id)
         assert step.name == f"name ← builtin.catch_hook {event_id[:12]}"
-        assert f"event:{event_id}" in step.tags and step.state.name == "Completed"
+        assert step.state.name == "Completed"
         (row,) = ledger(tmp_path / "home", "greet-serve")
         assert (row.event_id, row.state, row.flow_run_id) == (event_id, "completed", str(run.id))
 

@@ -109,6 +109,18 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+def quiet_run_logs(level: int = logging.WARNING) -> None:
+    """Keep each flow and task run's INFO lines off the terminal (they still go to the run
+    history): at a hundred runs a second, printing them costs more than running the zaps."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    names = ["", "prefect", "prefect.flow_runs", "prefect.task_runs"]
+    for logger in (logging.getLogger(name) for name in names):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(max(handler.level, level))
+
+
 async def serve(
     folder: Path,
     *,
@@ -122,6 +134,7 @@ async def serve(
     started: asyncio.Event | None = None,
 ) -> None:
     public = public_url or f"http://{host}:{port}"
+    quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
     zaps = ZapFolder(folder, report)
     zaps.refresh()
