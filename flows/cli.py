@@ -410,7 +410,7 @@ def serve(
     """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
     import logging
 
-    from flows.intake.serve import serve as run_serve
+    from flows.intake.serve import serve_until_signalled
 
     logging.basicConfig(level=logging.WARNING)
     if not folder.is_dir():
@@ -419,17 +419,15 @@ def serve(
         from flows import server
 
         out.print(f"run history: {server.ui_url(url)}")
-        asyncio.run(
-            run_serve(
-                folder,
-                host=host,
-                port=port,
-                public_url=public_url,
-                inbox_url=inbox_url,
-                concurrency=concurrency,
-                live_idle=live_idle,
-                report=lambda text: out.print(text, markup=False),
-            )
+        serve_until_signalled(
+            folder,
+            host=host,
+            port=port,
+            public_url=public_url,
+            inbox_url=inbox_url,
+            concurrency=concurrency,
+            live_idle=live_idle,
+            report=lambda text: out.print(text, markup=False),
         )
 
 

@@ -3,8 +3,8 @@
 Every zap run — by ``zapflow serve``'s dispatcher, ``zapflow run``, ``replay`` or the demo — is
 one row of the inbox's run ledger, keyed by (event, zap): its state, failing step, message and
 the Prefect flow run that recorded its steps (a live flow run carries many events: each step's
-task run there is named ``<step> ← <app.trigger> <event id's first 12 characters>``). The event itself stays
-in the inbox until retention purges it, so a run can be replayed from it.
+task run there is named ``<step> ← <app.trigger> <first 12 of the event id>``). The event
+itself stays in the inbox until retention purges it, so a run can be replayed from it.
 """
 
 from __future__ import annotations

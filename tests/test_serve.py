@@ -4,19 +4,12 @@ history, following the zap folder, and stopping gracefully."""
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import Serve
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -42,62 +35,6 @@ steps:
       room_id: 6601b7e2a9c84d3f5e0d1a01
       text: "Missed {{ trigger.displayCaseNumber }} from {{ steps.enquiry.visitorName }}"
 """
-
-
-class Serve:
-    """`zapflow serve` in a subprocess, its output read line by line."""
-
-    def __init__(self, folder: Path, home: Path, env: dict[str, str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from flows.cli import main; main()",
-                "serve",
-                str(folder),
-                "--port",
-                str(self.port),
-                "--live-idle",
-                "1",
-            ],
-            env={**os.environ, **env, "ZAPFLOW_HOME": str(home), "COLUMNS": "250"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip())
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        for line in self.seen:
-            if found := re.search(pattern, line):
-                return found
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.seen))
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
 
 
 def completed_runs(zap_id: str, expect: int, timeout: float = 30) -> list:

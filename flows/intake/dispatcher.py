@@ -144,8 +144,23 @@ class Dispatcher:
                 await flusher
             self._running = False
 
+    async def _release_dead(self) -> None:
+        """Take back at once the events of dispatchers on this host whose process is gone
+        (a crash or SIGKILL), instead of waiting for their leases to run out."""
+        for worker in dead_local_workers(await self.inbox.claiming_workers()):
+            count = await self.inbox.release_worker(worker)
+            if count:
+                log.warning("took back %d events claimed by %s, which is gone", count, worker)
+
     async def _claim_loop(self) -> None:
+        next_check = 0.0
         while not self._stopping:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 30.0
+                try:
+                    await self._release_dead()
+                except Exception as exc:
+                    log.warning("looking for events of dead dispatchers failed: %s", exc)
             room = self.in_flight - len(self._tasks)
             if room <= 0:
                 self._room.clear()

@@ -629,6 +629,27 @@ class Inbox:
                     .values(available_at=until)
                 )
 
+    async def claiming_workers(self) -> set[str]:
+        """The workers holding claimed events (leases expired or not)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(events.c.claimed_by)
+                .where(events.c.state == CLAIMED, events.c.claimed_by.is_not(None))
+                .distinct()
+            )
+            return {str(w) for (w,) in rows.all() if w}
+
+    async def release_worker(self, worker: str) -> int:
+        """Give back every event ``worker`` holds, at once: for a worker known to be dead
+        (rather than waiting for its leases to expire). Returns how many."""
+        async with self._write_engine.begin() as conn:
+            result = await conn.execute(
+                events.update()
+                .where(events.c.state == CLAIMED, events.c.claimed_by == worker)
+                .values(state=PENDING, available_at=_now(), claimed_by=None)
+            )
+            return int(result.rowcount or 0)
+
     async def done(self, seqs: list[int]) -> None:
         """Mark events processed: every matching zap ran (or was found to have run)."""
         now = _now()

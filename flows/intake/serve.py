@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -109,6 +112,67 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+class StopHandle:
+    """Asks a running :func:`serve` to stop gracefully, from any thread (a signal handler)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._lock = threading.Lock()
+        self._target: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop, request_exit: Callable[[], None]) -> None:
+        with self._lock:
+            self._target = (loop, request_exit)
+            if self.requested:
+                loop.call_soon_threadsafe(request_exit)
+
+    def request(self) -> None:
+        with self._lock:
+            self.requested = True
+            if self._target is not None:
+                loop, request_exit = self._target
+                with contextlib.suppress(RuntimeError):  # the loop already ended
+                    loop.call_soon_threadsafe(request_exit)
+
+
+def serve_until_signalled(folder: Path, **options: Any) -> None:
+    """Run :func:`serve` until SIGINT or SIGTERM, then stop it gracefully (a second signal
+    exits at once).
+
+    The event loop runs in a thread of its own, the signals are taken on the main thread:
+    Prefect's flow engine replaces the main thread's SIGTERM handler with one that crashes the
+    flow run in progress, and a zap's live flow run is nearly always in progress.
+    """
+    stop = StopHandle()
+    failure: list[BaseException] = []
+    report: Callable[[str], None] = options.get("report", print)
+
+    def run() -> None:
+        try:
+            asyncio.run(serve(folder, stop=stop, **options))
+        except BaseException as exc:  # handed to the main thread
+            failure.append(exc)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.requested:
+            report("stopping at once")
+            os._exit(128 + signum)
+        report("stopping: no new deliveries; finishing the runs in hand (again to force)")
+        stop.request()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker = threading.Thread(target=run, name="zapflow-serve")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]
+
+
 def quiet_run_logs(level: int = logging.WARNING) -> None:
     """Keep each flow and task run's INFO lines off the terminal (they still go to the run
     history): at a hundred runs a second, printing them costs more than running the zaps."""
@@ -132,7 +196,10 @@ async def serve(
     live_idle: float = 5.0,
     report: Callable[[str], None] = print,
     started: asyncio.Event | None = None,
+    stop: StopHandle | None = None,
 ) -> None:
+    """Everything ``zapflow serve`` runs, until SIGINT/SIGTERM (when on the main thread) or
+    ``stop.request()``; then stops accepting, finishes the runs in hand and returns."""
     public = public_url or f"http://{host}:{port}"
     quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
@@ -145,9 +212,12 @@ async def serve(
     )
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(sig, server.request_exit)
+    if stop is not None:
+        stop.attach(loop, server.request_exit)
+    else:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, server.request_exit)
 
     async def follow_folder() -> None:
         while True:

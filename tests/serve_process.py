@@ -1,0 +1,87 @@
+"""`zapflow serve` in a subprocess, as a user runs it, for the tests that need the process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve:
+    """`zapflow serve` in a subprocess, its output read line by line."""
+
+    def __init__(
+        self, folder: Path, home: Path, env: dict[str, str], port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from flows.cli import main; main()",
+                "serve",
+                str(folder),
+                "--port",
+                str(self.port),
+                "--live-idle",
+                "1",
+            ],
+            env={**os.environ, **env, "ZAPFLOW_HOME": str(home), "COLUMNS": "250"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if found := re.search(pattern, line):
+                return found
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.seen))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        return "\n".join(self.seen)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine or the OOM killer stops it."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
