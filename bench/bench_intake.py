@@ -7,20 +7,19 @@ Measures, for a catch-hook zap of one trivial step:
 - processed/s: from the first event to the last zap run finished, with full Prefect history;
 - event → finished run p50/p99, lost and doubled.
 Uses the Prefect server at PREFECT_API_URL if set, else a throwaway one. The comparison with the
-naive design and n8n (issue 9) comes later; this is where the engine stands today.
+naive design and n8n on the same events is bench/bench_compare.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from harness import pct, send_events
 
 ZAP = """\
 zap: bench-hook
@@ -30,9 +29,8 @@ steps:
 """
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+def hook_event(n: int, event_id: str, sent: float) -> dict[str, object]:
+    return {"k": "x", "n": n, "id": event_id, "sent": sent}
 
 
 async def bench(events: int, senders: int, folder: Path) -> None:
@@ -54,28 +52,22 @@ async def bench(events: int, senders: int, folder: Path) -> None:
         await asyncio.sleep(0.05)
     hook = next(line for line in lines if "catch hook" in line).split(": ", 1)[1].split()[0]
 
-    # The senders run in their own process with plain keep-alive sockets: an HTTP client
-    # library in this process would measure itself (httpx tops out near 300 req/s here).
-    t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--send",
-        hook,
-        str(events),
-        str(senders),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    accept_time = time.perf_counter() - t0
-    acks = json.loads(out)
+    # The senders run in their own process (harness.send_events), with plain keep-alive sockets:
+    # an HTTP client library in this process would measure itself (httpx tops out near 300 req/s).
+    sends = await asyncio.to_thread(send_events, hook, events, senders, hook_event)
+    refused = [s for s in sends if not s.accepted]
+    if refused:
+        raise RuntimeError(f"{len(refused)} events not accepted, e.g. status {refused[0].status}")
+    first_send = min(s.sent for s in sends)
+    accept_time = max(s.ack for s in sends) - first_send
+    acks = [s.latency for s in sends]
 
     from flows.intake.inbox import Inbox
 
     inbox = await Inbox.open(f"sqlite:///{folder / 'inbox.db'}")
     while (await inbox.counts()).get("done", 0) < events:
         await asyncio.sleep(0.2)
-    process_time = time.perf_counter() - t0
+    process_time = time.time() - first_send
     counts = await inbox.counts()
     await inbox.close()
     task.cancel()
@@ -93,45 +85,7 @@ async def bench(events: int, senders: int, folder: Path) -> None:
     print(f"  inbox at the end     {counts}")
 
 
-async def send(url: str, events: int, senders: int) -> list[float]:
-    """``senders`` keep-alive connections posting ``events`` JSON bodies; each ack's latency."""
-    target = urlsplit(url)
-    acks: list[float] = []
-    left = [events]
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection(target.hostname, target.port)
-        while left[0] > 0:
-            left[0] -= 1
-            body = json.dumps({"k": "x", "n": left[0]}).encode()
-            request = (
-                f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-            started = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(head.decode(errors="replace"))
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            acks.append(time.perf_counter() - started)
-        writer.close()
-
-    await asyncio.gather(*(connection() for _ in range(senders)))
-    return acks
-
-
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        url, events, senders = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        print(json.dumps(asyncio.run(send(url, events, senders))))
-        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=50)
