@@ -123,6 +123,8 @@ def apps(name: str = typer.Argument(None, help="Show one app with every field"))
     for trig in chosen.triggers.values():
         out.print(f"\n[bold cyan]trigger {trig.name}[/bold cyan] — {trig.title} ({trig.kind})")
         out.print(f"  {trig.description}")
+        if trig.options_model is not None:
+            show("options", trig.options_model)
         show("payload", trig.payload_model, "serialization")
     for action in chosen.actions.values():
         out.print(f"\n[bold green]action {action.key}[/bold green] — {action.title}")
@@ -709,66 +711,163 @@ def _demo_sandbox() -> Iterator[Any]:
 
 
 @app.command()
-def demo(zaps: Path = ZapsOption) -> None:
-    """Run every example zap on each of its sample events, with run history in the Prefect UI.
+def demo(
+    zaps: Path = ZapsOption,
+    keep_serving: bool = typer.Option(
+        False, "--keep-serving", help="Keep serving after the demo events (Ctrl-C stops)"
+    ),
+) -> None:
+    """`zapflow serve` on the example zaps, fed real deliveries: the bundled CINNOX sandbox
+    sends its events, each catch hook gets its zap's sample payloads; shows the runs.
 
-    CINNOX steps go to the bundled CINNOX sandbox (connection "sandbox"), started for the demo;
-    the demo ends by showing what the sandbox received. Starts zapflow's own Prefect server
+    CINNOX steps go to the sandbox (connection "sandbox"), started for the demo; the demo ends
+    by showing the zap runs and what the sandbox received. Starts zapflow's own Prefect server
     unless PREFECT_API_URL is set; it keeps running afterwards so the runs can be browsed
     (stop it with `zapflow server stop`).
     """
-    from connectors import registry
-    from flows.compiler import prefect_session
-    from flows.history import recent_runs, run_and_record
-    from flows.intake.inbox import Inbox
+    import re
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from flows import server
+    from flows.history import recent_runs
+    from flows.intake.serve import StopHandle, serve, serve_until_signalled
     from flows.loader import load_all
-    from flows.runtime import Event
 
     loaded, problems = load_all([zaps] if zaps.exists() else [])
     for problem in problems:
         err.print(str(problem), markup=False)
     if problems or not loaded:
         raise fail(f"the example zaps in {zaps}/ must all be valid, and there must be some")
-    plan = []
-    for item in loaded:
-        zap = item.zap
-        trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
-        for payload in zap.trigger.samples or trigger.samples:
-            plan.append((zap, Event(app=trigger.app, trigger=trigger.name, payload=payload)))
+    catch = {z.zap.zap: z.zap for z in loaded if z.zap.trigger.event == "catch_hook"}
+    cinnox = [z.zap for z in loaded if z.zap.trigger.app == "cinnox" and z.zap.enabled]
+    port = _free_port()
+    lines: list[str] = []
+    announced = threading.Event()
 
-    async def run_all() -> list[Any]:
-        states = []
-        inbox = await Inbox.open()
-        try:
-            async with prefect_session():
-                for zap, event in plan:
-                    out.print(f"[bold]▶ {zap.zap}[/bold] on {event.label}")
-                    states.append(await run_and_record(zap, event, inbox=inbox))
-        finally:
-            await inbox.close()
-        return states
+    def report(text: str) -> None:
+        out.print(text, markup=False)
+        lines.append(text)
+        if text.startswith("hooks:"):
+            announced.set()
 
     with prefect_api() as url, _demo_sandbox() as sandbox:
-        states = asyncio.run(run_all())
-        rows = asyncio.run(recent_runs(len(plan)))
-        received = sandbox.sent(limit=50)
-    table = Table("zap", "event", "state", "took", "failing step", title="zap runs")
-    for row in reversed(rows):
-        took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
-        table.add_row(row.zap, row.event, row.state, took, row.failing_step or "")
-    out.print(table)
-    shown = Table("kind", "to", "text", title="what the CINNOX sandbox received")
-    for item in reversed(received):
-        body, result = item.get("request", {}), item.get("result", {})
-        to = result.get("to") or body.get("recipientNumber") or body.get("receiverEID") or ""
-        text = body.get("text") or " ".join(m.get("text", "") for m in body.get("messages", []))
-        shown.add_row(str(item.get("kind", "")), str(to), str(text))
-    out.print(shown)
-    from flows import server
+        out.print(f"run history: {server.ui_url(url)}")
+        started_at = datetime.now(UTC)
+        stop = StopHandle()
+        options: dict[str, Any] = {"port": port, "live_idle": 1.0, "report": report}
+        failure: list[BaseException] = []
 
-    out.print(f"Run history: {server.ui_url(url)}/runs  (zapflow runs · zapflow server stop)")
-    if any(state.is_failed() for state in states):
+        def run() -> None:
+            try:
+                asyncio.run(serve(zaps, stop=stop, **options))
+            except BaseException as exc:
+                failure.append(exc)
+                announced.set()
+
+        worker = threading.Thread(target=run, name="zapflow-demo-serve")
+        worker.start()
+        try:
+            if not announced.wait(60) or failure:
+                raise fail(f"zapflow serve did not start: {failure[0] if failure else 'timeout'}")
+            text = "\n".join(lines)
+            hooks = dict(re.findall(r"catch hook of (\S+): (\S+)", text))
+            app_hooks = dict(re.findall(r"cinnox connection (\S+): (\S+)/<channel>", text))
+            expected = _demo_deliveries(catch, hooks, cinnox, app_hooks, sandbox)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                rows = [
+                    r
+                    for r in asyncio.run(recent_runs(200))
+                    if r.started and r.started >= started_at
+                ]
+                if len(rows) >= expected and all(r.state != "Running" for r in rows):
+                    break
+                time.sleep(0.3)
+        finally:
+            stop.request()
+            worker.join()
+        received = sandbox.sent(limit=50)
+        table = Table(
+            Column("zap", no_wrap=True),
+            "event",
+            Column("state", no_wrap=True),
+            "took",
+            "failing step",
+            title="zap runs",
+        )
+        for row in reversed(rows):
+            took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
+            table.add_row(row.zap, row.event, row.state, took, row.failing_step or "")
+        out.print(table)
+        shown = Table("kind", "to", "text", title="what the CINNOX sandbox received")
+        for item in reversed(received):
+            body, result = item.get("request", {}), item.get("result", {})
+            to = result.get("to") or body.get("recipientNumber") or body.get("receiverEID") or ""
+            words = body.get("text") or " ".join(
+                m.get("text", "") for m in body.get("messages", [])
+            )
+            shown.add_row(str(item.get("kind", "")), str(to), str(words))
+        out.print(shown)
+        out.print(f"Run history: {server.ui_url(url)}/runs  (zapflow runs · zapflow server stop)")
+        if keep_serving:
+            out.print("serving the example zaps until Ctrl-C")
+            serve_until_signalled(zaps, port=port, report=report)
+    if len(rows) < expected or any(r.state == "Failed" for r in rows):
         raise typer.Exit(1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _demo_deliveries(
+    catch: dict[str, Any],
+    hooks: dict[str, str],
+    cinnox: list[Any],
+    app_hooks: dict[str, str],
+    sandbox: Any,
+) -> int:
+    """Send the demo's deliveries; returns how many zap runs they should make."""
+    import httpx
+
+    from connectors import registry
+    from connectors.cinnox.cli import set_subscription
+    from connectors.cinnox.triggers import FAMILY_OF
+    from flows import connections
+
+    runs = 0
+    with httpx.Client(timeout=10) as client:
+        for zap_id, zap in catch.items():
+            if zap_id not in hooks:
+                continue
+            for payload in zap.trigger.samples or registry.trigger("builtin", "catch_hook").samples:
+                out.print(f"[bold]▶ POST[/bold] a sample to the catch hook of {zap_id}")
+                client.post(hooks[zap_id], json=payload).raise_for_status()
+                runs += 1
+        families = sorted({FAMILY_OF[z.trigger.event] for z in cinnox})
+
+        async def subscribe(name: str, base: str) -> None:
+            connection = await connections.resolve(registry.app("cinnox"), name)
+            for family in families:
+                await set_subscription(connection, name, family, f"{base}/{family}", True)
+
+        for name, base in app_hooks.items():
+            asyncio.run(subscribe(name, base))
+        for trigger in sorted({z.trigger.event for z in cinnox}):
+            zaps_on = [z for z in cinnox if z.trigger.event == trigger]
+            times = max(len(z.trigger.samples) for z in zaps_on) or 1
+            for _ in range(times):
+                names = ", ".join(z.zap for z in zaps_on)
+                out.print(f"[bold]▶ CINNOX sandbox[/bold] emits {trigger} (for {names})")
+                sandbox.emit(trigger)
+                runs += len(zaps_on)
+    return runs
 
 
 # --------------------------------------------------------------------------- server

@@ -243,7 +243,9 @@ def test_demo_runs_every_example_zap_on_its_samples():
 
     assert result.exit_code == 0, result.output
     for path in EXAMPLE_ZAPS.glob("*.yaml"):
-        assert f"▶ {path.stem}" in result.output, path.stem
+        assert path.stem in result.output.split("zap runs")[1], path.stem  # it ran
+    assert "catch hook of order-follow-up" in result.output  # delivered through serve
+    assert "emits missed_enquiry (for missed-enquiry-follow-up)" in result.output
     assert "Failed" not in result.output
     received = result.output.split("what the CINNOX sandbox received", 1)[1]
     assert "Customer Care HK" in received and "Escalations" in received and "+852" in received
