@@ -1,7 +1,8 @@
 """How an app declares itself to zapflow.
 
 An app is mostly a declaration: a connection model (its credentials), triggers (a payload model
-and sample payloads) and actions (an input model, an output model and one async function).
+and sample payloads; for a polling trigger also an options model and one async function) and
+actions (an input model, an output model and one async function).
 Models are the single source of truth: they validate zap files at load time, check rendered
 inputs at run time, produce the JSON Schema editors use and the generated reference docs.
 
@@ -10,6 +11,11 @@ inputs at run time, produce the JSON Schema editors use and the generated refere
     @app.action("lookup", title="Lookup table")
     async def lookup(input: LookupInput, ctx: ActionContext) -> LookupOutput:
         ...
+
+    @app.polling_trigger("new_rows", title="New row", payload=Row, samples=[...],
+                         interval=timedelta(minutes=5))
+    async def new_rows(sheet: Sheet, options: NewRowsOptions, cursor: dict | None) -> PollResult:
+        ...  # PollResult(items=[(row_id, row), ...], cursor={"last_row": 42})
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_type_hints
+from datetime import timedelta
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from flows.model import Duration
 
 TriggerKind = Literal["webhook", "polling", "schedule"]
 
@@ -81,6 +90,53 @@ ConnectionCheck = Callable[[Any, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
+class PollResult:
+    """What one poll found: the items, and where the next poll should start."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    """``(dedupe key, payload)`` per item, in the order the zap should run on them. The key
+    identifies the item for good (its id): an item whose key was seen before is not new."""
+    cursor: dict[str, Any] | None = None
+    """Handed to the next poll (JSON); kept in the inbox only once this poll's events are."""
+
+
+PollFunction = Callable[[Any, Any, "dict[str, Any] | None"], Awaitable[PollResult]]
+"""``poll(connection, options, cursor)``: the items there are now (the connection is None when
+the zap names none; the cursor is None on the first poll). Raises the engine's errors."""
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be more than 0")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+class PollingOptions(BaseModel):
+    """Settings every polling trigger takes; a trigger's options model adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: PositiveDuration | None = Field(
+        None,
+        description="How often to poll, e.g. 30s or 5m; default: the trigger's own. "
+        "`zapflow serve` polls at most once a second",
+    )
+    skip_existing: bool = Field(
+        True,
+        description="On the zap's first poll, only note the items already there (they do not "
+        "run the zap); false: run the zap on them too",
+    )
+
+
+SCHEDULE_FIELDS = ("cron", "timezone")
+"""What a schedule trigger's options model must have: when it fires (a cron expression) and
+in which time zone (an IANA name). The engine fires it; the app only declares it."""
+
+
+@dataclass(frozen=True)
 class Action:
     """One thing a zap step can do in an app."""
 
@@ -110,6 +166,12 @@ class Trigger:
     payload_model: type[BaseModel]
     samples: tuple[dict[str, Any], ...]
     kind: TriggerKind = "webhook"
+    options_model: type[BaseModel] | None = None
+    """Validates the zap's ``trigger.options`` at load time; None: options are not checked."""
+    poll: PollFunction | None = None
+    """Polling triggers: the function that asks the app what is there."""
+    interval: timedelta | None = None
+    """Polling triggers: how often to poll when the zap does not say."""
 
     @property
     def key(self) -> str:
@@ -195,13 +257,77 @@ class App:
         samples: list[dict[str, Any]],
         description: str = "",
         kind: TriggerKind = "webhook",
+        options: type[BaseModel] | None = None,
     ) -> Trigger:
-        """Declare a trigger; every sample must validate against the payload model."""
-        for sample in samples:
-            payload.model_validate(sample)
-        trigger = Trigger(self.name, name, title, description, payload, tuple(samples), kind)
+        """Declare a webhook or schedule trigger; every sample must fit the payload model.
+
+        A schedule trigger's ``options`` model has the ``SCHEDULE_FIELDS``. Polling triggers
+        are declared with :meth:`polling_trigger`.
+        """
+        if kind == "polling":
+            raise TypeError(f"trigger {self.name}.{name}: declare it with app.polling_trigger")
+        missing = [f for f in SCHEDULE_FIELDS if options is None or f not in options.model_fields]
+        if kind == "schedule" and missing:
+            raise TypeError(f"schedule trigger {self.name}.{name}: options need {missing}")
+        trigger = Trigger(
+            app=self.name,
+            name=name,
+            title=title,
+            description=description,
+            payload_model=payload,
+            samples=self._samples(payload, samples),
+            kind=kind,
+            options_model=options,
+        )
         self._add(self.triggers, trigger)
         return trigger
+
+    def polling_trigger(
+        self,
+        name: str,
+        *,
+        title: str,
+        payload: type[BaseModel],
+        samples: list[dict[str, Any]],
+        interval: timedelta,
+        description: str | None = None,
+    ) -> Callable[[PollFunction], PollFunction]:
+        """Declare a polling trigger: the engine calls the function every ``interval`` (or the
+        zap's ``options.interval``); its options model, a ``PollingOptions``, comes from the
+        function's second parameter."""
+
+        def register(fn: PollFunction) -> PollFunction:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"trigger {self.name}.{name} must poll with an async function")
+            params = list(inspect.signature(fn).parameters)
+            options = get_type_hints(fn).get(params[1]) if len(params) == 3 else None
+            if not (isinstance(options, type) and issubclass(options, PollingOptions)):
+                raise TypeError(
+                    f"trigger {self.name}.{name}: poll(connection, options, cursor) with options "
+                    "a PollingOptions model"
+                )
+            trigger = Trigger(
+                app=self.name,
+                name=name,
+                title=title,
+                description=description or inspect.getdoc(fn) or "",
+                payload_model=payload,
+                samples=self._samples(payload, samples),
+                kind="polling",
+                options_model=options,
+                poll=fn,
+                interval=interval,
+            )
+            self._add(self.triggers, trigger)
+            return fn
+
+        return register
+
+    @staticmethod
+    def _samples(payload: type[BaseModel], samples: list[dict[str, Any]]) -> tuple[dict, ...]:
+        for sample in samples:
+            payload.model_validate(sample)
+        return tuple(samples)
 
     def _add(self, table: dict[str, Any], item: Action | Trigger) -> None:
         if item.name in table:

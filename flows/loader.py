@@ -1,9 +1,10 @@
 """Loading zap files, with every problem reported as ``file:line:column: field.path: message``.
 
 Checks, in order: YAML syntax; the zap schema (``model``); that the trigger and every action
-exist in an installed app; each step's input against its action's input model (values that are
-templates are checked after rendering, at run time); every template's syntax, the names it
-reads, the steps it references (which must exist and run earlier) and the sandbox rules.
+exist in an installed app; the trigger's options (a schedule's cron, a polling interval …); each
+step's input against its action's input model (values that are templates are checked after
+rendering, at run time); every template's syntax, the names it reads, the steps it references
+(which must exist and run earlier) and the sandbox rules.
 All problems of all files are collected; nothing stops at the first.
 """
 
@@ -243,6 +244,12 @@ class _ZapChecker:
                     self.out.pydantic(exc, ("trigger", "samples", i), lambda _loc: payload)
         if payload.model_config.get("extra") != "allow":
             self.trigger_fields = allowed_fields(payload)
+        options, model = spec.get("options", {}), trigger.options_model
+        if model is not None and self._ok(("trigger", "options"), options, dict):
+            try:
+                model.model_validate(options)
+            except ValidationError as exc:
+                self.out.pydantic(exc, ("trigger", "options"), lambda _loc: model)
 
     def _check_action_step(
         self, step: dict[str, Any], path: Loc, visible: tuple[str, ...], own: str | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -103,19 +104,28 @@ def _allow_templates(definition: dict[str, Any]) -> None:
         }
 
 
+def _def_name(ref: dict[str, Any]) -> str:
+    return str(ref["$ref"]).rsplit("/", 1)[-1]
+
+
 def zap_json_schema() -> dict[str, Any]:
-    """JSON Schema of a zap file, with each action's input schema keyed on ``action``."""
+    """JSON Schema of a zap file, with each action's input schema keyed on ``action`` and each
+    trigger's options schema keyed on ``app`` and ``event``."""
     actions: list[Action] = [a for app in registry.apps().values() for a in app.actions.values()]
     triggers: list[Trigger] = [t for app in registry.apps().values() for t in app.triggers.values()]
+    options = [(t, t.options_model) for t in triggers if t.options_model is not None]
     models: list[tuple[type[BaseModel], Literal["validation"]]] = [(Zap, "validation")]
     models += [(a.input_model, "validation") for a in actions]
+    models += [(model, "validation") for _, model in options]
     keys, combined = models_json_schema(
         models,
         ref_template="#/$defs/{model}",
     )
     defs: dict[str, Any] = combined["$defs"]
+    # Trigger options are read as written (there is no event yet to render a template with).
+    fixed = {_def_name(keys[(model, "validation")]) for _, model in options}
     for name, definition in defs.items():
-        if name not in _LANGUAGE_DEFS:
+        if name not in _LANGUAGE_DEFS | fixed:
             _allow_templates(definition)
     step = defs["ActionStep"]
     step["properties"]["action"] = {
@@ -135,6 +145,16 @@ def zap_json_schema() -> dict[str, Any]:
     trigger = defs["TriggerSpec"]["properties"]
     trigger["app"] = {**trigger["app"], "enum": sorted(registry.apps())}
     trigger["event"] = {**trigger["event"], "enum": sorted({t.name for t in triggers})}
+    defs["TriggerSpec"]["allOf"] = [
+        {
+            "if": {
+                "properties": {"app": {"const": t.app}, "event": {"const": t.name}},
+                "required": ["app", "event"],
+            },
+            "then": {"properties": {"options": keys[(model, "validation")]}},
+        }
+        for t, model in options
+    ]
     root = defs.pop("Zap")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -163,6 +183,14 @@ def _table_md(table: FieldTable) -> list[str]:
     return [*lines, ""]
 
 
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def app_markdown(app: App) -> str:
     lines = [
         f"# {app.title} (`{app.name}`)",
@@ -181,14 +209,13 @@ def app_markdown(app: App) -> str:
     if app.triggers:
         lines += ["## Triggers", ""]
     for trig in app.triggers.values():
-        lines += [
-            f"### `{trig.name}` — {trig.title}",
-            "",
-            trig.description,
-            "",
-            f"Kind: {trig.kind}. Payload fields (what a zap reads as `trigger.<field>`):",
-            "",
-        ]
+        lines += [f"### `{trig.name}` — {trig.title}", "", trig.description, ""]
+        if trig.options_model is not None:
+            every = f", every {_duration(trig.interval)} unless it says" if trig.interval else ""
+            lines += [f"Options (the zap's `trigger.options`{every}):", ""]
+            for table in field_tables(trig.options_model):
+                lines += _table_md(table)
+        lines += [f"Kind: {trig.kind}. Payload fields (what a zap reads as `trigger.<field>`):", ""]
         for table in field_tables(trig.payload_model, "serialization"):
             lines += _table_md(table)
         lines += ["Sample:", "", "```json", sample_json(trig.samples[0]), "```", ""]

@@ -6,6 +6,7 @@ app = App(
     "builtin",
     title="Built-in tools",
     description=(
-        "Formatter, delay and lookup table: the tools every zap can use, no connection needed."
+        "Formatter, delay and lookup table, catch hook and schedule: the tools every zap can "
+        "use, no connection needed."
     ),
 )

@@ -8,7 +8,8 @@ app = App(
     title="HTTP / webhooks",
     description=(
         "Call any HTTP API (method, URL, headers, query, JSON, form or raw body; basic, bearer "
-        "or API-key auth from a connection) and send webhooks signed the Standard Webhooks way. "
+        "or API-key auth from a connection), send webhooks signed the Standard Webhooks way, "
+        "and start zaps on new items of a JSON list an API answers with. "
         "A connection is optional: public URLs need none."
     ),
     connection=HttpConnection,
