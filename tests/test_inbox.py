@@ -1,77 +1,37 @@
 """The durable inbox, on real databases: a SQLite file, and PostgreSQL when one is configured.
 
-Every behaviour test runs on both backends. PostgreSQL tests need ``ZAPFLOW_TEST_POSTGRES_URL``
-(e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``); each test gets a schema of its own,
-dropped afterwards, so runs never see each other's rows.
+Every behaviour test runs on both backends (``inbox_fixtures``). PostgreSQL tests need
+``ZAPFLOW_TEST_POSTGRES_URL`` (e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from flows.intake.events import NewEvent
 from flows.intake.inbox import VERSION_TABLE, Inbox, InboxError, RunResult, metadata
 
-PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
-PG_SKIP = (
-    "PostgreSQL inbox tests need ZAPFLOW_TEST_POSTGRES_URL, "
-    "e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+if TYPE_CHECKING:
+    from inbox_fixtures import Backend
+
+pytest_plugins = ["inbox_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def event(event_id: str, **payload: Any) -> NewEvent:
     return NewEvent(id=event_id, app="test", trigger="thing_happened", payload=payload)
-
-
-@dataclass
-class Backend:
-    """One database to test on; opens inboxes on it and closes them after the test."""
-
-    name: str
-    url: str
-    schema: str | None = None
-    opened: list[Inbox] = field(default_factory=list)
-
-    async def open(self, **kwargs: Any) -> Inbox:
-        inbox = await Inbox.open(self.url, schema=self.schema, **kwargs)
-        self.opened.append(inbox)
-        return inbox
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        db = Backend("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
-    else:
-        if not PG_URL:
-            pytest.skip(PG_SKIP)
-        db = Backend("postgresql", PG_URL, schema=f"zapflow_test_{uuid.uuid4().hex[:12]}")
-    yield db
-    for inbox in db.opened:
-        await inbox.close()
-    if db.schema is not None:
-        assert PG_URL is not None
-        engine = create_async_engine(sa.make_url(PG_URL).set(drivername="postgresql+asyncpg"))
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE')
-        await engine.dispose()
 
 
 # -- accepting events ----------------------------------------------------------------------
@@ -380,7 +340,7 @@ async def test_hook_tokens_are_stable_and_distinct(backend: Backend) -> None:
 
 async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) -> None:
     first = await backend.open()
-    assert first.applied_migrations == ("0001", "0002")
+    assert first.applied_migrations == ("0001", "0002", "0003")
     await first.put(event("kept"))
     await first.close()
     again = await backend.open()
@@ -391,7 +351,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0002"
+        assert context.get_current_revision() == "0003"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -401,7 +361,11 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
 
 async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend: Backend) -> None:
     opened = await asyncio.gather(*(backend.open() for _ in range(3)))
-    assert sorted(inbox.applied_migrations for inbox in opened) == [(), (), ("0001", "0002")]
+    assert sorted(inbox.applied_migrations for inbox in opened) == [
+        (),
+        (),
+        ("0001", "0002", "0003"),
+    ]
 
 
 # -- SQLite specifics ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,3 +32,9 @@ class StoredEvent(NewEvent):
 
     seq: int = 0
     attempts: int = 0
+
+
+def derived_id(*parts: str | None) -> str:
+    """A deterministic event id from what identifies the occurrence (e.g. zap and item key):
+    the same parts always give the same id, so the inbox stores the occurrence once."""
+    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]

@@ -34,6 +34,14 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     ``failing_step`` and ``message`` (why it failed or was filtered), ``worker`` (the
     dispatcher running it: ``host:pid``). Indexed by ``started_at`` for ``zapflow runs``.
 ``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
+``zapflow_poll_state`` — one row per polling or schedule trigger (``flows.intake.pollers``),
+    primary key ``poller`` (the zap id). ``fingerprint`` (of the trigger settings the row is
+    for: changed settings start afresh), ``cursor`` (JSON: where the next poll starts; for a
+    schedule, the last moment fired), ``last_polled_at`` (last successful poll; NULL until the
+    first), ``last_error``, ``last_error_at`` and ``failures`` (consecutive failed polls).
+``zapflow_poll_seen`` — the items a poller has seen, primary key ``(poller, key)`` (the key is
+    a hash of the item's dedupe key), ``seen_at`` (when a poll last returned it; keys not seen
+    for a while are forgotten). Indexed by ``(poller, seen_at)``.
 ``zapflow_inbox_version`` — Alembic's version table.
 
 All times are UTC and come from the clock of the process calling the inbox, so machines that
@@ -169,6 +177,28 @@ hook_tokens = sa.Table(
     sa.Column("token", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("token", name="uq_zapflow_hook_tokens_token"),
+)
+
+
+poll_state = sa.Table(
+    "zapflow_poll_state",
+    metadata,
+    sa.Column("poller", sa.Text(), primary_key=True),
+    sa.Column("fingerprint", sa.Text(), nullable=False),
+    sa.Column("cursor", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+    sa.Column("last_polled_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_error_at", UTCDateTime(), nullable=True),
+    sa.Column("failures", sa.Integer(), nullable=False),
+)
+
+poll_seen = sa.Table(
+    "zapflow_poll_seen",
+    metadata,
+    sa.Column("poller", sa.Text(), primary_key=True),
+    sa.Column("key", sa.Text(), primary_key=True),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_zapflow_poll_seen_age", "poller", "seen_at"),
 )
 
 
@@ -421,6 +451,12 @@ class Inbox:
     def engine(self) -> AsyncEngine:
         """The inbox's database engine, for diagnostics and tests."""
         return self._engine
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine to write with (on SQLite its transactions take the write lock at once),
+        for modules that keep tables of their own in the inbox (``pollers``)."""
+        return self._write_engine
 
     async def __aenter__(self) -> Inbox:
         return self

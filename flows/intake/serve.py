@@ -24,6 +24,7 @@ from connectors import registry
 from flows.errors import Problem, ZapError
 from flows.intake.dispatcher import Dispatcher
 from flows.intake.inbox import Inbox
+from flows.intake.pollers import Pollers
 from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app, zap_secret
 from flows.loader import find_zap_files, load_zap_file
 from flows.model import Zap
@@ -207,6 +208,8 @@ async def serve(
     zaps.refresh()
     state = {"hooks": await build_hooks(inbox, zaps.zaps)}
     dispatcher = Dispatcher(inbox, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
+    pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set)
+    pollers.update(zaps.zaps)
     app = create_app(
         inbox, lambda: state["hooks"], on_accept=dispatcher.wake.set, ready=lambda: dispatcher.alive
     )
@@ -224,6 +227,7 @@ async def serve(
             await asyncio.sleep(1.0)
             try:
                 if zaps.refresh():
+                    pollers.update(zaps.zaps)
                     state["hooks"] = await build_hooks(inbox, zaps.zaps)
                     report("hooks:\n" + "\n".join(hook_urls(public, state["hooks"])))
             except Exception as exc:  # keep serving what was loaded
@@ -254,6 +258,7 @@ async def serve(
         # Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
         # what is still in the inbox stays there for the next start.
         following.cancel()
+        await pollers.stop()
         dispatcher.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await dispatching
