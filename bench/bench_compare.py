@@ -18,7 +18,7 @@ SQLite server does a few runs/s) shows what it did in the cap and the rest as no
 Systems run one after another, each stopped before the next starts, each after a few warm-up
 events. Before each phase the run waits (``--quiet-wait``) until processes outside the benchmark
 leave the machine quiet; the table's "others' cpu" shows how much they took during the phase,
-and a phase they disturbed is run again (``--retries``).
+and a phase they disturbed is run again (``--retries``); the table keeps the least disturbed.
 n8n is installed on first use (../shared/peers/n8n/setup.sh, a few minutes).
 """
 
@@ -102,6 +102,7 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
             ("light", args.light, 1),
             ("burst", args.events, args.senders),
         ):
+            attempts: list[Phase] = []
             for attempt in range(1 + args.retries):
                 waiting = time.time()
                 others = wait_for_quiet([*pids, sink.pid], args.quiet_wait, say=say)
@@ -127,6 +128,7 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
                     f"{result.arrived} of {events} actions arrived"
                     + (" (capped)" if result.capped else "")
                 )
+                attempts.append(result)
                 if result.others_percent <= BUSY or attempt == args.retries:
                     break
                 say(
@@ -134,7 +136,7 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
                     "during that phase: running it again"
                 )
                 repeated += 1
-            phases.append(result)
+            phases.append(min(attempts, key=lambda a: a.others_percent))  # the least disturbed
     finally:
         stopping = time.time()
         stop()
