@@ -45,22 +45,10 @@ from harness import (
 Started = tuple[str, MakeBody, list[int], Callable[[], None]]
 
 
-# ----------------------------------------------------------------------------- zapflow
 def start_zapflow(sink_url: str) -> Started:
-    """Start zapflow with one zap: catch hook (a missed enquiry) → POST the SMS to ``sink_url``.
+    from zapflow_system import start_zapflow as start
 
-    Returns (post_url, make_body, pids, stop):
-    - post_url: where the senders POST each event (the zap's hook URL);
-    - make_body(n, event_id, sent) -> dict: a module-level function (the sender process imports
-      it) building event ``n``; the action must POST JSON carrying ``id`` = event_id and ``sent``
-      to ``sink_url`` (``harness.missed_enquiry`` builds the event the other systems get);
-    - pids: the processes whose memory and CPU are reported (their children are included);
-    - stop(): stops them all and removes their temporary state.
-    """
-    raise NotImplementedError("plugged in by the dispatcher work")
-
-
-# -----------------------------------------------------------------------------
+    return start(sink_url)
 
 
 def start_naive(sink_url: str) -> Started:

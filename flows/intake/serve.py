@@ -1,4 +1,7 @@
-"""`zapflow serve`: receiver, inbox and dispatcher in one process, following the zap folder.
+"""`zapflow serve`: receiver, inbox, dispatcher, pollers and schedules, following the zap folder.
+
+The receiver runs in a process of its own (``receiver_process``), started and watched from
+here, so acknowledgements never wait behind zap runs; everything else runs in this process.
 
 Zap files are re-read when they change: added and changed zaps take effect within a second,
 removed ones stop. A changed file that is no longer valid keeps its previous version running
@@ -12,105 +15,21 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+import httpx
 
-from connectors import registry
-from flows.errors import Problem, ZapError
+from flows.errors import ZapError
 from flows.intake.dispatcher import Dispatcher
+from flows.intake.hooks import ZapFolder, build_hooks, hook_urls
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
-from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app, zap_secret
-from flows.loader import find_zap_files, load_zap_file
-from flows.model import Zap
 
 log = logging.getLogger("zapflow.serve")
-
-
-@dataclass
-class ZapFolder:
-    """The zaps of a folder, re-read when its files change."""
-
-    folder: Path
-    report: Callable[[str], None] = print
-    by_file: dict[Path, Zap] = field(default_factory=dict)
-    stamps: dict[Path, float] = field(default_factory=dict)
-
-    @property
-    def zaps(self) -> list[Zap]:
-        return list(self.by_file.values())
-
-    def refresh(self) -> bool:
-        """Re-read added and changed files, forget removed ones; True if anything changed."""
-        files = {p: p.stat().st_mtime for p in find_zap_files([self.folder]) if p.exists()}
-        changed = False
-        for path in set(self.by_file) - set(files):
-            self.report(f"zap {self.by_file.pop(path).zap!r} removed ({path})")
-            changed = True
-        for path, stamp in files.items():
-            if self.stamps.get(path) == stamp:
-                continue
-            self.stamps[path] = stamp
-            try:
-                zap = load_zap_file(path).zap
-            except ZapError as exc:
-                problems: list[Problem] = getattr(exc, "problems", [])
-                kept = " (its previous version keeps running)" if path in self.by_file else ""
-                self.report(f"{path} is not valid{kept}:\n" + "\n".join(map(str, problems)))
-                continue
-            verb = "changed" if path in self.by_file else "loaded"
-            self.by_file[path] = zap
-            self.report(f"zap {zap.zap!r} {verb} ({path})")
-            changed = True
-        for path in set(self.stamps) - set(files):
-            self.stamps.pop(path)
-        return changed
-
-
-async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
-    hooks = Hooks()
-    for zap in zaps:
-        if not zap.enabled:
-            continue
-        trig = zap.trigger
-        owner = registry.app(trig.app)
-        if trig.app == "builtin" and trig.event == "catch_hook":
-            token = await inbox.hook_token("zap", zap.zap)
-            hooks.zaps[zap.zap] = ZapHook(zap, token, zap_secret(zap))
-        elif owner.webhook is not None and trig.connection is not None:
-            key = (trig.app, trig.connection)
-            if key not in hooks.apps:
-                token = await inbox.hook_token(trig.app, trig.connection)
-                hooks.apps[key] = AppHook(owner, trig.connection, token)
-    return hooks
-
-
-def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
-    base = public_url.rstrip("/")
-    lines = [
-        f"  catch hook of {zid}: {base}/hooks/zap/{zid}/{h.token}" for zid, h in hooks.zaps.items()
-    ]
-    for (app, connection), hook in hooks.apps.items():
-        url = f"{base}/hooks/{app}/{connection}/{hook.token}/<channel>"
-        lines.append(f"  {app} connection {connection}: {url}")
-    return lines
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, minus its signal handling: it re-raises the signal after its own
-    shutdown, which would end the process before the dispatcher drains and the inbox closes."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    def request_exit(self) -> None:
-        self.should_exit = True
 
 
 class StopHandle:
@@ -186,6 +105,72 @@ def quiet_run_logs(level: int = logging.WARNING) -> None:
                 handler.setLevel(max(handler.level, level))
 
 
+class _Wake(asyncio.DatagramProtocol):
+    """The receiver process's nudges: events arrived, claim them now."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.wake()
+
+
+class ReceiverProcess:
+    """The receiver (``flows.intake.receiver_process``), started, watched and stopped."""
+
+    def __init__(self, args: list[str], health_url: str) -> None:
+        self.args, self.health_url = args, health_url
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until it answers; retried while its port is still taken (by the
+        receiver of a `zapflow serve` that was just killed, which exits within a second)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                if self.proc is None or self.proc.returncode is not None:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise ZapError(
+                            f"the receiver did not start (exit code {self.proc.returncode})"
+                            if self.proc
+                            else "the receiver did not start"
+                        )
+                    if self.proc is not None:
+                        await asyncio.sleep(0.5)
+                    self.proc = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-c",
+                        _RECEIVER,
+                        *self.args,
+                        stdin=asyncio.subprocess.DEVNULL,
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(self.health_url)).status_code == 200:
+                        return
+                if asyncio.get_running_loop().time() > deadline:
+                    await self.stop()
+                    raise ZapError("the receiver did not answer within 30 s")
+                await asyncio.sleep(0.05)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop accepting and answer the requests in flight; killed if it takes too long."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+_RECEIVER = "from flows.intake.receiver_process import main; main()"
+RUNS_NICENESS = 10
+
+
 async def serve(
     folder: Path,
     *,
@@ -200,27 +185,35 @@ async def serve(
     stop: StopHandle | None = None,
 ) -> None:
     """Everything ``zapflow serve`` runs, until SIGINT/SIGTERM (when on the main thread) or
-    ``stop.request()``; then stops accepting, finishes the runs in hand and returns."""
+    ``stop.request()``; then stops accepting, finishes the runs in hand and returns.
+
+    The receiver runs in a process of its own (``flows.intake.receiver_process``); the
+    dispatcher, pollers and schedules run here.
+    """
     public = public_url or f"http://{host}:{port}"
     quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
     zaps = ZapFolder(folder, report)
     zaps.refresh()
-    state = {"hooks": await build_hooks(inbox, zaps.zaps)}
     dispatcher = Dispatcher(inbox, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
     pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set)
     pollers.update(zaps.zaps)
-    app = create_app(
-        inbox, lambda: state["hooks"], on_accept=dispatcher.wake.set, ready=lambda: dispatcher.alive
-    )
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
     if stop is not None:
-        stop.attach(loop, server.request_exit)
+        stop.attach(loop, stopping.set)
     else:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, server.request_exit)
+                loop.add_signal_handler(sig, stopping.set)
+    wake, _ = await loop.create_datagram_endpoint(
+        lambda: _Wake(dispatcher.wake.set), local_addr=("127.0.0.1", 0)
+    )
+    args = [str(folder), "--host", host, "--port", str(port), "--parent", str(os.getpid())]
+    args += ["--wake", str(wake.get_extra_info("sockname")[1])]
+    args += ["--inbox", inbox_url] if inbox_url else []
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz")
 
     async def follow_folder() -> None:
         while True:
@@ -228,8 +221,8 @@ async def serve(
             try:
                 if zaps.refresh():
                     pollers.update(zaps.zaps)
-                    state["hooks"] = await build_hooks(inbox, zaps.zaps)
-                    report("hooks:\n" + "\n".join(hook_urls(public, state["hooks"])))
+                    hooks = await build_hooks(inbox, zaps.zaps)
+                    report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
             except Exception as exc:  # keep serving what was loaded
                 report(f"reloading {folder} failed: {exc}")
 
@@ -242,25 +235,45 @@ async def serve(
                 report(f"dispatcher failed ({type(exc).__name__}: {exc}); restarting it")
                 await asyncio.sleep(1.0)
 
+    async def keep_receiving() -> None:
+        while not stopping.is_set():  # a receiver that dies is reported and started again
+            assert receiver.proc is not None
+            code = await receiver.proc.wait()
+            if stopping.is_set():
+                return
+            report(f"the receiver exited (code {code}); restarting it")
+            try:
+                await receiver.start()
+            except ZapError as exc:
+                report(f"{exc}; trying again")
+                await asyncio.sleep(1.0)
+
     dispatching = asyncio.create_task(keep_dispatching())
-    following = asyncio.create_task(follow_folder())
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.01)
-    if server.started:  # announce the URLs only once they answer
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await receiver.start()
+        # Acknowledging comes first: under a burst the runs wait in the inbox, not the senders.
+        # (Linux nice values are per thread: this lowers the thread running the zaps.)
+        with contextlib.suppress(OSError):
+            os.nice(RUNS_NICENESS)
         report(f"receiver on {public}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
-        report("hooks:\n" + "\n".join(hook_urls(public, state["hooks"])))
+        hooks = await build_hooks(inbox, zaps.zaps)
+        report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
         if started is not None:
             started.set()
-    try:
-        await serving  # returns on SIGINT/SIGTERM (uvicorn) or server.should_exit
+        tasks = [asyncio.create_task(follow_folder()), asyncio.create_task(keep_receiving())]
+        await stopping.wait()
     finally:
         # Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
         # what is still in the inbox stays there for the next start.
-        following.cancel()
+        stopping.set()
+        await receiver.stop()
+        for task in tasks:
+            task.cancel()
         await pollers.stop()
         dispatcher.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await dispatching
+        wake.close()
         await inbox.close()
         report("stopped; events not yet run stay in the inbox for the next start")
