@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -408,15 +409,28 @@ def serve(
     live_idle: float = typer.Option(
         5.0, "--live-idle", help="Seconds a zap's live flow run stays open waiting for events"
     ),
+    retention: str = typer.Option(
+        "7d",
+        "--retention",
+        envvar="ZAPFLOW_RETENTION",
+        help="Keep processed events and their runs this long (e.g. 36h, 30d; 0 = for ever)",
+    ),
 ) -> None:
     """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
     import logging
 
     from flows.intake.serve import serve_until_signalled
+    from flows.model import parse_duration
 
     logging.basicConfig(level=logging.WARNING)
     if not folder.is_dir():
         raise fail(f"{folder}: no such folder of zaps")
+    try:
+        keep = timedelta(0) if retention.strip() == "0" else parse_duration(retention)
+    except ValueError as exc:
+        raise fail(f"--retention: {exc}") from None
+    if not isinstance(keep, timedelta):
+        raise fail(f"--retention: {retention!r} is not a duration such as 36h or 30d")
     with prefect_api() as url:
         from flows import server
 
@@ -429,6 +443,7 @@ def serve(
             inbox_url=inbox_url,
             concurrency=concurrency,
             live_idle=live_idle,
+            retention=keep or None,
             report=lambda text: out.print(text, markup=False),
         )
 

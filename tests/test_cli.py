@@ -176,3 +176,9 @@ def test_the_deployment_entrypoint_is_the_zap_flow():
     flow = load_flow_from_entrypoint(str(root / entry.split(":")[0]) + ":" + entry.split(":")[1])
     assert flow.name == "zap" and set(flow.parameters.required) == {"zap"}
     assert {"event", "events"} <= set(flow.parameters.properties)
+
+
+def test_serve_refuses_a_retention_that_is_not_a_duration(tmp_path):
+    result = runner.invoke(app, ["serve", str(tmp_path), "--retention", "soon"])
+    assert result.exit_code == 1
+    assert "--retention" in result.output and "'soon' is not a duration" in result.output

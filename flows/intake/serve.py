@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,8 @@ class ReceiverProcess:
 
 _RECEIVER = "from flows.intake.receiver_process import main; main()"
 RUNS_NICENESS = 10
+DEFAULT_RETENTION = timedelta(days=7)
+PURGE_EVERY = 3600.0
 
 
 async def serve(
@@ -180,6 +183,7 @@ async def serve(
     inbox_url: str | None = None,
     concurrency: int = 50,
     live_idle: float = 5.0,
+    retention: timedelta | None = DEFAULT_RETENTION,
     report: Callable[[str], None] = print,
     started: asyncio.Event | None = None,
     stop: StopHandle | None = None,
@@ -248,6 +252,17 @@ async def serve(
                 report(f"{exc}; trying again")
                 await asyncio.sleep(1.0)
 
+    async def purge_old() -> None:
+        """Forget events (and their runs in the ledger) processed longer ago than `retention`."""
+        while retention is not None:
+            try:
+                purged = await inbox.purge(retention)
+                if purged:
+                    report(f"purged {purged} events processed more than {retention} ago")
+            except Exception as exc:  # the next round tries again
+                report(f"purging old events failed: {exc}")
+            await asyncio.sleep(PURGE_EVERY)
+
     dispatching = asyncio.create_task(keep_dispatching())
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -261,7 +276,11 @@ async def serve(
         report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
         if started is not None:
             started.set()
-        tasks = [asyncio.create_task(follow_folder()), asyncio.create_task(keep_receiving())]
+        tasks = [
+            asyncio.create_task(follow_folder()),
+            asyncio.create_task(keep_receiving()),
+            asyncio.create_task(purge_old()),
+        ]
         await stopping.wait()
     finally:
         # Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
