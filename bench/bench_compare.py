@@ -8,6 +8,7 @@ The event is a missed enquiry ``{id, displayCaseNumber, phone, sent}``; its acti
 HTTP POST of an SMS ``{recipient, text, sent, id}`` to a loopback sink (its own process) that
 records arrival times. Each system runs two phases on the same events:
 - light: ``--light`` events from one sender, each sent when the previous one is answered;
+- steady: ``--steady`` events/s from one sender for 10 s (paced, whatever the answers' pace);
 - burst: ``--events`` events from ``--senders`` concurrent keep-alive senders.
 Per phase: accepted/s and ack p50/p99; event → action p50/p99 (sink arrival - ``sent``);
 processed/s (first send → last action arrival); lost (accepted, never arrived) and doubled.
@@ -86,10 +87,11 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
     waited, repeated = 0.0, 0
     try:
         measure(name, url, make_body, sink, WARM_UP, 1, phase="warmup", cap=cap, settle=5)
-        for phase, events, senders in (
-            ("light", args.light, 1),
-            ("burst", args.events, args.senders),
-        ):
+        plan = [("light", args.light, 1, None)]
+        if args.steady:
+            plan.append((f"steady {args.steady:g}/s", int(args.steady * 10), 1, args.steady))
+        plan.append(("burst", args.events, args.senders, None))
+        for phase, events, senders, rate in plan:
             attempts: list[Phase] = []
             for attempt in range(1 + args.retries):
                 waiting = time.time()
@@ -110,6 +112,7 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
                     cap=cap,
                     settle=args.settle,
                     pids=pids,
+                    rate=rate,
                 )
                 say(
                     f"{name}: {phase} done in {result.seconds:.1f} s, "
@@ -144,6 +147,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="burst size (default 2000)")
     parser.add_argument("--senders", type=int, default=50, help="burst senders (default 50)")
     parser.add_argument("--light", type=int, default=100, help="light-load events (default 100)")
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=20.0,
+        help="also a paced phase: this many events/s from one sender for 10 s (0: none)",
+    )
     parser.add_argument("--systems", default="naive,n8n", help="comma-separated, in run order")
     parser.add_argument(
         "--cap", type=float, default=120.0, help="seconds per phase, 0 = none (default 120)"

@@ -252,6 +252,7 @@ async def _send(
     make_body: MakeBody,
     deadline: float | None,
     timeout: float,
+    rate: float | None = None,
 ) -> list[Send]:
     target = urlsplit(url)
     path = target.path + (f"?{target.query}" if target.query else "")
@@ -259,9 +260,13 @@ async def _send(
     numbers = iter(range(events))  # shared: each sender takes the next event
     done: list[Send] = []
 
+    began = time.perf_counter()
+
     async def sender() -> None:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         for n in numbers:
+            if rate:  # paced: event n leaves at n / rate seconds (all senders together)
+                await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
             if deadline is not None and time.time() >= deadline:
                 break
             event_id = f"{prefix}{n:05d}"
@@ -331,6 +336,7 @@ def send_events(
     prefix: str = "e-",
     deadline: float | None = None,
     timeout: float = 300.0,
+    rate: float | None = None,
 ) -> list[Send]:
     """POST ``events`` bodies to ``url`` from ``senders`` keep-alive connections, each sending its
     next event when the previous one is answered; one ``Send`` per event sent. No new event is sent
@@ -342,6 +348,8 @@ def send_events(
     command = [sys.executable, str(HERE / "harness.py"), "send", "--url", url]
     command += ["--events", str(events), "--senders", str(senders), "--body", reference]
     command += ["--folder", folder, "--prefix", prefix, "--timeout", str(timeout)]
+    if rate:
+        command += ["--rate", repr(rate)]
     if deadline is not None:
         command += ["--deadline", repr(deadline)]
     out = subprocess.run(command, stdout=subprocess.PIPE, check=True).stdout
@@ -548,6 +556,7 @@ def measure(
     settle: float = 10.0,
     drain: float = 120.0,
     pids: Sequence[int] = (),
+    rate: float | None = None,
 ) -> Phase:
     """Send ``events`` from ``senders`` and measure them through to the sink's arrivals.
 
@@ -569,7 +578,9 @@ def measure(
     start = time.time()
     deadline = start + cap if cap else None
     with _PeakMemory(pids) as peak:
-        sends = send_events(url, events, senders, make_body, prefix=prefix, deadline=deadline)
+        sends = send_events(
+            url, events, senders, make_body, prefix=prefix, deadline=deadline, rate=rate
+        )
         expected = {s.id for s in sends if s.accepted}
         result.settled = _settle(sink, prefix, expected, settle, (deadline or time.time()) + drain)
         result.seconds = time.time() - start
@@ -757,6 +768,7 @@ def main() -> None:
     send.add_argument("--prefix", default="e-")
     send.add_argument("--deadline", type=float)
     send.add_argument("--timeout", type=float, default=300.0)
+    send.add_argument("--rate", type=float, default=None, help="events per second in all")
     args = parser.parse_args()
     if args.command == "sink":
         with contextlib.suppress(KeyboardInterrupt):
@@ -772,6 +784,7 @@ def main() -> None:
             make_body,
             args.deadline,
             args.timeout,
+            args.rate,
         )
     )
     json.dump([[s.id, s.sent, s.ack, s.latency, s.status] for s in sends], sys.stdout)
