@@ -170,6 +170,9 @@ class Dispatcher:
                 await asyncio.sleep(self._backoff)
                 if self._stopping:
                     return
+            # Cleared before claiming: a nudge for an event committed after the claim's look
+            # at the inbox is kept, so the wait below ends at once instead of after idle_poll.
+            self.wake.clear()
             try:
                 claimed = await self.inbox.claim(
                     self.worker, limit=min(self.batch, room), lease=self.lease
@@ -182,7 +185,6 @@ class Dispatcher:
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.stats.inbox_errors, 6)))
                 continue
             if not claimed:
-                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.idle_poll)
                 continue
