@@ -40,6 +40,7 @@ from harness import (
     as_json,
     measure,
     print_table,
+    summary,
     wait_for_quiet,
 )
 
@@ -114,11 +115,7 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
                     pids=pids,
                     rate=rate,
                 )
-                say(
-                    f"{name}: {phase} done in {result.seconds:.1f} s, "
-                    f"{result.arrived} of {events} actions arrived"
-                    + (" (capped)" if result.capped else "")
-                )
+                say(f"{name}: {phase} done in {result.seconds:.1f} s: {summary(result)}")
                 attempts.append(result)
                 if result.others_percent <= BUSY or attempt == args.retries:
                     break
@@ -202,6 +199,8 @@ def main() -> None:
                 continue
             results.extend(phases)
             timings.append(timing)
+            if args.json:  # after each system: a long run cut short keeps what it measured
+                args.json.write_text(json.dumps(as_json(results), indent=2))
     finally:
         sink.stop()
     cap = f"cap {args.cap:.0f} s per phase" if args.cap else "no cap"
@@ -213,8 +212,6 @@ def main() -> None:
     for timing in timings:
         print(f"  wall: {timing}")
     print(f"  total wall time {time.time() - began:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(as_json(results), indent=2))
     if failed:
         sys.exit(f"not measured: {', '.join(failed)}")
 

@@ -733,6 +733,18 @@ def print_table(results: Sequence[Phase], title: str = "event → action, per sy
             console.print(f"  {r.system} {r.phase}: {note}")
 
 
+def summary(r: Phase) -> str:
+    """One phase on one line, for progress reports while a long run goes on."""
+    return (
+        f"{r.accepted}/{r.sent} acked at {_rate(r.accepted_per_s)}/s, "
+        f"ack {_ms(r.ack_p50)} / {_ms(r.ack_p99)}, "
+        f"event → action {_ms(r.action_p50)} / {_ms(r.action_p99)}, "
+        f"{r.arrived} of {r.events} processed at {_rate(r.processed_per_s)}/s"
+        + (" (capped)" if r.capped else "")
+        + f", lost {r.lost}, doubled {r.doubled}, others' cpu {_percent(r.others_percent)}"
+    )
+
+
 def as_json(results: Sequence[Phase]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
