@@ -421,12 +421,13 @@ async def test_two_schedulers_on_one_inbox_fire_a_moment_once(backend: Backend) 
     for pollers in both:
         pollers.update([schedule_zap("* * * * *")])
     await until(lambda: stored(inboxes[0]), timeout=5)
-    await asyncio.sleep(0.3)  # the slower of the two has fired too
+    await asyncio.sleep(0.3)  # the slower of the two has had its turn
     for pollers in both:
         await pollers.stop()
     rows = await stored(inboxes[0])
     assert [r.id for r in rows] == [derived_id("schedule", "morning", "2026-11-27T01:00:00+00:00")]
-    assert sum(each.stats.events for each in inboxes) == 2  # both fired; one was stored
+    # The second either found the moment done or its event a duplicate of the first's.
+    assert sum(each.stats.new for each in inboxes) == 1
 
 
 async def test_moments_missed_while_down_fire_once_the_latest(backend: Backend) -> None:
