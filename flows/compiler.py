@@ -48,9 +48,20 @@ def run_tags(zap: Zap) -> list[str]:
     return [ZAPFLOW_TAG, f"zap:{zap.zap}", f"app:{zap.trigger.app}"]
 
 
-def _retry_allowed(task: Any, task_run: Any, state: State) -> bool:
+MAX_RETRY_AFTER = 300.0
+"""The longest an app's Retry-After may hold a step's retry back (seconds)."""
+
+
+async def _retry_allowed(task: Any, task_run: Any, state: State) -> bool:
+    """Retry transient errors only; when the app said how long to wait (Retry-After), wait
+    that long first (at most MAX_RETRY_AFTER), then the step's own retry delay."""
     error = state.data if isinstance(state.data, BaseException) else None
-    return error is None or is_retryable(error)
+    if error is not None and not is_retryable(error):
+        return False
+    wait = getattr(error, "retry_after", None)
+    if wait:
+        await asyncio.sleep(min(float(wait), MAX_RETRY_AFTER))
+    return True
 
 
 def _clip(value: Any) -> str:

@@ -131,7 +131,9 @@ class Service:
         self.attempts[key] += 1
         if self.attempts[key] <= int(request.query_params.get("fail", "0")):
             code = int(request.query_params.get("status", "503"))
-            return PlainTextResponse("busy, try later", status_code=code)
+            wait = request.query_params.get("retry_after")
+            headers = {"Retry-After": wait} if wait else {}
+            return PlainTextResponse("busy, try later", status_code=code, headers=headers)
         return JSONResponse({"attempt": self.attempts[key]}, status_code=201)
 
     async def slow(self, request: Request) -> Response:
@@ -798,6 +800,18 @@ def test_a_5xx_is_retried_in_a_zap_run_until_it_succeeds(service: Service) -> No
     assert all(json.loads(s.body) == {"order": "order-1001"} for s in service.seen)
     tasks, _ = recorded(state.state_details.flow_run_id, expect_logs=1)
     assert tasks["post"].run_count == 3 and tasks["post"].state.name == "Completed"
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_429_retry_waits_as_long_as_the_app_asks(service: Service) -> None:
+    key = uuid.uuid4().hex
+    url = f"{service.url}/flaky/{key}?fail=1&status=429&retry_after=2"
+    step = RETRIED_STEP.replace("    retries: 3\n", "    retries: 3\n    retry_delay: 0.05s\n")
+    started = time.monotonic()
+    state, _ = run(zap_text(step, zap_id=f"http-429-{key[:6]}"), {"id": "o-1", "url": url})
+    assert state.is_completed(), state.message
+    assert len(service.seen) == 2
+    assert time.monotonic() - started >= 2.0  # Retry-After: 2, not the step's 0.05 s
 
 
 @pytest.mark.usefixtures("prefect_api")
