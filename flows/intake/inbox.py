@@ -53,6 +53,8 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import sqlite3
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -225,6 +227,19 @@ def _async_url(url: str) -> sa.URL:
     raise InboxError(f"the inbox runs on SQLite or PostgreSQL, not {backend!r}")
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a new file, while another connection is making
+    the same switch, SQLite answers "database is locked" at once instead of waiting."""
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
+
+
 def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
     """An engine set up for durability: WAL + synchronous=FULL on SQLite, on every connection."""
     parsed = _async_url(url)
@@ -249,7 +264,7 @@ def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         # First, so that switching a new file to WAL waits for a lock held by another opener.
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         # FULL: a commit is fsynced before it returns, so an acknowledged event survives a
         # power cut (NORMAL would only survive a process crash).
         cursor.execute("PRAGMA synchronous=FULL")
