@@ -75,6 +75,14 @@ def running_pid() -> int | None:
     return pid
 
 
+SERVER_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(SERVER_NICENESS)
+
+
 def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
     """Start zapflow's own Prefect server (if it is not running) and wait until it answers."""
     url = own_api_url(port)
@@ -114,6 +122,8 @@ def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            # Below the receiver: recording history can lag a burst; acknowledging cannot.
+            preexec_fn=_lower_priority,
         )
     _pid_file().write_text(str(proc.pid))
     deadline = time.monotonic() + START_TIMEOUT

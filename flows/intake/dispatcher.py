@@ -48,6 +48,17 @@ def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
     ]
 
 
+WRITE_GAP = 0.02
+"""Seconds between two claims, or two writes of finished runs, of one dispatcher."""
+
+
+async def _pace(last: float, gap: float) -> None:
+    """Wait until ``gap`` seconds after ``last`` (monotonic); at once if that has passed."""
+    wait = last + gap - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
 def dead_local_workers(workers: set[str]) -> list[str]:
     """Those of ``host:pid`` workers that ran on this host in a process that is gone."""
     dead = []
@@ -117,6 +128,7 @@ class Dispatcher:
         self._done: list[int] = []
         self._release: list[tuple[int, float]] = []
         self._flush_wanted = asyncio.Event()
+        self._last_claim = 0.0
         self._flushed = asyncio.Condition()
 
     @property
@@ -170,6 +182,11 @@ class Dispatcher:
                 await asyncio.sleep(self._backoff)
                 if self._stopping:
                     return
+            # Under a burst the receiver nudges hundreds of times a second: claiming that often
+            # would compete with its commits for the database's write lock (on SQLite, a waiting
+            # writer sleeps). One claim per WRITE_GAP takes whatever arrived meanwhile.
+            await _pace(self._last_claim, WRITE_GAP)
+            self._last_claim = time.monotonic()
             # Cleared before claiming: a nudge for an event committed after the claim's look
             # at the inbox is kept, so the wait below ends at once instead of after idle_poll.
             self.wake.clear()
@@ -285,8 +302,11 @@ class Dispatcher:
 
     async def _flush_loop(self) -> None:
         """Write finished runs and done events in group commits."""
+        last = 0.0
         while True:
             await self._flush_wanted.wait()
+            await _pace(last, WRITE_GAP)  # one write per WRITE_GAP takes every run finished since
+            last = time.monotonic()
             self._flush_wanted.clear()
             results, done, release = self._results, self._done, self._release
             self._results, self._done, self._release = [], [], []

@@ -240,7 +240,7 @@ def _switch_to_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
+def make_engine(url: str, schema: str | None = None, *, checkpoints: bool = True) -> AsyncEngine:
     """An engine set up for durability: WAL + synchronous=FULL on SQLite, on every connection."""
     parsed = _async_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -268,6 +268,10 @@ def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
         # FULL: a commit is fsynced before it returns, so an acknowledged event survives a
         # power cut (NORMAL would only survive a process crash).
         cursor.execute("PRAGMA synchronous=FULL")
+        if not checkpoints:
+            # Leave folding the WAL into the database to other connections (the dispatcher's):
+            # the commit that crosses the threshold runs the checkpoint before it returns.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @sa.event.listens_for(engine.sync_engine, "begin")
@@ -442,16 +446,20 @@ class Inbox:
         batch_max: int = 500,
         batch_wait: float = 0.002,
         schema: str | None = None,
+        checkpoints: bool = True,
     ) -> Inbox:
         """Open (creating or upgrading as needed) the inbox at ``url``, or the default one.
 
         ``schema`` (PostgreSQL only) keeps the inbox's tables in that schema, created if
         missing. ``batch_max`` and ``batch_wait`` tune group commit: at most that many events
         per transaction, and how long the writer waits for company once one event is waiting.
+        ``checkpoints=False`` (SQLite): this process's commits never fold the write-ahead log
+        into the database file, so they never wait for it; another process must (the
+        dispatcher's inbox does, with the default).
         """
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise InboxError(f"not a plain schema name: {schema!r}")
-        engine = make_engine(url or default_url(), schema)
+        engine = make_engine(url or default_url(), schema, checkpoints=checkpoints)
         try:
             async with engine.execution_options(zapflow_write=True).begin() as conn:
                 applied = await conn.run_sync(_migrate, schema)
