@@ -97,7 +97,10 @@ def start_zapflow(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[],
         with environment(**prefect_env):
             server.stop()
         log.close()
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):  # to look into the inbox, ledger and serve.log after
+            print(f"zapflow's state kept in {home}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
     hook = None
     deadline = time.time() + 90
