@@ -32,9 +32,11 @@ import importlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -479,6 +481,46 @@ def wait_until(check: Callable[[], bool], seconds: float, failure: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{failure} within {seconds:.0f} s")
         time.sleep(0.2)
+
+
+class ThrowawayPrefect:
+    """A Prefect server for one system under test: started like zapflow's own (SQLite, the
+    task-run recorder batched), UI off, under a temporary state folder removed by ``stop``."""
+
+    def __init__(self, prefix: str) -> None:
+        from flows import server
+
+        self.home = Path(tempfile.mkdtemp(prefix=prefix))
+        self.env = {"ZAPFLOW_HOME": str(self.home), "PREFECT_SERVER_UI_ENABLED": "false"}
+        with environment(**self.env):
+            self.api_url = server.start(free_port(), announce=False)
+            self.pid = server.running_pid()
+
+    def stop(self, *processes: subprocess.Popen[Any], grace: float = 5.0) -> None:
+        """Stop ``processes`` (SIGTERM, then SIGKILL after ``grace`` s), then the server."""
+        from flows import server
+
+        for proc in processes:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self.pid:
+            # server.stop() waits until the pid is gone; this process is its parent: reap it.
+            threading.Thread(target=_reap, args=(self.pid,), daemon=True).start()
+        with environment(**self.env):
+            server.stop()
+        if os.environ.get("BENCH_KEEP"):  # to look into the state (inbox, logs) afterwards
+            print(f"state kept in {self.home}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 @contextlib.contextmanager

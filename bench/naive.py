@@ -14,20 +14,15 @@ server (SQLite, UI off, the task-run recorder batched as zapflow's own server is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from harness import MakeBody, environment, free_port, missed_enquiry, wait_until
+from harness import MakeBody, ThrowawayPrefect, free_port, missed_enquiry, wait_until
 from prefect import flow, task
 
 SINK_URL = os.environ.get("NAIVE_SINK_URL", "http://127.0.0.1:9100/sms")
@@ -64,24 +59,14 @@ async def health() -> dict[str, bool]:
     return {"ok": True}
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def start_naive(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[], None]]:
     """Start a throwaway Prefect server and the naive app; (hook URL, body, pids, stop)."""
-    from flows import server
-
-    home = Path(tempfile.mkdtemp(prefix="zapflow-bench-naive-"))
-    prefect_env = {"ZAPFLOW_HOME": str(home), "PREFECT_SERVER_UI_ENABLED": "false"}
-    with environment(**prefect_env):
-        api_url = server.start(free_port(), announce=False)
-        server_pid = server.running_pid()
+    prefect = ThrowawayPrefect("zapflow-bench-naive-")
+    home = prefect.home
     port = free_port()
     env = {
         **os.environ,
-        "PREFECT_API_URL": api_url,
+        "PREFECT_API_URL": prefect.api_url,
         "PREFECT_HOME": str(home / "client"),
         "NAIVE_SINK_URL": sink_url,
     }
@@ -95,18 +80,7 @@ def start_naive(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[], N
         )
 
     def stop() -> None:
-        app_process.terminate()  # uvicorn waits for requests in flight: give up on them soon
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            app_process.wait(5)
-        if app_process.poll() is None:
-            app_process.kill()
-            app_process.wait()
-        if server_pid:
-            # server.stop() waits until the pid is gone; this process is its parent, so reap it.
-            threading.Thread(target=_reap, args=(server_pid,), daemon=True).start()
-        with environment(**prefect_env):
-            server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        prefect.stop(app_process)  # uvicorn waits for requests in flight: give up on them soon
 
     def answers() -> bool:
         if app_process.poll() is not None:
@@ -125,7 +99,7 @@ def start_naive(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[], N
     except BaseException:
         stop()
         raise
-    pids = [app_process.pid] + ([server_pid] if server_pid else [])
+    pids = [app_process.pid] + ([prefect.pid] if prefect.pid else [])
     return f"http://127.0.0.1:{port}/hook", missed_enquiry, pids, stop
 
 

@@ -13,16 +13,13 @@ import contextlib
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from harness import MakeBody, environment, free_port, missed_enquiry
+from harness import MakeBody, ThrowawayPrefect, free_port, missed_enquiry
 
 ZAP = """\
 zap: bench-missed-enquiry
@@ -41,25 +38,15 @@ steps:
 """
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def start_zapflow(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[], None]]:
-    from flows import server
-
-    home = Path(tempfile.mkdtemp(prefix="zapflow-bench-zapflow-"))
+    prefect = ThrowawayPrefect("zapflow-bench-zapflow-")
+    home = prefect.home
     (home / "zaps").mkdir()
     (home / "zaps" / "bench.yaml").write_text(ZAP.format(sink=sink_url))
-    prefect_env = {"ZAPFLOW_HOME": str(home), "PREFECT_SERVER_UI_ENABLED": "false"}
-    with environment(**prefect_env):
-        api_url = server.start(free_port(), announce=False)
-        server_pid = server.running_pid()
     port = free_port()
     env = {
         **os.environ,
-        "PREFECT_API_URL": api_url,
+        "PREFECT_API_URL": prefect.api_url,
         "PREFECT_HOME": str(home / "client"),
         "ZAPFLOW_HOME": str(home),
         "COLUMNS": "300",
@@ -86,21 +73,9 @@ def start_zapflow(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[],
     threading.Thread(target=read, daemon=True).start()
 
     def stop() -> None:
-        serve.terminate()  # graceful: stops accepting, finishes the runs in hand
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            serve.wait(60)
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait()
-        if server_pid:
-            threading.Thread(target=_reap, args=(server_pid,), daemon=True).start()
-        with environment(**prefect_env):
-            server.stop()
+        # SIGTERM is graceful: it stops accepting and finishes the runs in hand.
+        prefect.stop(serve, grace=60)
         log.close()
-        if os.environ.get("BENCH_KEEP"):  # to look into the inbox, ledger and serve.log after
-            print(f"zapflow's state kept in {home}", file=sys.stderr)
-        else:
-            shutil.rmtree(home, ignore_errors=True)
 
     hook = None
     deadline = time.time() + 90
@@ -117,5 +92,5 @@ def start_zapflow(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[],
     except BaseException:
         stop()
         raise
-    pids = [serve.pid] + ([server_pid] if server_pid else [])
+    pids = [serve.pid] + ([prefect.pid] if prefect.pid else [])
     return hook, missed_enquiry, pids, stop
