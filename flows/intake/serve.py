@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -29,6 +29,7 @@ from flows.intake.dispatcher import Dispatcher
 from flows.intake.hooks import ZapFolder, build_hooks, hook_urls
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
+from flows.intake.threaded import ThreadedInbox
 
 log = logging.getLogger("zapflow.serve")
 
@@ -197,9 +198,12 @@ async def serve(
     public = public_url or f"http://{host}:{port}"
     quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
+    # The dispatcher's own inbox runs its transactions on a thread of their own, so they never
+    # hold the write lock while this loop runs zaps (see flows.intake.threaded).
+    claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
     zaps = ZapFolder(folder, report)
     zaps.refresh()
-    dispatcher = Dispatcher(inbox, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
+    dispatcher = Dispatcher(claims, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
     pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set)
     pollers.update(zaps.zaps)
     loop = asyncio.get_running_loop()
@@ -294,5 +298,6 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await dispatching
         wake.close()
+        await claims.close()
         await inbox.close()
         report("stopped; events not yet run stay in the inbox for the next start")
