@@ -208,10 +208,6 @@ class LiveRuns:
 
         return _Live(zap, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
 
-    def open_runs(self) -> dict[str, str]:
-        """Zap id → feed id of the live runs still taking events."""
-        return {k: v.feed.id for k, v in self._live.items() if v.feed.accepting}
-
     async def close(self) -> None:
         """Stop taking events; wait for every live run to finish what it was given."""
         for live in self._live.values():

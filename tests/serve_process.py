@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -85,3 +87,17 @@ class Serve:
         """SIGKILL: no shutdown code runs, as when the machine or the OOM killer stops it."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+
+def ledger(home: Path, zap_id: str, limit: int = 100_000) -> list[Any]:
+    """The run ledger's rows for a zap, from the inbox under `zapflow serve`'s state folder."""
+    from flows.intake.inbox import Inbox
+
+    async def read() -> list[Any]:
+        inbox = await Inbox.open(f"sqlite:///{home / 'inbox.db'}")
+        try:
+            return await inbox.recent_runs(limit=limit, zap=zap_id)
+        finally:
+            await inbox.close()
+
+    return asyncio.run(read())

@@ -16,12 +16,11 @@ import threading
 import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from serve_process import Serve, free_port
+from serve_process import Serve, free_port, ledger
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -94,21 +93,6 @@ class Sender:
                 time.sleep(0.005)
 
 
-def ledger(home: Path) -> list:
-    import asyncio
-
-    from flows.intake.inbox import Inbox
-
-    async def read() -> list:
-        inbox = await Inbox.open(f"sqlite:///{home / 'inbox.db'}")
-        try:
-            return await inbox.recent_runs(limit=100_000, zap="crash-notify")
-        finally:
-            await inbox.close()
-
-    return asyncio.run(read())
-
-
 def test_sigkill_while_events_arrive_loses_none_and_runs_none_twice(tmp_path, prefect_api):
     sink = Sink()
     folder = tmp_path / "zaps"
@@ -137,7 +121,7 @@ def test_sigkill_while_events_arrive_loses_none_and_runs_none_twice(tmp_path, pr
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            runs = ledger(home)
+            runs = ledger(home, "crash-notify")
             if len(runs) >= len(sender.acked) and all(r.state == "completed" for r in runs):
                 break
             time.sleep(0.5)

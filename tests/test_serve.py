@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from serve_process import Serve
+from serve_process import Serve, ledger
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -72,19 +71,6 @@ def task_runs(flow_run_id: object) -> list:
                 if time.monotonic() > deadline:
                     return found
                 await asyncio.sleep(0.2)
-
-    return asyncio.run(read())
-
-
-def ledger(home: Path, zap_id: str) -> list:
-    from flows.intake.inbox import Inbox
-
-    async def read() -> list:
-        inbox = await Inbox.open(f"sqlite:///{home / 'inbox.db'}")
-        try:
-            return await inbox.recent_runs(zap=zap_id)
-        finally:
-            await inbox.close()
 
     return asyncio.run(read())
 

@@ -711,14 +711,7 @@ class Inbox:
 
     async def done(self, seqs: list[int]) -> None:
         """Mark events processed: every matching zap ran (or was found to have run)."""
-        now = _now()
-        async with self._write_engine.begin() as conn:
-            for chunk in _chunks(seqs):
-                await conn.execute(
-                    events.update()
-                    .where(events.c.seq.in_(chunk))
-                    .values(state=DONE, done_at=now, claimed_by=None)
-                )
+        await self.finish_runs((), seqs)
 
     async def release(self, seqs: list[int], *, delay: float = 0.0) -> None:
         """Give claimed events back, to be claimed again no sooner than ``delay`` seconds.
@@ -751,36 +744,8 @@ class Inbox:
         seconds ago. A run "running" for longer than that is taken to have died with its
         process and is taken over; so is a run given back with :meth:`abandon_run`.
         """
-        now = _now()
-        insert = postgresql.insert if self._is_postgresql else sqlite.insert
-        fresh = (
-            insert(runs)
-            .values(event_id=event_id, zap=zap, state=RUNNING, started_at=now)
-            .on_conflict_do_nothing(index_elements=["event_id", "zap"])
-            .returning(runs.c.event_id)
-        )
-        takeover = (
-            runs.update()
-            .where(
-                runs.c.event_id == event_id,
-                runs.c.zap == zap,
-                sa.or_(
-                    runs.c.state == ABANDONED,
-                    sa.and_(
-                        runs.c.state == RUNNING,
-                        runs.c.started_at <= now - timedelta(seconds=stale_after),
-                    ),
-                ),
-            )
-            .values(state=RUNNING, started_at=now, finished_at=None, flow_run_id=None)
-            .returning(runs.c.event_id)
-        )
-        async with self._write_engine.begin() as conn:
-            if (await conn.execute(fresh)).first() is not None:
-                return True
-            # On PostgreSQL two takers meet on the row lock; the second then re-reads the row,
-            # finds it freshly started and updates nothing.
-            return (await conn.execute(takeover)).first() is not None
+        started = await self.start_runs([(event_id, zap)], stale_after=stale_after)
+        return started.get((event_id, zap)) == "started"
 
     async def finish_run(
         self,
@@ -797,30 +762,16 @@ class Inbox:
         Whatever the state, the zap has run on the event and :meth:`start_run` will refuse it
         from now on; use :meth:`abandon_run` for a run that did not happen.
         """
-        async with self._write_engine.begin() as conn:
-            await conn.execute(
-                runs.update()
-                .where(runs.c.event_id == event_id, runs.c.zap == zap)
-                .values(
-                    state=state,
-                    flow_run_id=flow_run_id,
-                    finished_at=_now(),
-                    failing_step=failing_step,
-                    message=message,
-                )
-            )
+        await self.finish_runs(
+            [RunResult(event_id, zap, state, flow_run_id, failing_step, message)]
+        )
 
     async def abandon_run(self, event_id: str, zap: str) -> None:
         """Give back a started run that did not happen (e.g. Prefect's server was unreachable).
 
         The pair may then be started again at once, by this dispatcher or another.
         """
-        async with self._write_engine.begin() as conn:
-            await conn.execute(
-                runs.update()
-                .where(runs.c.event_id == event_id, runs.c.zap == zap, runs.c.state == RUNNING)
-                .values(state=ABANDONED, finished_at=_now())
-            )
+        await self.abandon_runs([(event_id, zap)])
 
     async def start_runs(
         self,
@@ -895,6 +846,8 @@ class Inbox:
                     )
                     .returning(runs.c.event_id, runs.c.zap)
                 )
+                # On PostgreSQL two takers meet on the row lock; the second then re-reads the
+                # row, finds it freshly started and updates nothing.
                 for row in (await conn.execute(takeover)).all():
                     found[(row.event_id, row.zap)] = "started"
                 rest = [p for p in chunk if p not in found]
