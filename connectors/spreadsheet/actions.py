@@ -76,9 +76,9 @@ async def append_row(input: AppendRowInput, ctx: ActionContext) -> AppendedRow:
 @app.action("find_rows", title="Find rows", side_effects=False)
 async def find_rows(input: FindRowsInput, ctx: ActionContext) -> FoundRows:
     """Finds the rows where a column holds a value (the whole cell, as text; as numbers when
-    either is a number), or every row without a column. Gives them as column → value with
-    their row numbers, and the first one on its own (`first`, null when none matched), so
-    `steps.<id>.first.Status` reads a single row."""
+    both are plainly written numbers), or every row without a column. Gives them as column →
+    value with their row numbers, and the first one on its own (`first`, null when none
+    matched), so `steps.<id>.first.Status` reads a single row."""
     path, sheet, where = _target(input, ctx)
     table = await asyncio.to_thread(files.read_table, path, sheet)
     return steps.find(table, input, where)

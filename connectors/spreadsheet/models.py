@@ -36,7 +36,8 @@ _ADD_HELP = (
 )
 _COLUMN_HELP = "The column to look in (its header text)"
 _VALUE_HELP = (
-    "The value to look for: the whole cell, compared as text (as numbers when either is a number)"
+    "The value to look for: the whole cell, compared as text, or as numbers when both are "
+    "plainly written numbers (42 matches 42.0, but 007 does not match 7)"
 )
 
 

@@ -42,6 +42,8 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
 ``zapflow_poll_seen`` — the items a poller has seen, primary key ``(poller, key)`` (the key is
     a hash of the item's dedupe key), ``seen_at`` (when a poll last returned it; keys not seen
     for a while are forgotten). Indexed by ``(poller, seen_at)``.
+``zapflow_storage`` — what zaps keep between runs (``connectors.storage``), primary key
+    ``(namespace, key)``; ``value`` (JSON; JSONB on PostgreSQL), ``updated_at``.
 ``zapflow_inbox_version`` — Alembic's version table.
 
 All times are UTC and come from the clock of the process calling the inbox, so machines that
@@ -201,6 +203,15 @@ poll_seen = sa.Table(
     sa.Column("key", sa.Text(), primary_key=True),
     sa.Column("seen_at", UTCDateTime(), nullable=False),
     sa.Index("ix_zapflow_poll_seen_age", "poller", "seen_at"),
+)
+
+storage = sa.Table(
+    "zapflow_storage",
+    metadata,
+    sa.Column("namespace", sa.Text(), primary_key=True),
+    sa.Column("key", sa.Text(), primary_key=True),
+    sa.Column("value", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 
