@@ -216,7 +216,7 @@ async def _upsert(
     )
     if dialect == "postgresql":
         # xmax is 0 on a row version this statement inserted, set when it updated one.
-        flag = sa.literal_column("xmax = 0").label(_INSERTED)
+        flag: sa.Label[Any] = sa.literal_column("xmax = 0").label(_INSERTED)
         found = (await db.execute(stmt.returning(*table.c, flag))).one()._asdict()
         inserted = bool(found.pop(_INSERTED))
         return row_json(found), inserted
