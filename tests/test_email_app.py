@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import ValidationError
 
 from connectors import ActionContext, registry
-from connectors.email.connection import SmtpConnection
+from connectors.email.connection import EmailConnection
 from flows.errors import AuthError, PermanentError, RetryableError
 
 USERNAME = "zaps@example.com"
@@ -103,7 +103,7 @@ class Servers:
     tls: int
     """TLS from the start, then a login."""
 
-    def connection(self, **fields: Any) -> SmtpConnection:
+    def connection(self, **fields: Any) -> EmailConnection:
         values = {"host": "127.0.0.1", "port": self.plain, "security": "none"}
         if fields.get("security") in ("starttls", "tls"):
             values |= {
@@ -113,7 +113,7 @@ class Servers:
                 "ca_certificate": self.ca.cert_pem.bytes().decode(),
             }
         values |= {"from_address": "Zaps <zaps@example.com>", "timeout": 5}
-        return SmtpConnection.model_validate(values | fields)
+        return EmailConnection.model_validate(values | fields)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def mailbox(servers: Servers) -> Mailbox:
 # --------------------------------------------------------------------------- helpers
 
 
-def context(conn: SmtpConnection, event_id: str | None = None) -> ActionContext:
+def context(conn: EmailConnection, event_id: str | None = None) -> ActionContext:
     return ActionContext(
         zap_id="orders",
         step_id="mail",
@@ -166,7 +166,7 @@ def context(conn: SmtpConnection, event_id: str | None = None) -> ActionContext:
     )
 
 
-async def send(data: dict[str, Any], conn: SmtpConnection, event_id: str | None = None) -> Any:
+async def send(data: dict[str, Any], conn: EmailConnection, event_id: str | None = None) -> Any:
     """Run ``email.send_email`` as the engine does: validate the input, then run the action."""
     action = registry.action("email.send_email")
     out = await action.run(action.input_model.model_validate(data), context(conn, event_id))
@@ -405,7 +405,7 @@ async def test_a_refused_message_fails_for_good(servers: Servers) -> None:
 
 
 async def test_a_server_that_is_down_is_retryable() -> None:
-    conn = SmtpConnection(host="127.0.0.1", port=free_port(), security="none", timeout=2)
+    conn = EmailConnection(host="127.0.0.1", port=free_port(), security="none", timeout=2)
     with pytest.raises(RetryableError, match=r"could not reach 127.0.0.1:\d+ \(ConnectionRefused"):
         await send({**ORDER, "from": "zaps@example.com", "text": "x"}, conn)
 
@@ -415,7 +415,7 @@ async def test_a_server_that_never_answers_times_out_retryably() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        conn = SmtpConnection(host="127.0.0.1", port=port, security="none", timeout=0.5)
+        conn = EmailConnection(host="127.0.0.1", port=port, security="none", timeout=0.5)
         with pytest.raises(RetryableError, match=r"did not answer within 0.5 s"):
             await send({**ORDER, "from": "zaps@example.com", "text": "x"}, conn)
 
@@ -468,6 +468,12 @@ def test_bad_input_names_the_field_and_what_is_allowed(
     assert any(loc == where and says in msg for loc, msg in found), found
 
 
+async def test_a_connection_that_only_reads_mail_cannot_send() -> None:
+    conn = EmailConnection(imap_host="imap.example.com", username="chan", password="pw")  # type: ignore[arg-type]
+    with pytest.raises(PermanentError, match="connection 'office' has no SMTP host"):
+        await send({**ORDER, "text": "x"}, conn)
+
+
 async def test_a_step_without_from_needs_the_connections_from_address(servers: Servers) -> None:
     conn = servers.connection(from_address="")
     with pytest.raises(PermanentError, match="give the step a `from`, or connection 'office'"):
@@ -476,14 +482,18 @@ async def test_a_step_without_from_needs_the_connections_from_address(servers: S
 
 def test_a_connection_names_what_is_wrong_and_takes_empty_answers_as_defaults() -> None:
     given = {"host": "smtp.example.com", "port": "", "timeout": "", "verify_certificate": ""}
-    conn = SmtpConnection.model_validate(given | {"security": "tls"})
+    conn = EmailConnection.model_validate(given | {"security": "tls"})
     assert (conn.port_number, conn.timeout, conn.verify_certificate) == (465, 30, True)
     with pytest.raises(ValidationError, match="a password needs a username"):
-        SmtpConnection(host="smtp.example.com", password=PASSWORD)  # type: ignore[arg-type]
+        EmailConnection(host="smtp.example.com", password=PASSWORD)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="give a host \\(SMTP, to send\\), an imap_host"):
+        EmailConnection(username="chan")
+    with pytest.raises(ValidationError, match="imap_host\\) needs a username"):
+        EmailConnection(imap_host="imap.example.com")
     with pytest.raises(ValidationError, match="is not a host name"):
-        SmtpConnection(host="smtp://smtp.example.com")
+        EmailConnection(host="smtp://smtp.example.com")
     with pytest.raises(ValidationError, match="PEM text"):
-        SmtpConnection(host="smtp.example.com", ca_certificate="/no/such/ca.pem")
+        EmailConnection(host="smtp.example.com", ca_certificate="/no/such/ca.pem")
 
 
 # --------------------------------------------------------------------------- connection check

@@ -7,10 +7,10 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from connectors._contract import ActionContext
-from connectors.email import smtp
+from connectors.email import imap, smtp
 from connectors.email._app import app
 from connectors.email.addresses import Addresses, OneAddress, addr_spec
-from connectors.email.connection import SmtpConnection
+from connectors.email.connection import EmailConnection
 from connectors.email.message import (
     Attachment,
     add_attachments,
@@ -102,13 +102,17 @@ class SentEmail(BaseModel):
     )
 
 
-def _connection(ctx: ActionContext) -> SmtpConnection:
+def _connection(ctx: ActionContext) -> EmailConnection:
     conn = ctx.connection
-    assert isinstance(conn, SmtpConnection)
+    assert isinstance(conn, EmailConnection)
     return conn
 
 
-def _outgoing(input: SendEmailInput, conn: SmtpConnection, ctx: ActionContext) -> smtp.Outgoing:
+def _outgoing(input: SendEmailInput, conn: EmailConnection, ctx: ActionContext) -> smtp.Outgoing:
+    if not conn.host:
+        raise PermanentError(
+            f"connection {ctx.connection_name!r} has no SMTP host: give it one to send mail"
+        )
     sender = input.from_ or conn.from_address
     if not sender:
         raise PermanentError(
@@ -161,8 +165,14 @@ async def send_email(input: SendEmailInput, ctx: ActionContext) -> SentEmail:
 
 
 @app.connection_check
-async def check(conn: SmtpConnection, name: str) -> str:
-    """Connect, secure the link and log in, as sending does."""
-    await smtp.check(conn, name)
+async def check(conn: EmailConnection, name: str) -> str:
+    """Connect, secure the link and log in, as sending (SMTP) and the trigger (IMAP) do."""
+    notes = []
     login = f"accepted the login of {conn.username!r}" if conn.username else "answered (no login)"
-    return f"{conn.server} ({conn.security}) {login}"
+    if conn.host:
+        await smtp.check(conn, name)
+        notes.append(f"{conn.server} ({conn.security}) {login}")
+    if conn.imap_host:
+        await imap.check(conn, name)
+        notes.append(f"IMAP {conn.imap_server} ({conn.imap_security}) {login}")
+    return "; ".join(notes)

@@ -1,7 +1,8 @@
-"""An SMTP connection: the server, how the link is secured, the login, the default sender.
+"""An email connection: the SMTP server that sends (``email.send_email``), the IMAP server the
+``new_email`` trigger reads, one login for both, the default sender, and how TLS is checked.
 
-The password travels only to the SMTP server (after TLS is up, unless ``security`` is none);
-it is a ``SecretStr``, so it never shows in reprs, logs or messages.
+The password travels only to those servers (after TLS is up, unless a security is none); it is
+a ``SecretStr``, so it never shows in reprs, logs or messages.
 """
 
 from __future__ import annotations
@@ -15,35 +16,54 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from connectors.email.addresses import OptionalAddress
 
 Security = Literal["starttls", "tls", "none"]
-DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
+SMTP_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
+IMAP_PORTS: dict[str, int] = {"starttls": 143, "tls": 993, "none": 143}
 PEM_START = "-----BEGIN CERTIFICATE-----"
+_SECURITY_HELP = (
+    "starttls: connect in plain and switch to TLS before logging in; tls: TLS from the start; "
+    "none: no encryption (a server on your own network)"
+)
 
 
-class SmtpConnection(BaseModel):
-    """One SMTP account. Fields left empty take their default."""
+class EmailConnection(BaseModel):
+    """One mail account. Fields left empty take their default."""
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(min_length=1, description="The SMTP server, e.g. smtp.example.com")
+    host: str = Field(
+        "",
+        description="The SMTP server that sends, e.g. smtp.example.com; empty for a connection "
+        "that only reads mail",
+    )
     port: int | None = Field(
         None,
         ge=1,
         le=65535,
-        description="Its port; default by security: 587 (starttls), 465 (tls), 25 (none)",
+        description="The SMTP port; default by security: 587 (starttls), 465 (tls), 25 (none)",
     )
-    security: Security = Field(
-        "starttls",
-        description="starttls: connect in plain and switch to TLS before logging in (port 587); "
-        "tls: TLS from the start (port 465); none: no encryption (a relay on your own network)",
+    security: Security = Field("starttls", description=f"For SMTP: {_SECURITY_HELP}")
+    username: str = Field(
+        "", description="The login (SMTP and IMAP); empty: send without logging in"
     )
-    username: str = Field("", description="The login; empty: send without logging in")
     password: SecretStr = Field(SecretStr(""), description="The password (secret)")
     from_address: OptionalAddress = Field(
         "",
         description="The sender when a step gives no `from`, e.g. Zaps <zaps@example.com>",
     )
+    imap_host: str = Field(
+        "",
+        description="The IMAP server the new_email trigger reads, e.g. imap.example.com; "
+        "empty for a connection that only sends",
+    )
+    imap_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The IMAP port; default by imap_security: 993 (tls), 143 (starttls, none)",
+    )
+    imap_security: Security = Field("tls", description=f"For IMAP: {_SECURITY_HELP}")
     timeout: float = Field(
-        30, gt=0, le=300, description="Seconds to wait for each answer of the server, up to 300"
+        30, gt=0, le=300, description="Seconds to wait for each answer of a server, up to 300"
     )
     ca_certificate: str = Field(
         "",
@@ -52,8 +72,8 @@ class SmtpConnection(BaseModel):
     )
     verify_certificate: bool = Field(
         True,
-        description="Check the server's TLS certificate and name (default true); false trusts "
-        "any certificate, which lets a man in the middle read the password",
+        description="Check the servers' TLS certificates and names (default true); false "
+        "trusts any certificate, which lets a man in the middle read the password",
     )
 
     @model_validator(mode="before")
@@ -64,11 +84,11 @@ class SmtpConnection(BaseModel):
             return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
         return values
 
-    @field_validator("host")
+    @field_validator("host", "imap_host")
     @classmethod
     def _host(cls, value: str) -> str:
         value = value.strip()
-        if not value or any(c in value for c in " /:@"):
+        if any(c in value for c in " /:@"):
             raise ValueError(f"{value!r} is not a host name; give one such as smtp.example.com")
         return value
 
@@ -81,22 +101,34 @@ class SmtpConnection(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _login(self) -> Self:
+    def _complete(self) -> Self:
+        if not self.host and not self.imap_host:
+            raise ValueError("give a host (SMTP, to send), an imap_host (to read) or both")
         if self.password.get_secret_value() and not self.username:
             raise ValueError("a password needs a username")
+        if self.imap_host and not self.username:
+            raise ValueError("reading mail (imap_host) needs a username and password")
         return self
 
     @property
+    def port_number(self) -> int:
+        return self.port or SMTP_PORTS[self.security]
+
+    @property
     def server(self) -> str:
-        """``host:port`` as messages name the server."""
+        """The SMTP server as messages name it."""
         return f"{self.host}:{self.port_number}"
 
     @property
-    def port_number(self) -> int:
-        return self.port or DEFAULT_PORTS[self.security]
+    def imap_port_number(self) -> int:
+        return self.imap_port or IMAP_PORTS[self.imap_security]
+
+    @property
+    def imap_server(self) -> str:
+        return f"{self.imap_host}:{self.imap_port_number}"
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The TLS settings for ``tls`` and ``starttls``."""
+        """The TLS settings for tls and starttls."""
         ca = self.ca_certificate
         if ca.startswith(PEM_START):
             context = ssl.create_default_context(cadata=ca)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from connectors.email.connection import SmtpConnection
+from connectors.email.connection import EmailConnection
+from connectors.email.links import link_failure, masked
 from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
-
-MASK = "********"
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Outgoing:
 
 
 async def deliver(
-    out: Outgoing, conn: SmtpConnection, connection_name: str | None
+    out: Outgoing, conn: EmailConnection, connection_name: str | None
 ) -> list[Refusal]:
     """Send the message; the recipients the server refused while accepting others."""
     try:
@@ -50,7 +48,7 @@ async def deliver(
     return [Refusal(addr, code, _text(reply)) for addr, (code, reply) in refused.items()]
 
 
-async def check(conn: SmtpConnection, connection_name: str | None) -> None:
+async def check(conn: EmailConnection, connection_name: str | None) -> None:
     """Connect, secure the link and log in, as a send would; raise the error a failure calls for."""
     try:
         await asyncio.to_thread(_login_only, conn)
@@ -58,18 +56,18 @@ async def check(conn: SmtpConnection, connection_name: str | None) -> None:
         raise failure(exc, conn, connection_name) from None
 
 
-def _deliver(out: Outgoing, conn: SmtpConnection) -> dict[str, tuple[int, bytes]]:
+def _deliver(out: Outgoing, conn: EmailConnection) -> dict[str, tuple[int, bytes]]:
     with _session(conn) as smtp:
         return smtp.send_message(out.message, out.sender, out.recipients)
 
 
-def _login_only(conn: SmtpConnection) -> None:
+def _login_only(conn: EmailConnection) -> None:
     with _session(conn) as smtp:
         smtp.noop()
 
 
 @contextmanager
-def _session(conn: SmtpConnection) -> Iterator[smtplib.SMTP]:
+def _session(conn: EmailConnection) -> Iterator[smtplib.SMTP]:
     """A connected, secured and logged-in session, closed afterwards."""
     smtp: smtplib.SMTP
     if conn.security == "tls":
@@ -96,16 +94,12 @@ def _text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def failure(exc: BaseException, conn: SmtpConnection, name: str | None) -> ConnectorError:
+def failure(exc: BaseException, conn: EmailConnection, name: str | None) -> ConnectorError:
     """The engine's error for what went wrong, its message free of the password."""
-    error = _classified(exc, conn, name)
-    password = conn.password.get_secret_value()
-    if password and password in str(error):
-        return type(error)(str(error).replace(password, MASK))
-    return error
+    return masked(_classified(exc, conn, name), conn)
 
 
-def _classified(exc: BaseException, conn: SmtpConnection, name: str | None) -> ConnectorError:
+def _classified(exc: BaseException, conn: EmailConnection, name: str | None) -> ConnectorError:
     server = conn.server
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return _auth_refused(exc, conn, name)
@@ -115,24 +109,13 @@ def _classified(exc: BaseException, conn: SmtpConnection, name: str | None) -> C
         return PermanentError(f"{server} does not support it: {exc}. {_NOT_SUPPORTED_HELP}")
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_error(f"{server} answered", exc.smtp_code, exc.smtp_error)
-    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-        # smtplib reports a reply that never came as SMTPServerDisconnected
-        return RetryableError(f"{server} did not answer within {conn.timeout:g} s")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
+    timed_out = isinstance(exc.__context__, TimeoutError)
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and not timed_out:
         return RetryableError(f"{server} closed the connection: {exc or 'no reason given'}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermanentError(
-            f"{server}'s TLS certificate is not trusted ({exc.verify_message}): give the "
-            "connection its CA in ca_certificate, or set verify_certificate false"
-        )
-    if isinstance(exc, ssl.SSLError):
-        return RetryableError(
-            f"TLS with {server} failed ({exc.reason or exc}); is security right? tls is "
-            "usually port 465, starttls 587"
-        )
-    return RetryableError(f"could not reach {server} ({type(exc).__name__}: {exc})")
+    return link_failure(exc, server, conn.timeout, TLS_HINT)
 
 
+TLS_HINT = "is security right? tls is usually port 465, starttls 587"
 _NOT_SUPPORTED_HELP = (
     "A server offers a login (AUTH) only over TLS: choose security starttls or tls, or leave "
     "username empty for a relay that needs no login"
@@ -140,7 +123,7 @@ _NOT_SUPPORTED_HELP = (
 
 
 def _auth_refused(
-    exc: smtplib.SMTPAuthenticationError, conn: SmtpConnection, name: str | None
+    exc: smtplib.SMTPAuthenticationError, conn: EmailConnection, name: str | None
 ) -> ConnectorError:
     reply = f"{exc.smtp_code} {_text(exc.smtp_error)}"
     if 400 <= exc.smtp_code < 500:
