@@ -10,7 +10,6 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.http.connection import http_url
 from connectors.slack.webhooks import checked_url
 
 DEFAULT_API_BASE_URL = "https://slack.com/api"
@@ -48,8 +47,7 @@ class SlackConnection(BaseModel):
     @field_validator("api_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        http_url(value.strip(), "api_base_url")
-        return value.strip().rstrip("/")
+        return checked_url(value, "api_base_url").rstrip("/")
 
     @field_validator("webhook_url")
     @classmethod
