@@ -96,37 +96,35 @@ class NamespaceInput(BaseModel):
     namespace: Namespace = None
 
 
-class Stored(BaseModel):
-    key: str
+class _Keyed(BaseModel):
+    key: str = Field(description="The key")
+
+
+class Stored(_Keyed):
     value: Any = Field(description="The value now stored")
 
 
-class Found(BaseModel):
-    key: str
+class Found(_Keyed):
     value: Any = Field(description="The stored value, or the default when there is none")
     found: bool = Field(description="Whether the key holds a value")
 
 
-class Deleted(BaseModel):
-    key: str
+class Deleted(_Keyed):
     value: Any = Field(description="The value that was deleted; null when there was none")
     deleted: bool = Field(description="Whether the key held a value")
 
 
-class Incremented(BaseModel):
-    key: str
+class Incremented(_Keyed):
     value: int | float = Field(description="The number after adding")
     previous: int | float = Field(description="The number before (0 when the key was new)")
 
 
-class Appended(BaseModel):
-    key: str
+class Appended(_Keyed):
     value: list[Any] = Field(description="The whole list after appending")
-    length: int
+    length: int = Field(description="Entries in the list")
 
 
-class Popped(BaseModel):
-    key: str
+class Popped(_Keyed):
     value: Any = Field(description="The entry taken off the list, or the default")
     found: bool = Field(description="Whether the list had an entry to take")
     remaining: int = Field(description="Entries left in the list")
@@ -134,7 +132,7 @@ class Popped(BaseModel):
 
 class Everything(BaseModel):
     values: dict[str, Any] = Field(description="Every key of the namespace and its value")
-    count: int
+    count: int = Field(description="How many keys the namespace holds")
 
 
 def namespace_of(given: str | None, ctx: ActionContext) -> str:
