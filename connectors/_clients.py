@@ -17,6 +17,11 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+POOL_LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+"""Connection limits of every app's pooled client. As many kept alive as may be open: httpcore
+closes an idle connection whenever the pool holds more connections than it may keep alive
+(it counts busy ones too), so with fewer, a burst of steps reconnected for most requests."""
+
 
 class ClientPool:
     """Reusable clients, by key, in the running event loop."""

@@ -1,39 +1,35 @@
 """A zap as a Prefect flow: a flow run per zap run (or per batch of them), a task run per step.
 
 ``run_zap`` is the one importable flow (deployments point at it: ``flows/compiler.py:run_zap``);
-``compile_zap`` gives the same flow named after a zap. Each step runs as a task named after its
-step id, with the step's retries (exponential backoff with jitter) and timeout; permanent errors
-(bad input, a refused request, rejected credentials) are not retried. A zap whose filter does
+``compile_zap`` gives the same flow named after a zap. Each step runs as a task run named after
+its step id (``flows/task_runs.py``), with the step's retries (exponential backoff with jitter)
+and timeout; permanent errors (bad input, a refused request, rejected credentials) are not
+retried. A zap whose filter does
 not hold ends in the state "Filtered" (a kind of Completed), not Failed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from prefect import Flow, Task, flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import Flow, flow
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, FlowRunContext
 from prefect.flow_engine import run_flow_async
 from prefect.states import Completed, Failed
-from prefect.utilities.annotations import quote
 
-from connectors._contract import ActionContext
-from flows.errors import ZapError, is_retryable
-from flows.model import ActionStep, StepPolicy, Zap, effective_policy, step_connection
-from flows.runtime import Event, RunOutcome, Skipped, ZapRun, run_step
+from flows.errors import ZapError
+from flows.model import ActionStep, Zap, effective_policy, step_connection
+from flows.runtime import Event, RunOutcome, ZapRun
+from flows.task_runs import run_step_as_task_run
 
 ZAPFLOW_TAG = "zapflow"
 FILTERED = "Filtered"
-SKIPPED = "Skipped"
-_LOG_LIMIT = 4000
 
 
 class ZapRunFailed(ZapError):
@@ -46,72 +42,6 @@ class ZapRunFailed(ZapError):
 
 def run_tags(zap: Zap) -> list[str]:
     return [ZAPFLOW_TAG, f"zap:{zap.zap}", f"app:{zap.trigger.app}"]
-
-
-MAX_RETRY_AFTER = 300.0
-"""The longest an app's Retry-After may hold a step's retry back (seconds)."""
-
-
-async def _retry_allowed(task: Any, task_run: Any, state: State) -> bool:
-    """Retry transient errors only; when the app said how long to wait (Retry-After), wait
-    that long first (at most MAX_RETRY_AFTER), then the step's own retry delay."""
-    error = state.data if isinstance(state.data, BaseException) else None
-    if error is not None and not is_retryable(error):
-        return False
-    wait = getattr(error, "retry_after", None)
-    if wait:
-        await asyncio.sleep(min(float(wait), MAX_RETRY_AFTER))
-    return True
-
-
-def _clip(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= _LOG_LIMIT else text[:_LOG_LIMIT] + "…"
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-async def zap_step(
-    step: ActionStep,
-    context: dict[str, Any],
-    base: dict[str, Any],
-    dry_run: bool = False,
-    connection_name: str | None = None,
-    event_ref: str = "",
-) -> Any:
-    """One zap step: render its input, call its action, return (input, output)."""
-    logger = get_run_logger()
-    result = await run_step(
-        step,
-        context,
-        ActionContext(**base, logger=logger),
-        dry_run=dry_run,
-        connection_name=connection_name,
-    )
-    if isinstance(result, Skipped):
-        logger.info("skipped: %s", result.reason)
-        return Completed(name=SKIPPED, message=result.reason)
-    logger.info("input: %s", _clip(result[0]))
-    logger.info("output: %s", _clip(result[1]))
-    return result
-
-
-@lru_cache(maxsize=1024)
-def _step_task(step_id: str, policy_json: str, per_event: bool = False) -> Task[..., Any]:
-    """The step's task; ``per_event``: its runs are named after the event too (in a flow run
-    that carries many events)."""
-    policy = StepPolicy.model_validate_json(policy_json)
-    retries = policy.retries or 0
-    delay = policy.retry_delay.total_seconds() if policy.retry_delay else 0.0
-    backoff = policy.retry_backoff or 1.0
-    return zap_step.with_options(
-        name=step_id,
-        task_run_name=f"{step_id} ← {{event_ref}}" if per_event else step_id,
-        retries=retries,
-        retry_delay_seconds=[round(delay * backoff**i, 3) for i in range(retries)] or 0,
-        retry_jitter_factor=policy.retry_jitter or 0.0,
-        timeout_seconds=policy.timeout.total_seconds() if policy.timeout else None,
-        retry_condition_fn=_retry_allowed,
-    )
 
 
 def run_name(zap: Zap, event: Event) -> str:
@@ -154,37 +84,23 @@ async def run_event(
     except ZapError as exc:  # the event does not fit the trigger: this run fails, not the batch
         failed = RunOutcome("failed", [], f"{type(exc).__name__}: {exc}")
         return EventRun(event.id, failed, flow_run_id)
-    base = {
-        "zap_id": model.zap,
-        "step_id": "",
-        "run_id": run.run_id,
-        "event_id": event.id,
-        "testing": dry_run,
-    }
     event_ref = f"{event.app}.{event.trigger} {event.id[:12]}"
 
-    async def through_task(step: ActionStep, context: dict[str, Any]) -> Any:
-        policy = effective_policy(model, step).model_dump_json()
-        task = _step_task(step.id, policy, per_event)
-        # quote(): Prefect need not walk the run's context looking for futures to resolve
-        # (there are none), which it would otherwise do for every step of every event.
-        state = await task(
-            quote(step),
-            quote(context),
-            quote(base),
-            dry_run,
-            step_connection(model, step),
-            event_ref,
-            return_state=True,
+    async def as_task_run(step: ActionStep, context: dict[str, Any]) -> Any:
+        return await run_step_as_task_run(
+            step,
+            context,
+            run.base,
+            policy=effective_policy(model, step),
+            name=f"{step.id} ← {event_ref}" if per_event else step.id,
+            task_key=f"{model.zap}.{step.id}",
+            dry_run=dry_run,
+            connection_name=step_connection(model, step),
         )
-        if state.name == SKIPPED:
-            return Skipped(state.message or "")
-        return await state.result()  # raises the step's error if it failed
 
-    # Named after the event, not tagged with it: Prefect checks every tag of a task run against
-    # its tag concurrency limits with an API request per task run, which took zap runs from
-    # hundreds a second to 5 (measured with bench/bench_intake.py).
-    outcome = await run.execute(through_task)
+    # Named after the event, not tagged with it: a tag would show in the UI's filters but each
+    # one is a related resource on every state event of every step.
+    outcome = await run.execute(as_task_run)
     return EventRun(event.id, outcome, flow_run_id)
 
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import httpx
 
-from connectors._clients import ClientPool, retry_after
+from connectors._clients import POOL_LIMITS, ClientPool, retry_after
 from connectors.cinnox import wire
 from connectors.cinnox.connection import CinnoxConnection
 from flows.errors import AuthError, PermanentError, RetryableError
 
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 
 
 class RateLimiter:
@@ -87,7 +86,7 @@ class CinnoxClient:
             _key(self.conn),
             lambda: httpx.AsyncClient(
                 timeout=TIMEOUT,
-                limits=LIMITS,
+                limits=POOL_LIMITS,
                 headers={
                     "Authorization": f"Bearer {self.conn.app_token.get_secret_value()}",
                     "Accept": "application/json",

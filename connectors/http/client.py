@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from connectors._clients import ClientPool, retry_after
+from connectors._clients import POOL_LIMITS, ClientPool, retry_after
 from connectors.http.connection import HttpConnection, http_url
 from flows.errors import AuthError, PermanentError, RetryableError
 
@@ -43,7 +43,7 @@ def _new_client() -> httpx.AsyncClient:
         cookies=no_cookies,
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,  # followed by _exchange, which drops credentials off-origin
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=POOL_LIMITS,
     )
 
 
