@@ -65,7 +65,7 @@ class SqlConnection(BaseModel):
     url: SecretStr = Field(
         description="SQLAlchemy URL (secret: it may hold the password), e.g. sqlite:///shop.db "
         "or postgresql://user:password@host:5432/shop; sync drivers are mapped to "
-        "aiosqlite and asyncpg"
+        "aiosqlite and asyncpg. A relative SQLite path is from where zapflow runs"
     )
     schema_name: str = Field(
         "",
