@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -431,6 +432,8 @@ def serve(
         raise fail(f"--retention: {exc}") from None
     if not isinstance(keep, timedelta):
         raise fail(f"--retention: {retention!r} is not a duration such as 36h or 30d")
+    if inbox_url:  # the storage app keeps its values in the same database
+        os.environ["ZAPFLOW_INBOX_URL"] = inbox_url
     with prefect_api() as url:
         from flows import server
 

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from connectors._clients import ClientPool, retry_after
 from connectors.google_sheets.connection import ServiceAccountKey
@@ -60,6 +58,9 @@ def assertion(key: ServiceAccountKey, now: float | None = None) -> str:
     signing_input = ".".join(
         _b64(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
     )
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signature = key.private_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{_b64(signature)}"
 

@@ -21,16 +21,15 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 from zipfile import BadZipFile
-
-from openpyxl import Workbook, load_workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.chartsheet import Chartsheet
-from openpyxl.utils.exceptions import InvalidFileException
 
 from connectors.spreadsheet.table import HEADER_ROW, RowWrite, Table
 from flows.errors import PermanentError, RetryableError
+
+if TYPE_CHECKING:  # openpyxl (~13 MB) is imported when a step first touches an .xlsx file, so
+    # processes that only load zaps (the receiver) do not carry it
+    from openpyxl import Workbook
 
 LOCK_TIMEOUT = 30.0
 FORMATS = (".xlsx", ".csv")
@@ -136,6 +135,8 @@ def _cell(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.isoformat()  # Excel has no time zones: kept as text, not shifted
     if isinstance(value, str):
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
         return ILLEGAL_CHARACTERS_RE.sub("", value)  # control characters xlsx cannot hold
     return value
 
@@ -145,6 +146,8 @@ class XlsxSheet:
         if path.exists():
             self.book = _open_book(path, read_only=False)
         elif create:
+            from openpyxl import Workbook
+
             self.book = Workbook()
             self.book.worksheets[0].title = sheet or "Sheet1"
         else:
@@ -164,6 +167,9 @@ class XlsxSheet:
 
 
 def _open_book(path: Path, *, read_only: bool) -> Workbook:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         return load_workbook(path, read_only=read_only, data_only=read_only)
     except (BadZipFile, InvalidFileException, KeyError, OSError) as exc:
@@ -174,6 +180,8 @@ def _open_book(path: Path, *, read_only: bool) -> Workbook:
 
 def _worksheet(book: Workbook, name: str | None, path: Path, *, create: bool) -> Any:
     """The worksheet (a read-only one when the book was opened so)."""
+    from openpyxl.chartsheet import Chartsheet
+
     if name is None:
         sheet = book.worksheets[0]
     elif name in book.sheetnames:
