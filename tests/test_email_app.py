@@ -5,6 +5,7 @@ password kept out of errors and reprs."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -506,3 +507,97 @@ async def test_the_connection_check_logs_in(servers: Servers) -> None:
     assert note == f"127.0.0.1:{servers.starttls} (starttls) accepted the login of '{USERNAME}'"
     with pytest.raises(AuthError):
         await app.check(servers.connection(security="tls", password="nope"), "office")
+
+
+# --------------------------------------------------------------------------- real zap runs
+
+MAIL_ZAP = """\
+zap: {zap_id}
+trigger:
+  app: builtin
+  event: catch_hook
+defaults:
+  retries: 2
+  retry_delay: 0.05s
+  retry_jitter: 0
+steps:
+  - id: mail
+    action: email.send_email
+    connection: office
+    input:
+      to: "{{{{ trigger.customer }}}} <{{{{ trigger.email }}}}>"
+      bcc: audit@example.com
+      subject: "Order {{{{ trigger.id }}}} has shipped"
+      text: "Hello {{{{ trigger.customer }}}}"
+"""
+
+
+def run_zap(zap_id: str, payload: dict[str, Any]) -> Any:
+    from flows.compiler import run_with_history
+    from flows.loader import load_zap_text
+    from flows.runtime import Event
+
+    zap = load_zap_text(MAIL_ZAP.format(zap_id=zap_id))
+    event = Event(app="builtin", trigger="catch_hook", payload=payload)
+    return asyncio.run(run_with_history(zap, event))
+
+
+def history(flow_run_id: Any) -> tuple[dict[str, Any], str]:
+    """The run's task runs by name, and what the server holds about the run as text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async def read() -> tuple[dict[str, Any], str]:
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(flow_run_id)
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            states = [s for t in tasks for s in await client.read_task_run_states(t.id)]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        parts = [flow_run.model_dump_json(), *(t.model_dump_json() for t in tasks)]
+        parts += [s.model_dump_json() for s in states] + [log.message for log in logs]
+        return {t.name: t for t in tasks}, json.dumps(parts)
+
+    return asyncio.run(read())
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_zap_sends_mail_and_a_refused_login_stops_it_without_the_password(
+    servers: Servers, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection from the environment (STARTTLS, a login). The first run delivers; after
+    the password changes, the run fails at once (no retries) asking for a rekey. The password
+    is nowhere in either run's history."""
+    from flows import connections
+
+    prefix = "ZAPFLOW_EMAIL_OFFICE_"
+    settings = {"HOST": "127.0.0.1", "PORT": str(servers.starttls), "SECURITY": "starttls"}
+    settings |= {"USERNAME": USERNAME, "PASSWORD": PASSWORD, "FROM_ADDRESS": "zaps@example.com"}
+    settings |= {"CA_CERTIFICATE": servers.ca.cert_pem.bytes().decode()}
+    for field_name, value in settings.items():
+        monkeypatch.setenv(prefix + field_name, value)
+    connections.forget("email", "office")
+    payload = {"id": "1001", "customer": "Chan Tai Man", "email": "chan@example.com"}
+    state = run_zap(f"mail-{uuid.uuid4().hex[:6]}", payload)
+    assert state.is_completed(), state.message
+    (got,) = mailbox.delivered
+    assert got.recipients == ["chan@example.com", "audit@example.com"] and got.login == USERNAME
+    assert got.message["To"] == "Chan Tai Man <chan@example.com>"
+
+    monkeypatch.setenv(prefix + "PASSWORD", "changed-" + PASSWORD)
+    connections.forget("email", "office")
+    failed = run_zap(f"mail-{uuid.uuid4().hex[:6]}", payload)
+    assert failed.is_failed() and "connections rekey email office" in failed.message
+    tasks, text = history(failed.state_details.flow_run_id)
+    assert tasks["mail"].run_count == 1  # an AuthError is not retried
+    _, sent = history(state.state_details.flow_run_id)
+    for recorded in (text, sent, failed.message):
+        assert PASSWORD not in recorded

@@ -48,7 +48,8 @@ class Posted:
 class FakeSlack:
     """Slack's Web API (`/api/<method>`) and incoming webhooks (`/services/<secret>[/<mode>]`)
     on loopback. Channels: C0SALES (the bot is in it), C0PRIVATE (it is not), C0ARCHIVED;
-    C0BUSY answers 429 with Retry-After once per message, C0DOWN 503, C0SLOW waits 2 s."""
+    C0BUSY answers 429 with Retry-After once per message, C0DOWN 503, C0SLOW waits 2 s and
+    posts nothing."""
 
     url: str = ""
     posted: list[Posted] = field(default_factory=list)
@@ -129,12 +130,13 @@ class FakeSlack:
                 )
         if channel == "C0DOWN":
             return PlainTextResponse("upstream connect error", status_code=503)
-        if channel == "C0SLOW":
+        if channel == "C0SLOW":  # the client gives up first; nothing is posted
             await asyncio.sleep(2)
+            return self.refuse("request_timeout")
         return None
 
     def _refusal(self, channel: str, body: dict[str, Any], token: str | None) -> Response | None:
-        known = {*CHANNELS, "C0BUSY", "C0SLOW"}
+        known = {*CHANNELS, "C0BUSY"}
         if channel not in known:
             return self.refuse("channel_not_found")
         if channel == "C0PRIVATE":
