@@ -65,7 +65,7 @@ class WebhookMessageInput(_Message):
     webhook_url: SecretStr | None = Field(
         None,
         description="The incoming webhook URL; default: the connection's webhook_url. Prefer "
-        "the connection: a URL in the zap file is a secret in plain sight",
+        "the connection: a URL given here shows in the zap file and in run history",
     )
     timeout: float = Field(30, gt=0, le=300, description=_TIMEOUT_HELP)
 

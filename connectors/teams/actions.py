@@ -34,7 +34,7 @@ class SendMessageInput(BaseModel):
     webhook_url: SecretStr | None = Field(
         None,
         description="The channel's webhook URL; default: the connection's. Prefer the "
-        "connection: a URL in the zap file is a secret in plain sight",
+        "connection: a URL given here shows in the zap file and in run history",
     )
     timeout: float = Field(30, gt=0, le=300, description="Seconds to wait for Teams, up to 300")
 
