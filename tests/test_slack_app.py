@@ -1,7 +1,7 @@
-"""The Slack app against a loopback service that answers as Slack's Web API and incoming
-webhooks do: posting to channels and threads with a bot token, posting to a webhook, Slack's
-own refusals turned into the error class that tells the engine what to do next, and the token
-and webhook URL kept out of errors and run history."""
+"""The Slack app against the Slack sandbox (connectors/slack/sandbox.py), a loopback service
+that answers as Slack's Web API and incoming webhooks do: posting to channels and threads with
+a bot token, posting to a webhook, Slack's own refusals turned into the error class that tells
+the engine what to do next, and the token and webhook URL kept out of errors and run history."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from connectors import ActionContext, registry
-from connectors.cinnox.sandbox.runner import serve_in_thread
 from connectors.slack import web_api
 from connectors.slack.connection import SlackConnection
+from connectors.slack.sandbox import SlackSandbox, run_in_thread
 from connectors.slack.webhooks import close_all
 from flows.errors import AuthError, PermanentError, RetryableError
 from flows.loader import load_zap_text
@@ -32,166 +27,23 @@ LIMITED = "xoxb-3333-4444-" + "l1m1t3d" * 3
 """A token without chat:write.customize."""
 REVOKED = "xoxb-5555-6666-" + "r3v0k3d" * 3
 HOOK_SECRET = "T0ACME/B0SALES/" + "h00k" * 6
-CHANNELS = {"C0SALES": "sales", "C0PRIVATE": "private", "C0ARCHIVED": "old"}
 
 
 # --------------------------------------------------------------------------- the service
 
 
-@dataclass
-class Posted:
-    token: str
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeSlack:
-    """Slack's Web API (`/api/<method>`) and incoming webhooks (`/services/<secret>[/<mode>]`)
-    on loopback. Channels: C0SALES (the bot is in it), C0PRIVATE (it is not), C0ARCHIVED;
-    C0BUSY answers 429 with Retry-After once per message, C0DOWN 503, C0SLOW waits 2 s and
-    posts nothing."""
-
-    url: str = ""
-    posted: list[Posted] = field(default_factory=list)
-    hooked: list[dict[str, Any]] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)
-    issued: set[str] = field(default_factory=set)
-    """The ts of every message posted: what thread_ts may name."""
-    next_ts: int = 100
-
-    def reset(self) -> None:
-        self.posted.clear()
-        self.hooked.clear()
-        self.attempts.clear()
-        self.issued.clear()
-
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/api/chat.postMessage", self.post_message, methods=["POST"]),
-                Route("/api/auth.test", self.auth_test, methods=["POST"]),
-                Route("/services/{secret:path}", self.webhook, methods=["POST"]),
-            ]
-        )
-
-    @staticmethod
-    def _token(request: Request) -> str | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return token if scheme == "Bearer" and token else None
-
-    @staticmethod
-    def refuse(error: str, **more: Any) -> Response:
-        return JSONResponse({"ok": False, "error": error, **more})  # Slack says no with a 200
-
-    def _auth_error(self, request: Request) -> Response | None:
-        token = self._token(request)
-        if token is None:
-            return self.refuse("not_authed")
-        if token == REVOKED:
-            return self.refuse("token_revoked")
-        if token not in (TOKEN, LIMITED):
-            return self.refuse("invalid_auth")
-        return None
-
-    async def auth_test(self, request: Request) -> Response:
-        refused = self._auth_error(request)
-        return refused or JSONResponse({"ok": True, "user": "zapbot", "team": "Acme HK"})
-
-    async def post_message(self, request: Request) -> Response:
-        refused = self._auth_error(request)
-        if refused is not None:
-            return refused
-        body = await request.json()
-        channel = str(body.get("channel", "")).removeprefix("#")
-        channel = {name: cid for cid, name in CHANNELS.items()}.get(channel, channel)
-        trouble = await self._trouble(channel, body)
-        if trouble is not None:
-            return trouble
-        refused = self._refusal(channel, body, self._token(request))
-        if refused is not None:
-            return refused
-        self.posted.append(Posted(self._token(request) or "", body))
-        self.next_ts += 1
-        ts = f"1764062400.{self.next_ts:06d}"
-        self.issued.add(ts)
-        message = {"text": body.get("text", ""), "ts": ts, "bot_id": "B0ZAP"}
-        if "thread_ts" in body:
-            message["thread_ts"] = body["thread_ts"]
-        return JSONResponse({"ok": True, "channel": channel, "ts": ts, "message": message})
-
-    async def _trouble(self, channel: str, body: dict[str, Any]) -> Response | None:
-        if channel == "C0BUSY":
-            key = json.dumps(body, sort_keys=True)
-            self.attempts[key] = self.attempts.get(key, 0) + 1
-            if self.attempts[key] == 1:
-                headers = {"Retry-After": "1"}
-                return JSONResponse(
-                    {"ok": False, "error": "ratelimited"}, status_code=429, headers=headers
-                )
-        if channel == "C0DOWN":
-            return PlainTextResponse("upstream connect error", status_code=503)
-        if channel == "C0SLOW":  # the client gives up first; nothing is posted
-            await asyncio.sleep(2)
-            return self.refuse("request_timeout")
-        return None
-
-    def _refusal(self, channel: str, body: dict[str, Any], token: str | None) -> Response | None:
-        known = {*CHANNELS, "C0BUSY"}
-        if channel not in known:
-            return self.refuse("channel_not_found")
-        if channel == "C0PRIVATE":
-            return self.refuse("not_in_channel")
-        if channel == "C0ARCHIVED":
-            return self.refuse("is_archived")
-        if not body.get("text") and not body.get("blocks"):
-            return self.refuse("no_text")
-        for i, block in enumerate(body.get("blocks") or []):
-            if "type" not in block:
-                problem = f"[ERROR] missing required field: type [json-pointer:/blocks/{i}]"
-                return self.refuse("invalid_blocks", response_metadata={"messages": [problem]})
-        if "username" in body and token == LIMITED:
-            return self.refuse("missing_scope", needed="chat:write.customize")
-        if "thread_ts" in body and body["thread_ts"] not in self.issued:
-            return self.refuse("thread_not_found")
-        return None
-
-    async def webhook(self, request: Request) -> Response:
-        secret, _, mode = request.path_params["secret"].partition("/x/")
-        if secret != HOOK_SECRET:
-            return PlainTextResponse("no_service", status_code=404)
-        answers = {
-            "archived": (410, "channel_is_archived"),
-            "prohibited": (403, "action_prohibited"),
-            "revoked": (403, "invalid_token"),
-            "down": (500, "internal server error"),
-        }
-        if mode in answers:
-            status, text = answers[mode]
-            return PlainTextResponse(text, status_code=status)
-        if mode == "busy":
-            return PlainTextResponse("rate limited", status_code=429, headers={"Retry-After": "3"})
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return PlainTextResponse("invalid_payload", status_code=400)
-        if not body.get("text") and not body.get("blocks"):
-            return PlainTextResponse("no_text", status_code=400)
-        if any("type" not in block for block in body.get("blocks") or []):
-            return PlainTextResponse("invalid_blocks", status_code=400)
-        self.hooked.append(body)
-        return PlainTextResponse("ok")
-
-
 @pytest.fixture(scope="module")
-def running_slack() -> Iterator[FakeSlack]:
-    slack = FakeSlack()
-    with serve_in_thread(slack.app()) as url:
-        slack.url = url
+def running_slack() -> Iterator[SlackSandbox]:
+    """The product's Slack sandbox, with this module's tokens and webhook secret."""
+    double = SlackSandbox(
+        bot_token=TOKEN, hook_secret=HOOK_SECRET, limited_tokens={LIMITED}, revoked_tokens={REVOKED}
+    )
+    with run_in_thread(double) as slack:
         yield slack
 
 
 @pytest.fixture
-def slack(running_slack: FakeSlack) -> FakeSlack:
+def slack(running_slack: SlackSandbox) -> SlackSandbox:
     running_slack.reset()
     return running_slack
 
@@ -206,7 +58,7 @@ async def _close_pooled_clients() -> Any:
 
 
 def connection(
-    slack: FakeSlack, token: str = TOKEN, mode: str = "", hook: str = ""
+    slack: SlackSandbox, token: str = TOKEN, mode: str = "", hook: str = ""
 ) -> SlackConnection:
     """A connection to the fake Slack; ``mode`` picks how its webhook answers."""
     hook = hook or f"{slack.url}/services/{HOOK_SECRET}" + (f"/x/{mode}" if mode else "")
@@ -243,7 +95,7 @@ BLOCKS = [
 # --------------------------------------------------------------------------- chat.postMessage
 
 
-async def test_a_bot_posts_to_a_channel_and_replies_in_the_thread(slack: FakeSlack) -> None:
+async def test_a_bot_posts_to_a_channel_and_replies_in_the_thread(slack: SlackSandbox) -> None:
     conn = connection(slack)
     first = await call(
         "post_message",
@@ -269,7 +121,7 @@ async def test_a_bot_posts_to_a_channel_and_replies_in_the_thread(slack: FakeSla
     assert json.loads(json.dumps(first.model_dump(mode="json")))
 
 
-async def test_a_channel_by_name_a_custom_name_and_icon(slack: FakeSlack) -> None:
+async def test_a_channel_by_name_a_custom_name_and_icon(slack: SlackSandbox) -> None:
     out = await call(
         "post_message",
         {
@@ -306,7 +158,7 @@ async def test_a_channel_by_name_a_custom_name_and_icon(slack: FakeSlack) -> Non
     ],
 )
 async def test_slacks_refusals_fail_for_good_naming_slacks_error(
-    slack: FakeSlack, data: dict[str, Any], says: str
+    slack: SlackSandbox, data: dict[str, Any], says: str
 ) -> None:
     with pytest.raises(PermanentError) as caught:
         await call("post_message", {"channel": "C0SALES", "text": "x", **data}, connection(slack))
@@ -316,7 +168,7 @@ async def test_slacks_refusals_fail_for_good_naming_slacks_error(
     assert slack.posted == []
 
 
-async def test_a_missing_scope_names_the_scope(slack: FakeSlack) -> None:
+async def test_a_missing_scope_names_the_scope(slack: SlackSandbox) -> None:
     data = {"channel": "C0SALES", "text": "x", "username": "Order bot"}
     with pytest.raises(PermanentError, match="missing_scope .*needed: chat:write.customize"):
         await call("post_message", data, connection(slack, LIMITED))
@@ -327,7 +179,7 @@ async def test_a_missing_scope_names_the_scope(slack: FakeSlack) -> None:
     [("xoxb-wrong", "invalid_auth"), (REVOKED, "token_revoked")],
 )
 async def test_a_refused_token_is_an_auth_error_without_the_token(
-    slack: FakeSlack, token: str, error: str
+    slack: SlackSandbox, token: str, error: str
 ) -> None:
     conn = connection(slack, token)
     with pytest.raises(AuthError) as caught:
@@ -345,7 +197,7 @@ def test_every_kind_of_refused_token_is_an_auth_error(error: str) -> None:
     assert str(refused).startswith(f"Slack refused chat.postMessage: {error}; the bot token")
 
 
-async def test_a_429_is_retried_after_slacks_retry_after(slack: FakeSlack) -> None:
+async def test_a_429_is_retried_after_slacks_retry_after(slack: SlackSandbox) -> None:
     data = {"channel": "C0BUSY", "text": "flash sale"}
     with pytest.raises(RetryableError) as caught:
         await call("post_message", data, connection(slack))
@@ -355,7 +207,7 @@ async def test_a_429_is_retried_after_slacks_retry_after(slack: FakeSlack) -> No
     assert again.channel == "C0BUSY"
 
 
-async def test_slack_down_slow_or_unreachable_is_retryable(slack: FakeSlack) -> None:
+async def test_slack_down_slow_or_unreachable_is_retryable(slack: SlackSandbox) -> None:
     with pytest.raises(RetryableError, match="HTTP 503: upstream connect error"):
         await call("post_message", {"channel": "C0DOWN", "text": "x"}, connection(slack))
     with pytest.raises(RetryableError, match="did not answer within 0.3 s"):
@@ -366,7 +218,7 @@ async def test_slack_down_slow_or_unreachable_is_retryable(slack: FakeSlack) -> 
         await call("post_message", {"channel": "C0SALES", "text": "x"}, gone)
 
 
-async def test_post_message_needs_a_bot_token(slack: FakeSlack) -> None:
+async def test_post_message_needs_a_bot_token(slack: SlackSandbox) -> None:
     hook_only = SlackConnection(webhook_url=f"{slack.url}/services/{HOOK_SECRET}")  # type: ignore[arg-type]
     with pytest.raises(PermanentError, match="needs a bot token"):
         await call("post_message", {"channel": "C0SALES", "text": "x"}, hook_only)
@@ -377,7 +229,7 @@ async def test_post_message_needs_a_bot_token(slack: FakeSlack) -> None:
 # --------------------------------------------------------------------------- incoming webhooks
 
 
-async def test_a_message_to_the_connections_incoming_webhook(slack: FakeSlack) -> None:
+async def test_a_message_to_the_connections_incoming_webhook(slack: SlackSandbox) -> None:
     out = await call(
         "send_webhook_message", {"text": "New order 1001", "blocks": BLOCKS}, connection(slack)
     )
@@ -385,7 +237,7 @@ async def test_a_message_to_the_connections_incoming_webhook(slack: FakeSlack) -
     assert slack.hooked == [{"text": "New order 1001", "blocks": BLOCKS}]
 
 
-async def test_a_step_may_bring_its_own_webhook_url_and_no_connection(slack: FakeSlack) -> None:
+async def test_a_step_may_bring_its_own_webhook_url_and_no_connection(slack: SlackSandbox) -> None:
     url = f"{slack.url}/services/{HOOK_SECRET}"
     out = await call("send_webhook_message", {"text": "hi", "webhook_url": url}, None)
     assert out.response == "ok" and slack.hooked == [{"text": "hi"}]
@@ -402,7 +254,7 @@ async def test_a_step_may_bring_its_own_webhook_url_and_no_connection(slack: Fak
     ],
 )
 async def test_a_webhooks_refusals_fail_for_good_in_slacks_words(
-    slack: FakeSlack, mode: str, data: dict[str, Any], says: str
+    slack: SlackSandbox, mode: str, data: dict[str, Any], says: str
 ) -> None:
     with pytest.raises(PermanentError) as caught:
         await call("send_webhook_message", data, connection(slack, mode=mode))
@@ -413,7 +265,7 @@ async def test_a_webhooks_refusals_fail_for_good_in_slacks_words(
 
 
 @pytest.mark.parametrize("mode", ["revoked", "gone"])
-async def test_a_removed_webhook_is_an_auth_error(slack: FakeSlack, mode: str) -> None:
+async def test_a_removed_webhook_is_an_auth_error(slack: SlackSandbox, mode: str) -> None:
     conn = connection(slack, mode=mode)
     if mode == "gone":  # a webhook Slack no longer knows: 404 no_service
         conn = connection(slack, hook=f"{slack.url}/services/T0ACME/B0OLD/xyz")
@@ -421,7 +273,7 @@ async def test_a_removed_webhook_is_an_auth_error(slack: FakeSlack, mode: str) -
         await call("send_webhook_message", {"text": "x"}, conn)
 
 
-async def test_a_busy_or_broken_webhook_is_retryable(slack: FakeSlack) -> None:
+async def test_a_busy_or_broken_webhook_is_retryable(slack: SlackSandbox) -> None:
     with pytest.raises(RetryableError) as caught:
         await call("send_webhook_message", {"text": "x"}, connection(slack, mode="busy"))
     assert caught.value.retry_after == 3.0
@@ -498,7 +350,7 @@ def test_a_connection_needs_a_token_or_a_webhook_and_hides_them() -> None:
     assert TOKEN not in repr(conn)
 
 
-async def test_the_connection_check_calls_auth_test(slack: FakeSlack) -> None:
+async def test_the_connection_check_calls_auth_test(slack: SlackSandbox) -> None:
     app = registry.app("slack")
     assert app.check is not None
     note = await app.check(connection(slack), "acme")
@@ -544,7 +396,7 @@ steps:
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_zap_posts_replies_in_the_thread_and_tells_a_webhook(
-    slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+    slack: SlackSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A connection from the environment; the first post is rate limited once (Retry-After:
     1), so its retry waits a second; the reply reads the first post's ts."""
