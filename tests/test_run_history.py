@@ -236,8 +236,9 @@ steps:
     assert "Failed" in result.output
 
 
-def test_demo_runs_every_example_zap_on_its_samples():
+def test_demo_runs_every_example_zap_on_its_samples(zapflow_home):
     from conftest import EXAMPLE_ZAPS
+    from openpyxl import load_workbook
 
     result = runner.invoke(app, ["demo", "--zaps", str(EXAMPLE_ZAPS)])
 
@@ -249,3 +250,18 @@ def test_demo_runs_every_example_zap_on_its_samples():
     assert "Failed" not in result.output
     received = result.output.split("what the CINNOX sandbox received", 1)[1]
     assert "Customer Care HK" in received and "Escalations" in received and "+852" in received
+    assert "+85298765432" in received  # the approved request's SMS, from a poll of its sheet
+    slack = result.output.split("what the Slack sandbox received", 1)[1]
+    assert slack.count("#customer-care") == 2  # one per missed enquiry
+    sheets = zapflow_home / "demo-sheets"
+    assert f"rows in {sheets / 'follow-ups.xlsx'}" in result.output
+
+    def table(name: str) -> list[tuple]:
+        return list(load_workbook(sheets / name).worksheets[0].iter_rows(values_only=True))
+
+    follow_ups, contacts, requests = (
+        table(f"{n}.xlsx") for n in ("follow-ups", "contacts", "requests")
+    )
+    assert [r[-1] for r in follow_ups] == ["Status", "Open", "Open"]
+    assert len(contacts) == 2 and contacts[0][0] == "Contact ID"
+    assert [r[4] for r in requests] == ["Status", "Approved", "Rejected"]
