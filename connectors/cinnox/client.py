@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from connectors._clients import POOL_LIMITS, ClientPool, retry_after
+from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
 from connectors.cinnox import wire
 from connectors.cinnox.connection import CinnoxConnection
 from flows.errors import AuthError, PermanentError, RetryableError
@@ -84,14 +84,16 @@ class CinnoxClient:
         """The pooled client of this account (connections are reused per account)."""
         return _clients.get(
             _key(self.conn),
-            lambda: httpx.AsyncClient(
-                timeout=TIMEOUT,
-                limits=POOL_LIMITS,
-                headers={
-                    "Authorization": f"Bearer {self.conn.app_token.get_secret_value()}",
-                    "Accept": "application/json",
-                    "User-Agent": "zapflow-cinnox",
-                },
+            lambda: cheap_idle_checks(
+                httpx.AsyncClient(
+                    timeout=TIMEOUT,
+                    limits=POOL_LIMITS,
+                    headers={
+                        "Authorization": f"Bearer {self.conn.app_token.get_secret_value()}",
+                        "Accept": "application/json",
+                        "User-Agent": "zapflow-cinnox",
+                    },
+                )
             ),
         )
 

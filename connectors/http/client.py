@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from connectors._clients import POOL_LIMITS, ClientPool, retry_after
+from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
 from connectors.http.connection import HttpConnection, http_url
 from flows.errors import AuthError, PermanentError, RetryableError
 
@@ -39,12 +39,13 @@ def _new_client() -> httpx.AsyncClient:
     # One pooled client serves every zap and connection, so it keeps no cookies: a cookie one
     # zap's answer sets must not ride along on another zap's request.
     no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         cookies=no_cookies,
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,  # followed by _exchange, which drops credentials off-origin
         limits=POOL_LIMITS,
     )
+    return cheap_idle_checks(client)
 
 
 async def close_all() -> None:
