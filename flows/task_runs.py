@@ -62,7 +62,7 @@ class StepTaskRun:
     def __init__(self, name: str, task_key: str, policy: StepPolicy) -> None:
         ctx = FlowRunContext.get()
         self.flow_run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
-        pending = Pending()
+        pending: State[Any] = Pending()
         self.task_run = TaskRun(
             id=uuid4(),
             name=name,
@@ -100,9 +100,10 @@ class StepTaskRun:
             run.total_run_time += state.timestamp - last.timestamp
         if state.is_running():
             run.run_count += 1
-            run.start_time = run.start_time or state.timestamp
+            # as Prefect's engine does (its DateTime type differs by Python version)
+            run.start_time = run.start_time or state.timestamp  # type: ignore[assignment]
         if state.is_final():
-            run.end_time = state.timestamp
+            run.end_time = state.timestamp  # type: ignore[assignment]
         run.state, run.state_id, run.state_type, run.state_name = (
             state,
             state.id,
