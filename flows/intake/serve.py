@@ -170,7 +170,7 @@ class ReceiverProcess:
 
 
 _RECEIVER = "from flows.intake.receiver_process import main; main()"
-RUNS_NICENESS = 5
+RUNS_NICENESS = 10
 DEFAULT_RETENTION = timedelta(days=7)
 PURGE_EVERY = 3600.0
 
