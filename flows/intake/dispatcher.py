@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from flows.compiler import EventRun
 from flows.intake.events import StoredEvent
 from flows.intake.inbox import Inbox, RunResult
+from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
 from flows.model import Zap
 from flows.runtime import Event
@@ -122,6 +123,7 @@ class Dispatcher:
         self.worker = worker or f"{HOST}:{os.getpid()}"
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
         self.wake = asyncio.Event()
+        self.intake = IntakePressure()
         self.stats = DispatchStats()
         self._stopping = False
         self._running = False
@@ -274,7 +276,13 @@ class Dispatcher:
             self._done.append(event.seq)
         self._flush_wanted.set()
 
+    def nudged(self) -> None:
+        """The receiver committed deliveries: claim them, and note how busy it is."""
+        self.intake.nudged()
+        self.wake.set()
+
     async def _run(self, zap: Zap, event: Event) -> EventRun:
+        await self.intake.calm()
         started = time.perf_counter()
         result = await self.live.run(zap, event)
         log.info(

@@ -215,7 +215,7 @@ async def serve(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stopping.set)
     wake, _ = await loop.create_datagram_endpoint(
-        lambda: _Wake(dispatcher.wake.set), local_addr=("127.0.0.1", 0)
+        lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
     )
     args = [str(folder), "--host", host, "--port", str(port), "--parent", str(os.getpid())]
     args += ["--wake", str(wake.get_extra_info("sockname")[1])]
