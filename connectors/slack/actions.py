@@ -77,17 +77,8 @@ class WebhookSent(BaseModel):
 def _webhook_url(input: WebhookMessageInput, ctx: ActionContext) -> SecretStr:
     conn = ctx.connection
     assert conn is None or isinstance(conn, SlackConnection)
-    url = input.webhook_url or (conn.webhook_url if conn is not None else None)
-    if url is None or not url.get_secret_value():
-        raise PermanentError(
-            "slack.send_webhook_message needs a webhook URL: give the step a connection that "
-            "has a webhook_url, or the step's own webhook_url"
-        )
-    try:
-        webhooks.checked_url(url.get_secret_value(), "webhook_url")
-    except ValueError as exc:
-        raise PermanentError(str(exc)) from None
-    return url
+    saved = conn.webhook_url if conn else None
+    return webhooks.step_url(input.webhook_url, saved, "slack.send_webhook_message")
 
 
 @app.action("send_webhook_message", title="Send a message to an incoming webhook")

@@ -14,7 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors._clients import ClientPool, retry_after
-from flows.errors import RetryableError
+from flows.errors import PermanentError, RetryableError
 
 CLIP = 300
 _clients = ClientPool()
@@ -29,6 +29,21 @@ def checked_url(url: str, what: str) -> str:
         parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"{what} must be an http:// or https:// URL with a host")
+    return url
+
+
+def step_url(own: SecretStr | None, connection: SecretStr | None, action: str) -> SecretStr:
+    """The webhook URL a step posts to: its own ``webhook_url``, else its connection's."""
+    url = own or connection
+    if url is None or not url.get_secret_value():
+        raise PermanentError(
+            f"{action} needs a webhook URL: give the step a connection that has a webhook_url, "
+            "or the step's own webhook_url"
+        )
+    try:
+        checked_url(url.get_secret_value(), "webhook_url")
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from None
     return url
 
 

@@ -80,17 +80,8 @@ class MessageSent(BaseModel):
 def _webhook_url(input: SendMessageInput, ctx: ActionContext) -> SecretStr:
     conn = ctx.connection
     assert conn is None or isinstance(conn, TeamsConnection)
-    url = input.webhook_url or (conn.webhook_url if conn is not None else None)
-    if url is None:
-        raise PermanentError(
-            "teams.send_message needs a webhook URL: give the step a connection, or its own "
-            "webhook_url"
-        )
-    try:
-        webhooks.checked_url(url.get_secret_value(), "webhook_url")
-    except ValueError as exc:
-        raise PermanentError(str(exc)) from None
-    return url
+    saved = conn.webhook_url if conn else None
+    return webhooks.step_url(input.webhook_url, saved, "teams.send_message")
 
 
 @app.action("send_message", title="Send a channel message")
