@@ -15,7 +15,6 @@ that cheap under load), so an acknowledged event is never lost. Bad input gets a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import uuid
@@ -29,7 +28,7 @@ from fastapi.responses import JSONResponse
 
 from connectors._contract import App, WebhookReply
 from flows.errors import ZapError
-from flows.intake.events import NewEvent
+from flows.intake.events import NewEvent, derived_id
 from flows.intake.inbox import Inbox
 from flows.intake.signatures import SignatureError, verify
 from flows.model import Zap
@@ -69,7 +68,7 @@ class Refused(Exception):
 def _event_id(*parts: str | None) -> str:
     if parts[-1] is None:  # nothing identifies the occurrence: never treat it as a duplicate
         return uuid.uuid4().hex
-    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]
+    return derived_id(*parts)
 
 
 def _same(given: str, expected: str) -> bool:
