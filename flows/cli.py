@@ -496,10 +496,26 @@ def _collect_values(found: Any, given: list[str], only: set[str] | None = None) 
     for field, info in found.connection.model_fields.items():
         if field in values or (only is not None and field not in only):
             continue
-        if not sys.stdin.isatty():
+        optional = not info.is_required()
+        if not _at_terminal():
+            if optional:
+                continue  # its default applies
             raise fail(f"{field} is missing: give --set {field}=... (no terminal to ask)")
-        values[field] = typer.prompt(info.description or field, hide_input=field in secrets)
+        question = (info.description or field) + (" (optional: Enter to skip)" if optional else "")
+        value = typer.prompt(
+            question,
+            hide_input=field in secrets,
+            default="" if optional else None,
+            show_default=False,
+        )
+        if value != "" or not optional:
+            values[field] = value
     return values
+
+
+def _at_terminal() -> bool:
+    """Whether someone can answer questions (not CI, a pipe or a script)."""
+    return sys.stdin.isatty()
 
 
 async def _check(found: Any, name: str, connection: Any) -> str:

@@ -134,3 +134,18 @@ def test_a_missing_connection_says_how_to_create_it():
     message = str(info.value)
     assert "zapflow connect cinnox nowhere" in message
     assert "ZAPFLOW_CINNOX_NOWHERE_<FIELD>" in message
+
+
+def test_connect_asks_at_a_terminal_and_optional_fields_may_be_left_blank(monkeypatch):
+    """`zapflow connect http api` at a terminal: Enter skips an optional field (its default
+    applies); only the fields answered are stored."""
+    monkeypatch.setattr("flows.cli._at_terminal", lambda: True)
+    fields = list(registry.app("http").connection.model_fields)
+    answers = {"auth": "bearer", "token": "tok-terminal-9d1e"}
+    typed = "".join(answers.get(f, "") + "\n" for f in fields)
+    result = runner.invoke(app, ["connect", "http", "from-terminal", "--no-check"], input=typed)
+    assert result.exit_code == 0, result.output
+    assert "Enter to skip" in result.output
+    loaded = asyncio.run(connections.load_block(registry.app("http"), "from-terminal"))
+    assert loaded.auth == "bearer" and loaded.token.get_secret_value() == "tok-terminal-9d1e"
+    assert loaded.base_url == registry.app("http").connection.model_fields["base_url"].default
