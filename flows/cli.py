@@ -797,7 +797,7 @@ def demo(
     from datetime import UTC, datetime
 
     from flows import server
-    from flows.intake.serve import StopHandle, serve, serve_until_signalled
+    from flows.intake.serve import StopHandle, serve_in_thread, serve_until_signalled
     from flows.loader import load_all
 
     loaded, problems = load_all([zaps] if zaps.exists() else [])
@@ -827,15 +827,11 @@ def demo(
         options: dict[str, Any] = {"port": port, "live_idle": 1.0, "report": report}
         failure: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                asyncio.run(serve(zaps, stop=stop, **options))
-            except BaseException as exc:
-                failure.append(exc)
-                announced.set()
+        def failed(exc: BaseException) -> None:
+            failure.append(exc)
+            announced.set()
 
-        worker = threading.Thread(target=run, name="zapflow-demo-serve")
-        worker.start()
+        worker = serve_in_thread(zaps, stop, failed, **options)
         try:
             if not announced.wait(60) or failure:
                 raise fail(f"zapflow serve did not start: {failure[0] if failure else 'timeout'}")

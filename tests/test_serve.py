@@ -125,3 +125,60 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         code = serve.stop()
     assert code == 0
     serve.wait_for("stopped; events not yet run stay in the inbox")
+
+
+SERVE_ON_CHOSEN_SERVER = """
+import sys, time
+from pathlib import Path
+from flows import server
+from flows.intake.serve import StopHandle, serve_in_thread
+
+api, folder, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+stop, failure = StopHandle(), []
+with server.using_api(api):  # as `zapflow serve` does with the server it chose
+    worker = serve_in_thread(folder, stop, failure.append, port=port, live_idle=1.0,
+                             report=lambda line: print(line, flush=True))
+    time.sleep(float(sys.argv[4]))
+    stop.request()
+    worker.join(60)
+print("failed:", failure, flush=True)
+"""
+
+
+def test_runs_are_recorded_on_the_server_zapflow_chose_not_prefects_default(prefect_api, tmp_path):
+    """`zapflow serve` runs zaps on a thread of its own; the Prefect server zapflow chose (its
+    own, when PREFECT_API_URL is not set) is a setting of the main thread's context, which that
+    thread must carry — or the runs land in Prefect's in-process default server, unseen."""
+    import os
+    import subprocess
+    import sys
+
+    from serve_process import free_port
+
+    folder = tmp_path / "zaps"
+    folder.mkdir()
+    (folder / "chosen.yaml").write_text(CATCH.format(zap_id="chosen-server"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(ZAPFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_ON_CHOSEN_SERVER, prefect_api, str(folder), str(port), "12"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        hook = ""
+        for line in proc.stdout:
+            if "catch hook of chosen-server:" in line:
+                hook = line.split(": ", 1)[1].strip()
+                break
+        assert hook, "serve did not print its hook"
+        assert httpx.post(hook, json={"customer": "ada lovelace"}).status_code == 200
+        (run,) = completed_runs("chosen-server", expect=1)
+        assert run.state.is_completed()
+    finally:
+        proc.wait(60)
+    assert "failed: []" in proc.stdout.read()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -57,6 +58,29 @@ class StopHandle:
                     loop.call_soon_threadsafe(request_exit)
 
 
+def serve_in_thread(
+    folder: Path, stop: StopHandle, failed: Callable[[BaseException], None], **options: Any
+) -> threading.Thread:
+    """Start :func:`serve` on a thread of its own; ``failed`` gets what it raised.
+
+    The thread runs in a copy of the caller's context: the Prefect server zapflow chose is a
+    Prefect setting held in a context variable (``flows.server.using_api``), and a thread
+    started with an empty context would fall back to Prefect's default — its in-process
+    ephemeral server — so the runs would be recorded where nobody looks.
+    """
+
+    def run() -> None:
+        try:
+            asyncio.run(serve(folder, stop=stop, **options))
+        except BaseException as exc:  # handed to the caller
+            failed(exc)
+
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(run,), name="zapflow-serve")
+    worker.start()
+    return worker
+
+
 def serve_until_signalled(folder: Path, **options: Any) -> None:
     """Run :func:`serve` until SIGINT or SIGTERM, then stop it gracefully (a second signal
     exits at once).
@@ -69,12 +93,6 @@ def serve_until_signalled(folder: Path, **options: Any) -> None:
     failure: list[BaseException] = []
     report: Callable[[str], None] = options.get("report", print)
 
-    def run() -> None:
-        try:
-            asyncio.run(serve(folder, stop=stop, **options))
-        except BaseException as exc:  # handed to the main thread
-            failure.append(exc)
-
     def on_signal(signum: int, _frame: object) -> None:
         if stop.requested:
             report("stopping at once")
@@ -83,8 +101,7 @@ def serve_until_signalled(folder: Path, **options: Any) -> None:
         stop.request()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    worker = threading.Thread(target=run, name="zapflow-serve")
-    worker.start()
+    worker = serve_in_thread(folder, stop, failure.append, **options)
     try:
         while worker.is_alive():
             worker.join(0.2)
