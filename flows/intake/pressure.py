@@ -15,15 +15,17 @@ import contextlib
 import time
 from collections import deque
 
-HOT_RATE = 100.0
-"""Receiver commits a second above which the intake counts as busy (light load: a few dozen)."""
+HOT_RATE = 200.0
+"""Receiver commits a second, over WINDOW, above which the intake counts as busy: a burst of a few
+dozen deliveries (a demo, a small import) does not hold runs back."""
+WINDOW = 0.25
 MAX_HOLD = 2.0
 """The longest a zap run waits for the intake to calm down (seconds)."""
 
 
 class IntakePressure:
     def __init__(
-        self, *, hot_rate: float = HOT_RATE, window: float = 0.1, max_hold: float = MAX_HOLD
+        self, *, hot_rate: float = HOT_RATE, window: float = WINDOW, max_hold: float = MAX_HOLD
     ) -> None:
         self.window, self.max_hold = window, max_hold
         self.threshold = max(1, round(hot_rate * window))
