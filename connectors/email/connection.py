@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors._contract import EmptyMeansDefault
 from connectors.email.addresses import OptionalAddress
 
 Security = Literal["starttls", "tls", "none"]
@@ -25,7 +26,7 @@ _SECURITY_HELP = (
 )
 
 
-class EmailConnection(BaseModel):
+class EmailConnection(EmptyMeansDefault):
     """One mail account. Fields left empty take their default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -75,14 +76,6 @@ class EmailConnection(BaseModel):
         description="Check the servers' TLS certificates and names (default true); false "
         "trusts any certificate, which lets a man in the middle read the password",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_default(cls, values: Any) -> Any:
-        # `zapflow connect` asks for every field; an empty answer means "the default".
-        if isinstance(values, dict):
-            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
-        return values
 
     @field_validator("host", "imap_host")
     @classmethod

@@ -6,16 +6,17 @@ the webhook URL (whose path is the secret) is never shown whole in messages.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors._contract import EmptyMeansDefault
 from connectors.slack.webhooks import checked_url
 
 DEFAULT_API_BASE_URL = "https://slack.com/api"
 
 
-class SlackConnection(BaseModel):
+class SlackConnection(EmptyMeansDefault):
     """A Slack workspace's bot token, an incoming webhook, or both."""
 
     model_config = ConfigDict(extra="forbid")
@@ -35,14 +36,6 @@ class SlackConnection(BaseModel):
         description=f"The Web API's base URL; default {DEFAULT_API_BASE_URL} (change it only "
         "for a Slack-compatible server or a test double)",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_default(cls, values: Any) -> Any:
-        # `zapflow connect` asks for every field; an empty answer means "the default".
-        if isinstance(values, dict):
-            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
-        return values
 
     @field_validator("api_base_url")
     @classmethod
