@@ -62,19 +62,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from flows.errors import ZapError
 from flows.intake.events import NewEvent, StoredEvent
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "zapflow_inbox_version"
@@ -296,6 +294,8 @@ def make_engine(url: str, schema: str | None = None, *, checkpoints: bool = True
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     # Config values are %-interpolated.
     cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
@@ -308,6 +308,12 @@ def _migrate(conn: sa.Connection, schema: str | None) -> tuple[str, ...]:
 
     Returns the revisions applied, oldest first (none when the database was up to date).
     """
+    # Alembic (~11 MB) is imported only by the processes that migrate, not the receiver's.
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     if conn.dialect.name == "postgresql":
         # Serialise concurrent openers; SQLite's BEGIN IMMEDIATE already does.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
@@ -458,6 +464,7 @@ class Inbox:
         batch_wait: float = 0.002,
         schema: str | None = None,
         checkpoints: bool = True,
+        migrate: bool = True,
     ) -> Inbox:
         """Open (creating or upgrading as needed) the inbox at ``url``, or the default one.
 
@@ -466,14 +473,17 @@ class Inbox:
         per transaction, and how long the writer waits for company once one event is waiting.
         ``checkpoints=False`` (SQLite): this process's commits never fold the write-ahead log
         into the database file, so they never wait for it; another process must (the
-        dispatcher's inbox does, with the default).
+        dispatcher's inbox does, with the default). ``migrate=False``: the schema is known to
+        be current (another process of this zapflow opened it first).
         """
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise InboxError(f"not a plain schema name: {schema!r}")
         engine = make_engine(url or default_url(), schema, checkpoints=checkpoints)
+        applied: tuple[str, ...] = ()
         try:
-            async with engine.execution_options(zapflow_write=True).begin() as conn:
-                applied = await conn.run_sync(_migrate, schema)
+            if migrate:
+                async with engine.execution_options(zapflow_write=True).begin() as conn:
+                    applied = await conn.run_sync(_migrate, schema)
         except BaseException:
             await engine.dispose()
             raise

@@ -68,7 +68,8 @@ async def receive(
 ) -> None:
     # The dispatcher's process folds the write-ahead log into the database (checkpoints), so
     # no acknowledgement waits for one.
-    inbox = await Inbox.open(inbox_url, batch_wait=0.0, checkpoints=False)
+    # `zapflow serve` opened (and migrated) the inbox before starting this process.
+    inbox = await Inbox.open(inbox_url, batch_wait=0.0, checkpoints=False, migrate=False)
     zaps = ZapFolder(folder, report=lambda _text: None)  # serve reports the folder's changes
     zaps.refresh()
     state = {"hooks": await build_hooks(inbox, zaps.zaps)}
