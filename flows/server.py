@@ -35,6 +35,9 @@ SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TRIGGERS_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # glibc gives each thread that allocates an arena of its own; the server's threads
+    # (uvicorn, its services) left most of theirs half empty.
+    "MALLOC_ARENA_MAX": "2",
 }
 
 
