@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -422,3 +423,48 @@ def test_a_zap_posts_replies_in_the_thread_and_tells_a_webhook(
     ts = min(slack.issued)  # the first post's
     assert reply.body == {"channel": "C0BUSY", "text": "Packed and shipped", "thread_ts": ts}
     assert slack.hooked == [{"text": f"Order order-1001 posted at {ts}"}]
+
+
+def test_zapflow_slack_sandbox_serves_and_prints_what_it_receives(tmp_path):
+    """`zapflow slack-sandbox --port P --bot-token T`: answers chat.postMessage and incoming
+    webhooks as Slack does, and prints each message."""
+    import subprocess
+    import sys
+    import time
+
+    from serve_process import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from flows.cli import main; main()", "slack-sandbox"]
+        + ["--port", str(port), "--bot-token", "xoxb-fixed-1", "--hook-secret", "T0/B0/fixed"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                refused = httpx.post(f"{base}/api/chat.postMessage", json={}, timeout=2)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the Slack sandbox did not start"
+                time.sleep(0.2)
+        assert refused.json() == {"ok": False, "error": "not_authed"}
+        posted = httpx.post(
+            f"{base}/api/chat.postMessage",
+            headers={"Authorization": "Bearer xoxb-fixed-1"},
+            json={"channel": "#sales", "text": "New order 1001"},
+        ).json()
+        assert posted["ok"] is True and posted["channel"] == "C0SALES"
+        hooked = httpx.post(f"{base}/services/T0/B0/fixed", json={"text": "From a webhook"})
+        assert hooked.text == "ok"
+        time.sleep(0.6)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert "--set bot_token=xoxb-fixed-1" in output
+    assert f"--set webhook_url=http://127.0.0.1:{port}/services/T0/B0/fixed" in output
+    assert "#sales: New order 1001" in output and "webhook: From a webhook" in output
