@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import EXAMPLE_ZAPS
 from openpyxl import Workbook, load_workbook
+from waiting import until
 
 from connectors import registry
 from connectors.cinnox.sandbox.control import SandboxControl
@@ -249,14 +250,6 @@ async def poll_around(zap: Zap, inbox_db: Path, edit: Callable[[], None]) -> lis
     finally:
         await pollers.stop()
         await inbox.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("gave up waiting")
 
 
 def test_approving_a_request_in_the_sheet_texts_the_customer_and_rejecting_does_not(

@@ -6,7 +6,6 @@ processes happen in between."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from waiting import until
 
 from connectors.builtin.schedule import ScheduleOptions
 from connectors.cinnox.sandbox.runner import serve_in_thread
@@ -105,19 +105,6 @@ def schedule_zap(cron: str, timezone: str = "UTC", zap_id: str = "morning") -> Z
     trigger["options"]["timezone"] = timezone
     step = {"id": "n", "action": "builtin.lookup", "input": {"key": "a", "table": {"a": 1}}}
     return load_zap_text(json.dumps({"zap": zap_id, "trigger": trigger, "steps": [step]}))
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Wait until ``check()`` (or what it awaits) is true, and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        assert time.monotonic() < deadline, "gave up waiting"
-        await asyncio.sleep(0.02)
 
 
 async def stored(inbox: Inbox) -> list[Any]:

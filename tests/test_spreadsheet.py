@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import fcntl
-import inspect
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ import pytest
 from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font
 from pydantic import BaseModel, ValidationError
+from waiting import until
 
 from connectors import ActionContext, registry
 from connectors.spreadsheet import files
@@ -723,19 +723,6 @@ async def _payloads(inbox: Inbox) -> list[dict[str, Any]]:
     return [r.payload for r in rows]
 
 
-async def _until(check: Any, timeout: float = 10.0) -> Any:
-    """Wait until ``check()`` (or what it awaits) is true, and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        assert time.monotonic() < deadline, "gave up waiting"
-        await asyncio.sleep(0.02)
-
-
 async def test_serve_runs_the_zap_once_per_new_or_changed_row(
     folder: Path, backend: Backend
 ) -> None:
@@ -744,15 +731,15 @@ async def test_serve_runs_the_zap_once_per_new_or_changed_row(
     said: list[str] = []
     pollers = Pollers(inbox, min_interval=0.01, report=said.append)
     pollers.update([_poll_zap(folder)])
-    await _until(lambda: any("first poll noted 1 item" in s for s in said))
+    await until(lambda: any("first poll noted 1 item" in s for s in said))
 
     await call("append_row", {"file": "cases.xlsx", "row": {"Case": "B", "Status": "open"}})
-    await _until(lambda: _payloads(inbox))
+    await until(lambda: _payloads(inbox))
     await call(
         "update_row",
         {"file": "cases.xlsx", "column": "Case", "value": "A", "row": {"Status": "called back"}},
     )
-    await _until(lambda: _has(inbox, 2))
+    await until(lambda: _has(inbox, 2))
     await asyncio.sleep(0.3)  # more polls: nothing more
     await pollers.stop()
     got = [(p["change"], p["key"], p["row"]["Status"]) for p in await _payloads(inbox)]
