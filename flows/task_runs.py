@@ -63,6 +63,7 @@ class StepTaskRun:
         ctx = FlowRunContext.get()
         self.flow_run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
         pending: State[Any] = Pending()
+        self.delays = retry_delays(policy)
         self.task_run = TaskRun(
             id=uuid4(),
             name=name,
@@ -71,7 +72,7 @@ class StepTaskRun:
             dynamic_key=uuid4().hex,
             empirical_policy=TaskRunPolicy(
                 retries=policy.retries or 0,
-                retry_delay=retry_delays(policy) or 0,
+                retry_delay=self.delays or 0,
                 retry_jitter_factor=policy.retry_jitter,
             ),
             expected_start_time=pending.timestamp,
@@ -110,16 +111,10 @@ class StepTaskRun:
             state.type,
             state.name,
         )
-        self._emit(last, state)
-
-    def _emit(self, last: State | None, state: State) -> None:
-        state.state_details.task_run_id = self.task_run.id
+        state.state_details.task_run_id = run.id
         state.state_details.flow_run_id = self.flow_run_id
         self._last_event = emit_task_run_state_change_event(
-            task_run=self.task_run,
-            initial_state=last,
-            validated_state=state,
-            follows=self._last_event,
+            task_run=run, initial_state=last, validated_state=state, follows=self._last_event
         )
 
 
@@ -138,7 +133,7 @@ async def run_step_as_task_run(
     run, retrying transient errors under ``policy``; raises the step's last error."""
     record = StepTaskRun(name, task_key, policy)
     logger = record.logger
-    delays = retry_delays(policy)
+    delays = record.delays
     timeout = policy.timeout.total_seconds() if policy.timeout else None
     record.set_state(Running())
     attempt = 0
