@@ -417,6 +417,24 @@ async def test_two_schedulers_on_one_inbox_fire_a_moment_once(backend: Backend) 
     assert sum(each.stats.new for each in inboxes) == 1
 
 
+async def test_a_second_process_starting_the_same_poller_keeps_the_first_ones_cursor(
+    backend: Backend,
+) -> None:
+    # Two `zapflow serve` on one inbox start a new schedule at once: the one that set its first
+    # cursor wins; the other neither wipes it (which lost the first moment) nor overwrites it.
+    first, second = [PollStore(await backend.open()) for _ in range(2)]
+    now = datetime(2026, 11, 27, 0, 59, 59, tzinfo=UTC)
+    assert (await first.begin("morning", "f1")).cursor is None
+    assert (await second.begin("morning", "f1")).cursor is None
+    mine = {"done_until": now.isoformat()}
+    assert await first.advance("morning", "f1", mine, (), now, first=True)
+    theirs = {"done_until": (now + timedelta(seconds=2)).isoformat()}
+    assert not await second.advance("morning", "f1", theirs, (), now, first=True)
+    assert (await second.begin("morning", "f1")).cursor == mine
+    # Other settings still start afresh.
+    assert (await second.begin("morning", "f2")).cursor is None
+
+
 async def test_moments_missed_while_down_fire_once_the_latest(backend: Backend) -> None:
     hourly = schedule_zap("0 * * * *")
 

@@ -117,10 +117,16 @@ class PollStore:
             "failures": 0,
         }
         stmt = self._insert(poll_state).values(poller=poller, **fresh)
+        # Only over a state kept for other settings: another process sharing the inbox may
+        # have started this one meanwhile (and moved its cursor), which must stand.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["poller"], set_=fresh, where=poll_state.c.fingerprint != fingerprint
+        )
         async with self._write.begin() as conn:
-            await conn.execute(poll_seen.delete().where(poll_seen.c.poller == poller))
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["poller"], set_=fresh))
-        return PollState(fingerprint)
+            if (await conn.execute(stmt)).rowcount:
+                await conn.execute(poll_seen.delete().where(poll_seen.c.poller == poller))
+        state = await self.get(poller)
+        return state if state is not None else PollState(fingerprint)
 
     async def unseen(self, poller: str, keys: Sequence[str]) -> list[str]:
         """Those of ``keys`` (hashed dedupe keys) the poller has not seen, in order."""
@@ -143,14 +149,20 @@ class PollStore:
         cursor: dict[str, Any] | None,
         keys: Sequence[str],
         now: datetime,
+        *,
+        first: bool = False,
     ) -> bool:
         """Once a poll's events are committed: move the cursor, note its keys as seen (again),
         clear the failures, forget keys unseen for ``SEEN_FOR``. False (and nothing written)
-        when the state was started afresh for other settings meanwhile."""
+        when the state was started afresh for other settings meanwhile, or, with ``first``
+        (the cursor is being set for the first time), when another process set it first."""
+        where = [poll_state.c.poller == poller, poll_state.c.fingerprint == fingerprint]
+        if first:
+            where.append(poll_state.c.last_polled_at.is_(None))
         async with self._write.begin() as conn:
             moved = await conn.execute(
                 poll_state.update()
-                .where(poll_state.c.poller == poller, poll_state.c.fingerprint == fingerprint)
+                .where(*where)
                 .values(
                     cursor=cursor,
                     last_polled_at=now,
@@ -359,7 +371,9 @@ class _Schedule(_Runner):
             last = due
         if done is None or fire:
             cursor = {"done_until": last.astimezone(UTC).isoformat()}
-            await store.advance(zap.zap, self.fingerprint, cursor, (), now)
+            moved = await store.advance(zap.zap, self.fingerprint, cursor, (), now, first=done is None)
+            if not moved and done is None:
+                return 0.0  # another scheduler on this inbox started it first: go by its cursor
         upcoming = next_moment(self.options.cron, self.zone, max(now, last))
         return max(0.0, (upcoming - self.owner.clock()).total_seconds())
 
