@@ -1,7 +1,7 @@
 """Comparison benchmark: zapflow, the naive design and n8n on the same events, in one run.
 
     .venv/bin/python bench/bench_compare.py [--events 2000] [--senders 50] [--light 100]
-        [--systems naive,n8n,zapflow] [--cap 120] [--settle 10] [--quiet-wait 300] [--retries 1]
+        [--steady 20] [--sporadic 5] [--systems naive,n8n,zapflow] [--cap 120] [--settle 10] [--quiet-wait 300] [--retries 1]
         [--json results.json]
 
 The event is a missed enquiry ``{id, displayCaseNumber, phone, sent}``; its action is one real
@@ -9,6 +9,9 @@ HTTP POST of an SMS ``{recipient, text, sent, id}`` to a loopback sink (its own 
 records arrival times. Each system runs two phases on the same events:
 - light: ``--light`` events from one sender, each sent when the previous one is answered;
 - steady: ``--steady`` events/s from one sender for 10 s (paced, whatever the answers' pace);
+- sporadic: ``--sporadic`` events from one sender, one every ``--sporadic-gap`` seconds (8):
+  a zap that fires now and then, each event its first in a while (zapflow's live flow run has
+  closed in between, after its 5 s idle);
 - burst: ``--events`` events from ``--senders`` concurrent keep-alive senders.
 Per phase: accepted/s and ack p50/p99; event → action p50/p99 (sink arrival - ``sent``);
 processed/s (first send → last action arrival); lost (accepted, never arrived) and doubled.
@@ -91,6 +94,9 @@ def run_system(name: str, args: argparse.Namespace, sink: Sink) -> tuple[list[Ph
         plan = [("light", args.light, 1, None)]
         if args.steady:
             plan.append((f"steady {args.steady:g}/s", int(args.steady * 10), 1, args.steady))
+        if args.sporadic:
+            gap = args.sporadic_gap
+            plan.append((f"sporadic 1/{gap:g}s", args.sporadic, 1, 1 / gap))
         plan.append(("burst", args.events, args.senders, None))
         for phase, events, senders, rate in plan:
             attempts: list[Phase] = []
@@ -149,6 +155,15 @@ def main() -> None:
         type=float,
         default=20.0,
         help="also a paced phase: this many events/s from one sender for 10 s (0: none)",
+    )
+    parser.add_argument(
+        "--sporadic",
+        type=int,
+        default=0,
+        help="also a sporadic phase: this many events, one every --sporadic-gap s (0: none)",
+    )
+    parser.add_argument(
+        "--sporadic-gap", type=float, default=8.0, help="seconds between sporadic events (8)"
     )
     parser.add_argument("--systems", default="naive,n8n", help="comma-separated, in run order")
     parser.add_argument(

@@ -121,20 +121,14 @@ async def run_zap(
     event: dict[str, Any] | None = None,
     dry_run: bool = False,
     events: list[dict[str, Any]] | None = None,
-    feed: str | None = None,
 ) -> Any:
-    """Run a zap (its definition) on one event (``Event``), on several (``events``), or on the
-    events an in-process feed hands it while it stays open (``feed``: see ``flows.live``).
+    """Run a zap (its definition) on one event (``Event``) or on several (``events``).
 
     The deployments' entrypoint. On one event the flow run's state is the zap run's
     (Completed, Filtered or Failed); on many it is Failed if any of them failed.
     """
     model = Zap.model_validate(zap)
     await _ensure_tags(model)
-    if feed is not None:
-        from flows.live import serve_feed
-
-        return batch_summary(await serve_feed(feed, model))
     if events is not None:
         batch = [Event.model_validate(e) for e in events]
         results = await asyncio.gather(*(run_event(model, e, per_event=True) for e in batch))

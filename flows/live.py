@@ -1,15 +1,23 @@
 """Live flow runs: a zap's flow run that stays open and runs its events as they arrive.
 
-Starting a Prefect flow run costs 150–400 ms and the server records at most a few dozen a
+Starting a Prefect flow run costs 150-400 ms and the server records at most a few dozen a
 second; a task run inside a flow run that is already running starts at once, and the server
 records well over a hundred a second. So the dispatcher does not start a flow run per event:
-each zap gets a *live* flow run (named ``<zap> ← <app.trigger> live``) that takes the zap's
-events as they come and runs each one's steps as task runs named ``<step> ← <event>`` (not
-tagged: Prefect checks each tag of each task run against its concurrency limits, one API
-request per task run). It closes after ``idle`` seconds without events, after ``max_events``
-events or ``max_age`` seconds (so the UI shows finished runs), or when the zap's definition
-changes; the next event opens a new one. Its final state counts its events: Completed, or
-Failed when any of them failed (the failed step's task run shows its retries).
+each zap gets a *live* flow run (named ``<zap> ← <app.trigger> live from <time>``) that takes
+the zap's events as they come and runs each one's steps as task runs named
+``<step> ← <event>`` (not tagged: Prefect checks each tag of each task run against its
+concurrency limits, one API request per task run). It closes after ``idle`` seconds without
+events, after ``max_events`` events or ``max_age`` seconds (so the UI shows finished runs), or
+when the zap's definition changes; the next event opens a new one. Its final state counts its
+events: Completed, or Failed when any of them failed (the failed step's task run shows its
+retries).
+
+A live flow run is driven here, not by Prefect's flow engine: it is created already Running
+(one API request), its events start as soon as it exists, and its final state is set when it
+closes. The engine would add its own start-up (proposing Running, contexts, hooks: 100-300 ms,
+seconds on a busy machine) before the first event, which every event that opens a run — a
+zap's first in a while — would wait through. Its steps' task runs are recorded as
+``flows.task_runs`` records them, whichever way the flow run is driven.
 
 One (event, zap) run is still one row in ``zapflow runs`` (the inbox's run ledger), which
 names the flow run that recorded it.
@@ -19,20 +27,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.client.schemas.objects import State
-from prefect.flow_engine import run_flow_async
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.context import FlowRunContext
+from prefect.logging.loggers import flow_run_logger
+from prefect.results import get_result_store
+from prefect.states import Crashed, Running
 
-from flows.compiler import EventRun, compile_zap, prefect_session, run_event, run_tags
+from flows.compiler import (
+    EventRun,
+    batch_summary,
+    compile_zap,
+    prefect_session,
+    run_event,
+    run_tags,
+)
 from flows.model import Zap
 from flows.runtime import Event
 
-_FEEDS: dict[str, Feed] = {}
+log = logging.getLogger("zapflow.live")
 
 
 class FeedClosed(Exception):
@@ -47,7 +65,6 @@ class Feed:
     max_events: int
     max_age: float
     concurrency: int
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
     queue: asyncio.Queue[tuple[Event, asyncio.Future[EventRun]]] = field(
         default_factory=asyncio.Queue
     )
@@ -102,11 +119,8 @@ class Feed:
 _CLOSE: Any = object()
 
 
-async def serve_feed(feed_id: str, model: Zap) -> list[EventRun]:
+async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
     """The body of a live flow run: run the feed's events until it closes."""
-    feed = _FEEDS.get(feed_id)
-    if feed is None:  # e.g. the run was retried from the UI: its events went with its process
-        return []
     gate = asyncio.Semaphore(feed.concurrency)
     results: list[EventRun] = []
     running: set[asyncio.Task[None]] = set()
@@ -185,26 +199,44 @@ class LiveRuns:
     async def _open(self, zap: Zap) -> _Live:
         feed = Feed(self.idle, self.max_events, self.max_age, self.concurrency)
         flow = compile_zap(zap)
-        parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True), "feed": feed.id}
+        parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True)}
         opened = datetime.now(UTC).strftime("%H:%M:%S")
         name = f"{zap.zap} ← {zap.trigger.app}.{zap.trigger.event} live from {opened}"
         async with prefect_session() as session:
             flow_run = await session.client.create_flow_run(
-                flow, name=name, parameters=parameters, tags=[*run_tags(zap), "live"]
+                flow,
+                name=name,
+                parameters=parameters,
+                tags=[*run_tags(zap), "live"],
+                state=Running(),
             )
-        _FEEDS[feed.id] = feed
+            # What Prefect's engine would put in context for the flow's body: the steps' task
+            # runs and their events (with the flow run, flow and tags as related resources)
+            # are recorded in this flow run.
+            context = FlowRunContext(
+                flow=flow,
+                flow_run=flow_run,
+                parameters=parameters,
+                client=session.client,
+                task_runner=flow.task_runner,
+                result_store=get_result_store(),
+                persist_result=False,
+            )
 
-        async def drive() -> State | None:
+        async def drive() -> State:
             try:
-                async with prefect_session():
-                    state = await run_flow_async(
-                        flow, flow_run=flow_run, parameters=parameters, return_type="state"
-                    )
-                return state if isinstance(state, State) else None
+                with context:
+                    results = await serve_feed(feed, zap)
+                state: State = batch_summary(results)
+            except BaseException as exc:
+                state = Crashed(message=f"zapflow stopped running it: {type(exc).__name__}: {exc}")
+                await _finish(flow_run, flow, state)
+                raise
             finally:
                 feed.accepting = False
-                _FEEDS.pop(feed.id, None)
                 feed.fail_waiting(FeedClosed(f"the live flow run {flow_run.id} ended"))
+            await _finish(flow_run, flow, state)
+            return state
 
         return _Live(zap, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
 
@@ -217,3 +249,16 @@ class LiveRuns:
         if tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _finish(flow_run: FlowRun, flow: Any, state: State) -> None:
+    """Set a live flow run's final state (its events have run whatever happens here)."""
+    state.data = None  # the per-event outcomes are in the run ledger, not the run's result
+    try:
+        async with prefect_session() as session:
+            await asyncio.shield(
+                session.client.set_flow_run_state(flow_run.id, state, force=True)
+            )
+        flow_run_logger(flow_run, flow).info("Finished in state %s", state)
+    except Exception as exc:  # e.g. Prefect's server went away: the UI shows it still Running
+        log.warning("could not set the final state of live flow run %s: %s", flow_run.id, exc)

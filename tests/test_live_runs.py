@@ -1,0 +1,140 @@
+"""Live flow runs as the Prefect UI shows them: a zap's events run in one open flow run (Running
+while it is open), each step a task run of that flow run with its logs and the run's tags, its
+final state counting the events; a run stopped mid-way is Crashed, not left Running."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+
+from flows.compiler import prefect_session
+from flows.live import FeedClosed, LiveRuns
+from flows.loader import load_zap_text
+from flows.runtime import Event
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+ZAP = """
+zap: {zap}
+trigger: {{app: builtin, event: catch_hook}}
+steps:
+  - id: call
+    action: flaky.call
+    retries: 0
+    input: {{value: "{{{{ trigger.name }}}}", permanent: "{{{{ trigger.refuse | default(false) }}}}"}}
+  - id: wait
+    action: builtin.delay
+    input: {{for: "{{{{ trigger.wait | default('0s') }}}}"}}
+"""
+
+
+def event(**payload: Any) -> Event:
+    return Event(app="builtin", trigger="catch_hook", payload=payload)
+
+
+async def task_runs_of(flow_run_id: Any, count: int, timeout: float = 20) -> list[Any]:
+    """The flow run's task runs once ``count`` of them are recorded in a final state."""
+    async with get_client() as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            done = [t for t in found if t.state and t.state.is_final()]
+            if len(done) >= count or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def test_a_live_run_records_its_events_steps_and_outcome():
+    zap = load_zap_text(ZAP.format(zap="live-outcome"))
+    runs = LiveRuns(idle=5)
+    async with prefect_session(), get_client() as client:
+        first = await runs.run(zap, event(name="ada", wait="1s"))
+        flow_run_id = first.flow_run_id
+        assert first.outcome.status == "completed" and flow_run_id
+        while_open = await client.read_flow_run(flow_run_id)
+        assert while_open.state and while_open.state.name == "Running"
+        refused = await runs.run(zap, event(name="bob", refuse=True))
+        assert refused.flow_run_id == flow_run_id and refused.outcome.status == "failed"
+        await runs.close()
+
+        flow_run = await client.read_flow_run(flow_run_id)
+        assert flow_run.state and flow_run.state.type.value == "FAILED"
+        assert flow_run.state.message == "2 events: 1 completed, 1 failed"
+        assert flow_run.name.startswith("live-outcome ← builtin.catch_hook live from ")
+        assert {"zapflow", "zap:live-outcome", "app:builtin", "live"} <= set(flow_run.tags)
+        assert flow_run.start_time and flow_run.end_time and flow_run.run_count == 1
+        assert flow_run.parameters["zap"]["zap"] == "live-outcome"
+
+        steps = await task_runs_of(flow_run_id, 3)
+        by_name = {t.name: t for t in steps}
+        call_ok = by_name[f"call ← builtin.catch_hook {first.event_id[:12]}"]
+        call_refused = by_name[f"call ← builtin.catch_hook {refused.event_id[:12]}"]
+        assert call_ok.state.name == "Completed" and call_refused.state.name == "Failed"
+        assert f"wait ← builtin.catch_hook {first.event_id[:12]}" in by_name
+        assert {str(t.flow_run_id) for t in steps} == {flow_run_id}
+
+        deadline = time.monotonic() + 20
+        while True:  # the steps' logs reach the server in batches
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            texts = [(log.task_run_id, log.message) for log in logs]
+            if len(texts) >= 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert (call_ok.id, 'input: {"value": "ada", "permanent": false}\noutput: '
+                '{"value": "ada", "attempts": 1}') in texts
+        assert any(task == call_refused.id and "invalid recipient" in text
+                   for task, text in texts)
+        assert any(task is None and text.startswith("Finished in state Failed")
+                   for task, text in texts)
+
+
+async def test_a_changed_zap_gets_a_new_live_run():
+    zap = load_zap_text(ZAP.format(zap="live-changed"))
+    runs = LiveRuns(idle=5)
+    async with prefect_session(), get_client() as client:
+        before = await runs.run(zap, event(name="a"))
+        changed = zap.model_copy(update={"description": "now described"})
+        after = await runs.run(changed, event(name="b"))
+        assert after.flow_run_id != before.flow_run_id
+        await runs.close()
+        old = await client.read_flow_run(before.flow_run_id)
+        assert old.state and old.state.name == "Completed"
+        assert old.state.message == "1 events: 1 completed"
+
+
+async def test_a_live_run_stopped_midway_is_crashed_and_its_waiting_events_not_run():
+    zap = load_zap_text(ZAP.format(zap="live-crash"))
+    runs = LiveRuns(idle=5)
+    async with prefect_session(), get_client() as client:
+        slow = asyncio.create_task(runs.run(zap, event(name="slow", wait="30s")))
+        deadline = time.monotonic() + 20
+        while "live-crash" not in runs._live:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        live = runs._live["live-crash"]
+        await asyncio.sleep(0.5)
+        live.task.cancel()  # what stopping zapflow's loop does to a run still going
+        with pytest.raises((FeedClosed, asyncio.CancelledError)):
+            await slow
+        with pytest.raises(asyncio.CancelledError):
+            await live.task
+        flow_runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name={"like_": "live-crash ← "})
+        )
+        (crashed,) = flow_runs
+        assert crashed.state and crashed.state.type.value == "CRASHED"
+        assert "CancelledError" in (crashed.state.message or "")
