@@ -1,7 +1,8 @@
 """Comparison benchmark: zapflow, the naive design and n8n on the same events, in one run.
 
     .venv/bin/python bench/bench_compare.py [--events 2000] [--senders 50] [--light 100]
-        [--steady 20] [--sporadic 5] [--systems naive,n8n,zapflow] [--cap 120] [--settle 10] [--quiet-wait 300] [--retries 1]
+        [--steady 20] [--sporadic 5] [--systems naive,n8n,zapflow] [--cap 120] [--settle 10]
+        [--quiet-wait 300] [--retries 1]
         [--json results.json]
 
 The event is a missed enquiry ``{id, displayCaseNumber, phone, sent}``; its action is one real

@@ -256,9 +256,7 @@ async def _finish(flow_run: FlowRun, flow: Any, state: State) -> None:
     state.data = None  # the per-event outcomes are in the run ledger, not the run's result
     try:
         async with prefect_session() as session:
-            await asyncio.shield(
-                session.client.set_flow_run_state(flow_run.id, state, force=True)
-            )
+            await asyncio.shield(session.client.set_flow_run_state(flow_run.id, state, force=True))
         flow_run_logger(flow_run, flow).info("Finished in state %s", state)
     except Exception as exc:  # e.g. Prefect's server went away: the UI shows it still Running
         log.warning("could not set the final state of live flow run %s: %s", flow_run.id, exc)

@@ -31,7 +31,9 @@ steps:
   - id: call
     action: flaky.call
     retries: 0
-    input: {{value: "{{{{ trigger.name }}}}", permanent: "{{{{ trigger.refuse | default(false) }}}}"}}
+    input:
+      value: "{{{{ trigger.name }}}}"
+      permanent: "{{{{ trigger.refuse | default(false) }}}}"
   - id: wait
     action: builtin.delay
     input: {{for: "{{{{ trigger.wait | default('0s') }}}}"}}
@@ -94,12 +96,14 @@ async def test_a_live_run_records_its_events_steps_and_outcome():
             if len(texts) >= 3 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-        assert (call_ok.id, 'input: {"value": "ada", "permanent": false}\noutput: '
-                '{"value": "ada", "attempts": 1}') in texts
-        assert any(task == call_refused.id and "invalid recipient" in text
-                   for task, text in texts)
-        assert any(task is None and text.startswith("Finished in state Failed")
-                   for task, text in texts)
+        assert (
+            call_ok.id,
+            'input: {"value": "ada", "permanent": false}\noutput: {"value": "ada", "attempts": 1}',
+        ) in texts
+        assert any(task == call_refused.id and "invalid recipient" in text for task, text in texts)
+        assert any(
+            task is None and text.startswith("Finished in state Failed") for task, text in texts
+        )
 
 
 async def test_a_changed_zap_gets_a_new_live_run():

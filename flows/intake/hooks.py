@@ -1,21 +1,60 @@
 """What a zap folder serves: its zaps, followed as files change, and their webhook URLs.
 
-Shared by `zapflow serve` (its dispatcher) and its receiver process; imports nothing of Prefect,
-so the receiver process stays small.
+Shared by `zapflow serve` (its dispatcher) and its receiver process; imports nothing of Prefect
+(so the receiver process stays small) nor the receiver's web framework (which `zapflow serve`
+does not run itself).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors import registry
+from connectors._contract import App
 from flows.errors import Problem, ZapError
 from flows.intake.inbox import Inbox
-from flows.intake.receiver import AppHook, Hooks, ZapHook, zap_secret
 from flows.loader import find_zap_files, load_zap_file
 from flows.model import Zap
+
+
+@dataclass(frozen=True)
+class ZapHook:
+    zap: Zap
+    token: str
+    secret: str | None = None
+    """Standard Webhooks secret, from the env variable the zap names in ``options.secret_env``."""
+
+
+@dataclass(frozen=True)
+class AppHook:
+    app: App
+    connection: str
+    token: str
+
+
+@dataclass
+class Hooks:
+    """The hooks the receiver answers; replaced whole when zaps change."""
+
+    zaps: dict[str, ZapHook] = field(default_factory=dict)
+    apps: dict[tuple[str, str], AppHook] = field(default_factory=dict)
+
+
+def zap_secret(zap: Zap) -> str | None:
+    """The catch hook's signing secret: the environment variable ``options.secret_env`` names.
+
+    Fails closed: a zap that asks for signatures is not served without its secret."""
+    name = zap.trigger.options.get("secret_env")
+    if not name:
+        return None
+    if not os.environ.get(str(name)):
+        raise ZapError(
+            f"zap {zap.zap!r} wants signed deliveries but ${name} (options.secret_env) is not set"
+        )
+    return os.environ[str(name)]
 
 
 @dataclass

@@ -371,7 +371,9 @@ class _Schedule(_Runner):
             last = due
         if done is None or fire:
             cursor = {"done_until": last.astimezone(UTC).isoformat()}
-            moved = await store.advance(zap.zap, self.fingerprint, cursor, (), now, first=done is None)
+            moved = await store.advance(
+                zap.zap, self.fingerprint, cursor, (), now, first=done is None
+            )
             if not moved and done is None:
                 return 0.0  # another scheduler on this inbox started it first: go by its cursor
         upcoming = next_moment(self.options.cron, self.zone, max(now, last))

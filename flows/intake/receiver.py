@@ -16,47 +16,23 @@ that cheap under load), so an acknowledged event is never lost. Bad input gets a
 from __future__ import annotations
 
 import hmac
-import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from connectors._contract import App, WebhookReply
-from flows.errors import ZapError
+from connectors._contract import WebhookReply
 from flows.intake.events import NewEvent, derived_id
+from flows.intake.hooks import AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.intake.signatures import SignatureError, verify
-from flows.model import Zap
+
+__all__ = ["AppHook", "Hooks", "Refused", "ZapHook", "create_app"]
 
 DEFAULT_MAX_BODY = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ZapHook:
-    zap: Zap
-    token: str
-    secret: str | None = None
-    """Standard Webhooks secret, from the env variable the zap names in ``options.secret_env``."""
-
-
-@dataclass(frozen=True)
-class AppHook:
-    app: App
-    connection: str
-    token: str
-
-
-@dataclass
-class Hooks:
-    """The hooks the receiver answers; replaced whole when zaps change."""
-
-    zaps: dict[str, ZapHook] = field(default_factory=dict)
-    apps: dict[tuple[str, str], AppHook] = field(default_factory=dict)
 
 
 class Refused(Exception):
@@ -193,17 +169,3 @@ def create_app(
         return JSONResponse({"ready": True, "inbox": counts})
 
     return api
-
-
-def zap_secret(zap: Zap) -> str | None:
-    """The catch hook's signing secret: the environment variable ``options.secret_env`` names.
-
-    Fails closed: a zap that asks for signatures is not served without its secret."""
-    name = zap.trigger.options.get("secret_env")
-    if not name:
-        return None
-    if not os.environ.get(str(name)):
-        raise ZapError(
-            f"zap {zap.zap!r} wants signed deliveries but ${name} (options.secret_env) is not set"
-        )
-    return os.environ[str(name)]
