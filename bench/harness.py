@@ -280,11 +280,22 @@ async def _send(
             ).encode() + body
             wait = timeout if deadline is None else min(timeout, deadline - time.time())
             try:
-                if conn is None:
-                    conn = await asyncio.open_connection(host, port)
-                conn[1].write(request)
-                await conn[1].drain()
-                message = await asyncio.wait_for(_read_message(conn[0], response=True), wait)
+                message, reused = None, conn is not None
+                for _ in range(2):  # a kept-alive connection the server closed while idle:
+                    if conn is None:  # send again on a new one, as HTTP clients do
+                        conn = await asyncio.open_connection(host, port)
+                    try:
+                        conn[1].write(request)
+                        await conn[1].drain()
+                        message = await asyncio.wait_for(
+                            _read_message(conn[0], response=True), wait
+                        )
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        message = None
+                    if message is not None or not reused:
+                        break
+                    conn[1].close()
+                    conn, reused = None, False
                 if message is None:
                     raise ConnectionResetError("closed before answering")
                 status = int(message[0].split()[1])
