@@ -402,6 +402,20 @@ def memory_of(pids: Sequence[int]) -> int:
     return total
 
 
+def proportional_memory_of(pids: Sequence[int]) -> int:
+    """Proportional memory (PSS, bytes) of ``pids`` and their descendants: each page shared by
+    several processes (Python's own, its libraries') counted once in all, not once in each as
+    the resident sizes of :func:`memory_of` add up."""
+    total = 0
+    for pid in _tree(pids):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total
+
+
 BUSY = 15.0  # % of a core used by processes outside the benchmark: more disturbs the figures
 
 
@@ -456,16 +470,18 @@ def wait_for_quiet(
 
 
 class _PeakMemory:
-    """Samples ``memory_of(pids)`` every ``every`` seconds in a thread; ``peak`` is the highest."""
+    """Samples the memory of ``pids`` every ``every`` seconds in a thread; ``peak`` and
+    ``peak_pss`` are the highest resident and proportional sizes."""
 
     def __init__(self, pids: Sequence[int], every: float = 0.5) -> None:
-        self.pids, self.every, self.peak = list(pids), every, 0
+        self.pids, self.every, self.peak, self.peak_pss = list(pids), every, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
             self.peak = max(self.peak, memory_of(self.pids))
+            self.peak_pss = max(self.peak_pss, proportional_memory_of(self.pids))
             if self._stop.wait(self.every):
                 return
 
@@ -585,8 +601,10 @@ class Phase:
     capped: bool = False  # the cap ended the phase before every event was sent and answered
     settled: bool = True  # False: the wait for stragglers was cut while actions still came
     seconds: float = 0.0  # the phase's wall time: first send to the end of the wait
-    memory_idle: int = 0
+    memory_idle: int = 0  # resident (RSS), bytes
     memory_peak: int = 0
+    pss_idle: int = 0  # proportional (PSS), bytes
+    pss_peak: int = 0
     cpu_percent: float = float("nan")  # of one core, the system's processes during the phase
     kernel_percent: float = float("nan")  # of one core: interrupts and kernel threads (disk I/O)
     others_percent: float = float("nan")  # of one core: other processes (not senders, sink)
@@ -627,6 +645,7 @@ def measure(
     sink.reset()
     result = Phase(system_name, phase, events, senders, cap)
     result.memory_idle = memory_of(pids)
+    result.pss_idle = proportional_memory_of(pids)
     cpu_before = cpu_seconds_of(pids), _bench_cpu_seconds(sink), *machine_cpu_seconds()
     start = time.time()
     deadline = start + cap if cap else None
@@ -642,7 +661,7 @@ def measure(
     result.cpu_percent = 100 * system / result.seconds
     result.kernel_percent = 100 * kernel / result.seconds
     result.others_percent = 100 * (machine - kernel - system - bench) / result.seconds
-    result.memory_peak = peak.peak
+    result.memory_peak, result.pss_peak = peak.peak, peak.peak_pss
     _figures(result, sends, sink.records(prefix), deadline)
     return result
 
@@ -756,7 +775,8 @@ def print_table(results: Sequence[Phase], title: str = "event → action, per sy
         "processed\n/s",
         "processed\n(of events)",
         "lost /\ndoubled",
-        "memory MB\nidle → peak",
+        "memory MB RSS\nidle → peak",
+        "PSS MB\nidle → peak",
         "cpu\n(1 core)",
         "others'\ncpu",
         "wall",
@@ -775,6 +795,7 @@ def print_table(results: Sequence[Phase], title: str = "event → action, per sy
             f"{r.arrived} of {r.events}" + (" capped" if r.capped else ""),
             f"{r.lost}{'' if r.settled else '?'} / {r.doubled}",
             f"{r.memory_idle / 2**20:.0f} → {r.memory_peak / 2**20:.0f}",
+            f"{r.pss_idle / 2**20:.0f} → {r.pss_peak / 2**20:.0f}",
             _percent(r.cpu_percent),
             _percent(r.others_percent),
             f"{r.seconds:.1f} s",

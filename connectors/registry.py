@@ -71,6 +71,18 @@ def app(name: str) -> App:
     return known[name]
 
 
+def load(name: str) -> App:
+    """One app, importing only its own package (the receiver process serves one app's hooks
+    without loading every app's models); any app when ``name`` is not an entry point's."""
+    if name in _registered:
+        return _registered[name]
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        loaded = ep.load()
+        if isinstance(loaded, App) and loaded.name == name:
+            return loaded
+    return app(name)
+
+
 def action(key: str) -> Action:
     """The action for ``app.action_name``."""
     app_name, _, name = key.partition(".")

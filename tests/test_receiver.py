@@ -19,14 +19,9 @@ from connectors.cinnox.triggers import to_wire
 from flows.intake.inbox import Inbox
 from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app
 from flows.intake.signatures import sign
-from flows.loader import load_zap_text
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 
-HOOK_ZAP = load_zap_text(
-    "zap: orders\ntrigger: {app: builtin, event: catch_hook}\n"
-    "steps:\n  - {id: a, action: builtin.lookup, input: {key: x, table: {x: 1}}}\n"
-)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -52,10 +47,10 @@ async def receiver(tmp_path: Path) -> AsyncIterator[Running]:
     inbox = await Inbox.open(inbox_url)
     hooks = Hooks(
         zaps={
-            "orders": ZapHook(HOOK_ZAP, "tok-orders"),
-            "signed": ZapHook(HOOK_ZAP.model_copy(update={"zap": "signed"}), "tok-s", SECRET),
+            "orders": ZapHook("orders", "tok-orders"),
+            "signed": ZapHook("signed", "tok-s", SECRET),
         },
-        apps={("cinnox", "main"): AppHook(registry.app("cinnox"), "main", "tok-cinnox")},
+        apps={("cinnox", "main"): AppHook("cinnox", "main", "tok-cinnox")},
     )
     app = create_app(inbox, lambda: hooks, max_body=64 * 1024)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))

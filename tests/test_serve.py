@@ -121,6 +121,15 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         later = serve.wait_for(r"catch hook of added-later: (\S+)", timeout=15).group(1)
         assert httpx.post(later, json={"customer": "b"}, timeout=10).status_code == 200
         assert len(completed_runs("added-later", 1)) == 1
+
+        # A removed one stops: its hook is unknown from then on.
+        (folder / "later.yaml").unlink()
+        serve.wait_for(r"zap 'added-later' removed", timeout=15)
+        deadline = time.monotonic() + 5
+        while (gone := httpx.post(later, json={}, timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline, "the removed zap's hook still answers"
+            time.sleep(0.05)
+        assert gone.status_code == 404 and "no such hook" in gone.json()["error"]
     finally:
         code = serve.stop()
     assert code == 0

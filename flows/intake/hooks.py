@@ -1,38 +1,48 @@
-"""What a zap folder serves: its zaps, followed as files change, and their webhook URLs.
+"""The hook table: which webhook URLs the receiver answers, and what an event from each is.
 
-Shared by `zapflow serve` (its dispatcher) and its receiver process; imports nothing of Prefect
-(so the receiver process stays small) nor the receiver's web framework (which `zapflow serve`
-does not run itself).
+`zapflow serve` builds it from the zap folder (``flows.intake.folder``) and hands it to its
+receiver process as one line of JSON on the receiver's standard input, again whenever the zaps
+change. So the receiver never loads or validates zap files itself, and imports neither
+pydantic nor any app's models: an app's webhook adapter is imported only when a hook of that
+app is served (``connectors.registry.load``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from connectors import registry
-from connectors._contract import App
-from flows.errors import Problem, ZapError
-from flows.intake.inbox import Inbox
-from flows.loader import find_zap_files, load_zap_file
-from flows.model import Zap
+import orjson
+
+CATCH_HOOK = ("builtin", "catch_hook")
+"""The (app, trigger) of a zap's catch hook."""
 
 
 @dataclass(frozen=True)
 class ZapHook:
-    zap: Zap
+    """``POST /hooks/zap/{zap}/{token}``: deliveries for one zap's catch hook."""
+
+    zap: str
     token: str
     secret: str | None = None
-    """Standard Webhooks secret, from the env variable the zap names in ``options.secret_env``."""
+    """Standard Webhooks secret (from the env variable the zap names in ``options.secret_env``)."""
+    connection: str | None = None
+
+    def __repr__(self) -> str:  # never the token or the secret
+        return f"ZapHook(zap={self.zap!r})"
 
 
 @dataclass(frozen=True)
 class AppHook:
-    app: App
+    """``POST /hooks/{app}/{connection}/{token}/{channel}``: one app connection's deliveries,
+    turned into trigger events by the app's webhook adapter."""
+
+    app: str
     connection: str
     token: str
+
+    def __repr__(self) -> str:
+        return f"AppHook(app={self.app!r}, connection={self.connection!r})"
 
 
 @dataclass
@@ -42,85 +52,20 @@ class Hooks:
     zaps: dict[str, ZapHook] = field(default_factory=dict)
     apps: dict[tuple[str, str], AppHook] = field(default_factory=dict)
 
+    def to_line(self) -> bytes:
+        """One line of JSON (what serve writes to its receiver's standard input)."""
+        table = {
+            "zaps": [asdict(hook) for hook in self.zaps.values()],
+            "apps": [asdict(hook) for hook in self.apps.values()],
+        }
+        return orjson.dumps(table) + b"\n"
 
-def zap_secret(zap: Zap) -> str | None:
-    """The catch hook's signing secret: the environment variable ``options.secret_env`` names.
-
-    Fails closed: a zap that asks for signatures is not served without its secret."""
-    name = zap.trigger.options.get("secret_env")
-    if not name:
-        return None
-    if not os.environ.get(str(name)):
-        raise ZapError(
-            f"zap {zap.zap!r} wants signed deliveries but ${name} (options.secret_env) is not set"
+    @classmethod
+    def from_line(cls, line: bytes) -> Hooks:
+        table: dict[str, list[dict[str, Any]]] = orjson.loads(line)
+        zaps = [ZapHook(**item) for item in table["zaps"]]
+        apps = [AppHook(**item) for item in table["apps"]]
+        return cls(
+            zaps={hook.zap: hook for hook in zaps},
+            apps={(hook.app, hook.connection): hook for hook in apps},
         )
-    return os.environ[str(name)]
-
-
-@dataclass
-class ZapFolder:
-    """The zaps of a folder, re-read when its files change."""
-
-    folder: Path
-    report: Callable[[str], None] = print
-    by_file: dict[Path, Zap] = field(default_factory=dict)
-    stamps: dict[Path, float] = field(default_factory=dict)
-
-    @property
-    def zaps(self) -> list[Zap]:
-        return list(self.by_file.values())
-
-    def refresh(self) -> bool:
-        """Re-read added and changed files, forget removed ones; True if anything changed."""
-        files = {p: p.stat().st_mtime for p in find_zap_files([self.folder]) if p.exists()}
-        changed = False
-        for path in set(self.by_file) - set(files):
-            self.report(f"zap {self.by_file.pop(path).zap!r} removed ({path})")
-            changed = True
-        for path, stamp in files.items():
-            if self.stamps.get(path) == stamp:
-                continue
-            self.stamps[path] = stamp
-            try:
-                zap = load_zap_file(path).zap
-            except ZapError as exc:
-                problems: list[Problem] = getattr(exc, "problems", [])
-                kept = " (its previous version keeps running)" if path in self.by_file else ""
-                self.report(f"{path} is not valid{kept}:\n" + "\n".join(map(str, problems)))
-                continue
-            verb = "changed" if path in self.by_file else "loaded"
-            self.by_file[path] = zap
-            self.report(f"zap {zap.zap!r} {verb} ({path})")
-            changed = True
-        for path in set(self.stamps) - set(files):
-            self.stamps.pop(path)
-        return changed
-
-
-async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
-    hooks = Hooks()
-    for zap in zaps:
-        if not zap.enabled:
-            continue
-        trig = zap.trigger
-        owner = registry.app(trig.app)
-        if trig.app == "builtin" and trig.event == "catch_hook":
-            token = await inbox.hook_token("zap", zap.zap)
-            hooks.zaps[zap.zap] = ZapHook(zap, token, zap_secret(zap))
-        elif owner.webhook is not None and trig.connection is not None:
-            key = (trig.app, trig.connection)
-            if key not in hooks.apps:
-                token = await inbox.hook_token(trig.app, trig.connection)
-                hooks.apps[key] = AppHook(owner, trig.connection, token)
-    return hooks
-
-
-def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
-    base = public_url.rstrip("/")
-    lines = [
-        f"  catch hook of {zid}: {base}/hooks/zap/{zid}/{h.token}" for zid, h in hooks.zaps.items()
-    ]
-    for (app, connection), hook in hooks.apps.items():
-        url = f"{base}/hooks/{app}/{connection}/{hook.token}/<channel>"
-        lines.append(f"  {app} connection {connection}: {url}")
-    return lines

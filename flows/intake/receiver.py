@@ -11,24 +11,33 @@ like CINNOX sign nothing, so the URL is the credential):
 A delivery is answered 2xx only after its events are committed to the inbox (group commit makes
 that cheap under load), so an acknowledged event is never lost. Bad input gets a 4xx with a JSON
 ``{"error": ...}`` that says what is wrong.
+
+A plain Starlette app rather than FastAPI: every acknowledgement is on the hot path, and the
+receiver process stays small without FastAPI and pydantic (the OpenAPI description below is
+written out, with the request and answer shapes FastAPI could not infer from raw bodies).
 """
 
 from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
-from connectors._contract import WebhookReply
 from flows.intake.events import NewEvent, derived_id
-from flows.intake.hooks import AppHook, Hooks, ZapHook
+from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.intake.signatures import SignatureError, verify
+
+if TYPE_CHECKING:
+    from connectors._contract import App
 
 __all__ = ["AppHook", "Hooks", "Refused", "ZapHook", "create_app"]
 
@@ -41,6 +50,10 @@ class Refused(Exception):
         self.status, self.message = status, message
 
 
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
 def _event_id(*parts: str | None) -> str:
     if parts[-1] is None:  # nothing identifies the occurrence: never treat it as a duplicate
         return uuid.uuid4().hex
@@ -49,6 +62,14 @@ def _event_id(*parts: str | None) -> str:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+@cache
+def _app(name: str) -> App:
+    """An app with a webhook adapter, imported the first time one of its hooks is called."""
+    from connectors import registry
+
+    return registry.load(name)
 
 
 async def _read_json(request: Request, max_body: int) -> tuple[bytes, dict[str, Any]]:
@@ -74,6 +95,19 @@ async def _read_json(request: Request, max_body: int) -> tuple[bytes, dict[str, 
     return raw, body
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_refusals(endpoint: Endpoint) -> Endpoint:
+    async def answer(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Refused as exc:
+            return json_response({"error": exc.message}, exc.status)
+
+    return answer
+
+
 def create_app(
     inbox: Inbox,
     hooks: Callable[[], Hooks],
@@ -81,26 +115,18 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     on_accept: Callable[[], None] = lambda: None,
     ready: Callable[[], bool] = lambda: True,
-) -> FastAPI:
+) -> Starlette:
     """The receiver as an ASGI app. ``hooks()`` gives the current hook table; ``on_accept`` is
     called after events are committed (it wakes the dispatcher)."""
-    api = FastAPI(
-        title="zapflow receiver",
-        description="Webhooks in: acknowledged once committed to the inbox.",
-        version="1",
-    )
-
-    @api.exception_handler(Refused)
-    async def refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     async def store(events: list[NewEvent]) -> list[bool]:
         fresh = await inbox.put_many(events) if len(events) > 1 else [await inbox.put(events[0])]
         on_accept()
         return fresh
 
-    @api.post("/hooks/zap/{zap_id}/{token}", summary="A zap's catch hook")
-    async def catch_hook(zap_id: str, token: str, request: Request) -> JSONResponse:
+    @_answers_refusals
+    async def catch_hook(request: Request) -> Response:
+        zap_id, token = request.path_params["zap_id"], request.path_params["token"]
         hook = hooks().zaps.get(zap_id)
         if hook is None or not _same(token, hook.token):
             raise Refused(404, "no such hook (unknown zap, or wrong token)")
@@ -111,35 +137,34 @@ def create_app(
                 delivery = verify(hook.secret, request.headers, raw)
             except SignatureError as exc:
                 raise Refused(401, f"signature refused: {exc}") from None
-        trig = hook.zap.trigger
+        app_name, trigger = CATCH_HOOK
         event = NewEvent(
             id=_event_id("zap", zap_id, delivery),
-            app=trig.app,
-            trigger=trig.event,
+            app=app_name,
+            trigger=trigger,
             payload=body,
-            connection=trig.connection,
+            connection=hook.connection,
             zap=zap_id,
         )
         (fresh,) = await store([event])
-        return JSONResponse({"accepted": True, "event_id": event.id, "duplicate": not fresh})
+        return json_response({"accepted": True, "event_id": event.id, "duplicate": not fresh})
 
-    @api.post("/hooks/{app_name}/{connection}/{token}/{channel}", summary="An app's deliveries")
-    async def app_hook(
-        app_name: str, connection: str, token: str, channel: str, request: Request
-    ) -> JSONResponse:
+    @_answers_refusals
+    async def app_hook(request: Request) -> Response:
+        params = request.path_params
+        app_name, connection = params["app_name"], params["connection"]
         hook = hooks().apps.get((app_name, connection))
-        if hook is None or not _same(token, hook.token):
+        if hook is None or not _same(params["token"], hook.token):
             raise Refused(404, "no such hook (unknown app or connection, or wrong token)")
         _, body = await _read_json(request, max_body)
-        assert hook.app.webhook is not None
+        owner = _app(app_name)
+        assert owner.webhook is not None
         try:
-            result = hook.app.webhook(channel, body)
+            result = owner.webhook(params["channel"], body)
         except ValueError as exc:
-            raise Refused(
-                422, f"not a {hook.app.title} event this hook understands: {exc}"
-            ) from None
-        if isinstance(result, WebhookReply):
-            return JSONResponse(result.body, status_code=result.status)
+            raise Refused(422, f"not a {owner.title} event this hook understands: {exc}") from None
+        if not isinstance(result, list):  # a WebhookReply: the app answers the sender itself
+            return json_response(result.body, result.status)
         events = [
             NewEvent(
                 id=_event_id(app_name, connection, item.key),
@@ -152,20 +177,160 @@ def create_app(
         ]
         if events:
             await store(events)
-        return JSONResponse({"code": 0, "accepted": len(events)})
+        return json_response({"code": 0, "accepted": len(events)})
 
-    @api.get("/healthz", summary="The process is up")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(_: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    @api.get("/readyz", summary="Ready to accept: inbox writable, dispatcher running")
-    async def readyz() -> JSONResponse:
+    async def readyz(_: Request) -> Response:
         try:
             counts = await inbox.counts()
         except Exception as exc:
-            return JSONResponse({"ready": False, "error": f"inbox: {exc}"}, status_code=503)
+            return json_response({"ready": False, "error": f"inbox: {exc}"}, 503)
         if not ready():
-            return JSONResponse({"ready": False, "error": "dispatcher not running"}, 503)
-        return JSONResponse({"ready": True, "inbox": counts})
+            return json_response({"ready": False, "error": "dispatcher not running"}, 503)
+        return json_response({"ready": True, "inbox": counts})
 
-    return api
+    async def openapi(_: Request) -> Response:
+        return json_response(OPENAPI)
+
+    async def docs(_: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
+
+    return Starlette(
+        routes=[
+            Route("/hooks/zap/{zap_id}/{token}", catch_hook, methods=["POST"]),
+            Route("/hooks/{app_name}/{connection}/{token}/{channel}", app_hook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+        ]
+    )
+
+
+_ERROR = {
+    "description": "Refused; nothing was stored",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string", "description": "What is wrong"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
+_JSON_BODY = {
+    "required": True,
+    "description": "A JSON object, at most the receiver's body limit (default 1 MiB)",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+
+def _path(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "zapflow receiver",
+        "version": "1",
+        "description": "Webhooks in: each delivery is acknowledged once committed to the inbox.",
+    },
+    "paths": {
+        "/hooks/zap/{zap_id}/{token}": {
+            "post": {
+                "summary": "A zap's catch hook",
+                "description": (
+                    "Any JSON object becomes one event for this zap. A `webhook-id` or "
+                    "`Idempotency-Key` header identifies the delivery: a redelivery with the "
+                    "same one is acknowledged but not stored again. A zap with "
+                    "`options.secret_env` accepts only Standard Webhooks-signed deliveries "
+                    "(`webhook-id`, `webhook-timestamp`, `webhook-signature`)."
+                ),
+                "parameters": _path("zap_id", "token"),
+                "requestBody": _JSON_BODY,
+                "responses": {
+                    "200": _json(
+                        "Committed to the inbox",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "accepted": {"type": "boolean"},
+                                "event_id": {"type": "string"},
+                                "duplicate": {"type": "boolean"},
+                            },
+                        },
+                    ),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "413": _ERROR,
+                    "415": _ERROR,
+                },
+            }
+        },
+        "/hooks/{app_name}/{connection}/{token}/{channel}": {
+            "post": {
+                "summary": "An app's deliveries",
+                "description": (
+                    "Deliveries of one app connection (CINNOX: `channel` is the event family "
+                    "`zapflow cinnox subscribe` registered). The app's adapter answers a URL "
+                    "verification challenge itself, or turns the delivery into trigger events."
+                ),
+                "parameters": _path("app_name", "connection", "token", "channel"),
+                "requestBody": _JSON_BODY,
+                "responses": {
+                    "200": _json(
+                        "Committed to the inbox (or the app's answer to a challenge)",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "integer"},
+                                "accepted": {"type": "integer"},
+                            },
+                        },
+                    ),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "413": _ERROR,
+                    "415": _ERROR,
+                    "422": _ERROR,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The process is up",
+                "responses": {"200": _json("Up", {"type": "object"})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Ready to accept: inbox writable, dispatcher running",
+                "responses": {
+                    "200": _json("Ready, with the inbox's event counts", {"type": "object"}),
+                    "503": _json("Not ready, and why", {"type": "object"}),
+                },
+            }
+        },
+    },
+}
+
+DOCS_PAGE = """<!doctype html>
+<html><head><title>zapflow receiver</title><meta charset="utf-8">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<noscript><a href="/openapi.json">openapi.json</a></noscript>
+</body></html>
+"""

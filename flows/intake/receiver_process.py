@@ -2,14 +2,16 @@
 
 Acknowledging a delivery is a few milliseconds of work; running zaps is most of the CPU. In one
 process they would share one interpreter lock, and a burst of zap runs would hold up every
-acknowledgement behind it. So `zapflow serve` runs the receiver here: it follows the zap folder
-for its hooks, commits each delivery to the inbox before answering, and nudges the dispatcher
-with a UDP datagram on loopback (a hint only: the dispatcher also polls the inbox). It exits
-when asked (SIGTERM: stops accepting, answers the requests in flight) or when the `zapflow
-serve` that started it is gone, so a killed server never leaves its port taken.
+acknowledgement behind it. So `zapflow serve` runs the receiver here: it reads its hook table
+(``flows.intake.hooks``) from its standard input — one line of JSON, and a new line whenever
+the zaps change — commits each delivery to the inbox before answering, and nudges the
+dispatcher with a UDP datagram on loopback (a hint only: the dispatcher also polls the inbox).
+It exits when asked (SIGTERM: stops accepting, answers the requests in flight) or when its
+standard input closes — the `zapflow serve` that started it is gone — so a killed server never
+leaves its port taken.
 
-    python -c "from flows.intake.receiver_process import main; main()" ZAP_DIR \\
-        --port 8787 --inbox URL --wake 41234 --parent PID
+    python -c "from flows.intake.receiver_process import main; main()" \\
+        --port 8787 --inbox URL --wake 41234 < hook-table-lines
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from flows.intake.hooks import ZapFolder, build_hooks
+from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
 from flows.intake.receiver import create_app
 
@@ -58,21 +59,19 @@ class Nudge:
 
 
 async def receive(
-    folder: Path,
-    *,
-    host: str,
-    port: int,
-    inbox_url: str | None,
-    wake_port: int | None,
-    parent: int | None,
+    *, host: str, port: int, inbox_url: str | None, wake_port: int | None
 ) -> None:
+    loop = asyncio.get_running_loop()
+    table = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(table), sys.stdin)
+    first = await table.readline()
+    if not first:
+        return  # serve was gone before it sent the hooks
+    state = {"hooks": Hooks.from_line(first)}
     # The dispatcher's process folds the write-ahead log into the database (checkpoints), so
     # no acknowledgement waits for one.
     # `zapflow serve` opened (and migrated) the inbox before starting this process.
     inbox = await Inbox.open(inbox_url, batch_wait=0.0, checkpoints=False, migrate=False)
-    zaps = ZapFolder(folder, report=lambda _text: None)  # serve reports the folder's changes
-    zaps.refresh()
-    state = {"hooks": await build_hooks(inbox, zaps.zaps)}
     app = create_app(inbox, lambda: state["hooks"], on_accept=Nudge(wake_port), ready=lambda: True)
     server = Server(
         uvicorn.Config(
@@ -85,30 +84,20 @@ async def receive(
             timeout_graceful_shutdown=10,
         )
     )
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_exit)
 
     async def follow() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):  # serve reports the folder's problems
-                if zaps.refresh():
-                    state["hooks"] = await build_hooks(inbox, zaps.zaps)
+        """New hook tables as serve sends them; the end of input means serve is gone."""
+        while line := await table.readline():
+            state["hooks"] = Hooks.from_line(line)
+        server.request_exit()
 
-    async def watch_parent() -> None:
-        while parent is not None:
-            await asyncio.sleep(0.2)
-            if os.getppid() != parent:  # orphaned: `zapflow serve` was killed
-                server.request_exit()
-                return
-
-    tasks = [asyncio.create_task(follow()), asyncio.create_task(watch_parent())]
+    following = asyncio.create_task(follow())
     try:
         await server.serve()
     finally:
-        for task in tasks:
-            task.cancel()
+        following.cancel()
         await inbox.close()
 
 
@@ -126,20 +115,11 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("folder", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--inbox", default=None)
     parser.add_argument("--wake", type=int, default=None)
-    parser.add_argument("--parent", type=int, default=None)
     args = parser.parse_args(argv)
     run(
-        receive(
-            args.folder,
-            host=args.host,
-            port=args.port,
-            inbox_url=args.inbox,
-            wake_port=args.wake,
-            parent=args.parent,
-        )
+        receive(host=args.host, port=args.port, inbox_url=args.inbox, wake_port=args.wake)
     )

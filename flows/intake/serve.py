@@ -27,7 +27,8 @@ import httpx
 
 from flows.errors import ZapError
 from flows.intake.dispatcher import Dispatcher
-from flows.intake.hooks import ZapFolder, build_hooks, hook_urls
+from flows.intake.folder import ZapFolder, build_hooks, hook_urls
+from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
 from flows.intake.threaded import ThreadedInbox
@@ -135,11 +136,22 @@ class _Wake(asyncio.DatagramProtocol):
 
 
 class ReceiverProcess:
-    """The receiver (``flows.intake.receiver_process``), started, watched and stopped."""
+    """The receiver (``flows.intake.receiver_process``), started, watched and stopped; its
+    hook table goes to its standard input (the pipe's end tells it this process is gone)."""
 
-    def __init__(self, args: list[str], health_url: str) -> None:
+    def __init__(self, args: list[str], health_url: str, hooks: Hooks) -> None:
         self.args, self.health_url = args, health_url
+        self.table = hooks.to_line()
         self.proc: asyncio.subprocess.Process | None = None
+
+    async def update(self, hooks: Hooks) -> None:
+        """Serve these hooks from now on (a receiver started later gets them too)."""
+        self.table = hooks.to_line()
+        proc = self.proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(OSError):  # it died: it is restarted with the new table
+                proc.stdin.write(self.table)
+                await proc.stdin.drain()
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start it and wait until it answers; retried while its port is still taken (by the
@@ -161,8 +173,10 @@ class ReceiverProcess:
                         "-c",
                         _RECEIVER,
                         *self.args,
-                        stdin=asyncio.subprocess.DEVNULL,
+                        stdin=asyncio.subprocess.PIPE,
                     )
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.write(self.table)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(self.health_url)).status_code == 200:
                         return
@@ -178,6 +192,8 @@ class ReceiverProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
+        if proc.stdin is not None:
+            proc.stdin.close()
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
@@ -234,11 +250,12 @@ async def serve(
     wake, _ = await loop.create_datagram_endpoint(
         lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
     )
-    args = [str(folder), "--host", host, "--port", str(port), "--parent", str(os.getpid())]
+    args = ["--host", host, "--port", str(port)]
     args += ["--wake", str(wake.get_extra_info("sockname")[1])]
     args += ["--inbox", inbox_url] if inbox_url else []
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz")
+    hooks = await build_hooks(inbox, zaps.zaps)
+    receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
 
     async def follow_folder() -> None:
         while True:
@@ -247,6 +264,7 @@ async def serve(
                 if zaps.refresh():
                     pollers.update(zaps.zaps)
                     hooks = await build_hooks(inbox, zaps.zaps)
+                    await receiver.update(hooks)
                     report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
             except Exception as exc:  # keep serving what was loaded
                 report(f"reloading {folder} failed: {exc}")
@@ -293,7 +311,6 @@ async def serve(
         with contextlib.suppress(OSError):
             os.nice(RUNS_NICENESS)
         report(f"receiver on {public}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
-        hooks = await build_hooks(inbox, zaps.zaps)
         report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
         if started is not None:
             started.set()

@@ -1,0 +1,99 @@
+"""The zap folder `zapflow serve` follows: its zaps, re-read as files change, and the hook
+table (``flows.intake.hooks``) and webhook URLs they make."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors import registry
+from flows.errors import Problem, ZapError
+from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
+from flows.intake.inbox import Inbox
+from flows.loader import find_zap_files, load_zap_file
+from flows.model import Zap
+
+
+def zap_secret(zap: Zap) -> str | None:
+    """The catch hook's signing secret: the environment variable ``options.secret_env`` names.
+
+    Fails closed: a zap that asks for signatures is not served without its secret."""
+    name = zap.trigger.options.get("secret_env")
+    if not name:
+        return None
+    if not os.environ.get(str(name)):
+        raise ZapError(
+            f"zap {zap.zap!r} wants signed deliveries but ${name} (options.secret_env) is not set"
+        )
+    return os.environ[str(name)]
+
+
+@dataclass
+class ZapFolder:
+    """The zaps of a folder, re-read when its files change."""
+
+    folder: Path
+    report: Callable[[str], None] = print
+    by_file: dict[Path, Zap] = field(default_factory=dict)
+    stamps: dict[Path, float] = field(default_factory=dict)
+
+    @property
+    def zaps(self) -> list[Zap]:
+        return list(self.by_file.values())
+
+    def refresh(self) -> bool:
+        """Re-read added and changed files, forget removed ones; True if anything changed."""
+        files = {p: p.stat().st_mtime for p in find_zap_files([self.folder]) if p.exists()}
+        changed = False
+        for path in set(self.by_file) - set(files):
+            self.report(f"zap {self.by_file.pop(path).zap!r} removed ({path})")
+            changed = True
+        for path, stamp in files.items():
+            if self.stamps.get(path) == stamp:
+                continue
+            self.stamps[path] = stamp
+            try:
+                zap = load_zap_file(path).zap
+            except ZapError as exc:
+                problems: list[Problem] = getattr(exc, "problems", [])
+                kept = " (its previous version keeps running)" if path in self.by_file else ""
+                self.report(f"{path} is not valid{kept}:\n" + "\n".join(map(str, problems)))
+                continue
+            verb = "changed" if path in self.by_file else "loaded"
+            self.by_file[path] = zap
+            self.report(f"zap {zap.zap!r} {verb} ({path})")
+            changed = True
+        for path in set(self.stamps) - set(files):
+            self.stamps.pop(path)
+        return changed
+
+
+async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
+    hooks = Hooks()
+    for zap in zaps:
+        if not zap.enabled:
+            continue
+        trig = zap.trigger
+        owner = registry.app(trig.app)
+        if (trig.app, trig.event) == CATCH_HOOK:
+            token = await inbox.hook_token("zap", zap.zap)
+            hooks.zaps[zap.zap] = ZapHook(zap.zap, token, zap_secret(zap), trig.connection)
+        elif owner.webhook is not None and trig.connection is not None:
+            key = (trig.app, trig.connection)
+            if key not in hooks.apps:
+                token = await inbox.hook_token(trig.app, trig.connection)
+                hooks.apps[key] = AppHook(trig.app, trig.connection, token)
+    return hooks
+
+
+def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
+    base = public_url.rstrip("/")
+    lines = [
+        f"  catch hook of {zid}: {base}/hooks/zap/{zid}/{h.token}" for zid, h in hooks.zaps.items()
+    ]
+    for (app, connection), hook in hooks.apps.items():
+        url = f"{base}/hooks/{app}/{connection}/{hook.token}/<channel>"
+        lines.append(f"  {app} connection {connection}: {url}")
+    return lines
