@@ -16,7 +16,9 @@ A live flow run is driven here, not by Prefect's flow engine: it is created alre
 (one API request), its events start as soon as it exists, and its final state is set when it
 closes. The engine would add its own start-up (proposing Running, contexts, hooks: 100-300 ms,
 seconds on a busy machine) before the first event, which every event that opens a run — a
-zap's first in a while — would wait through. Its steps' task runs are recorded as
+zap's first in a while — would wait through. For the same reason the live runs share one API
+client for as long as they are served (a new one costs ~30 ms: its TLS context) and remember
+each zap's flow id, so opening a run is that one request. Its steps' task runs are recorded as
 ``flows.task_runs`` records them, whichever way the flow run is driven.
 
 One (event, zap) run is still one row in ``zapflow runs`` (the inbox's run ledger), which
@@ -32,21 +34,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
-from prefect.client.schemas.objects import FlowRun, State
+import httpx
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy, State
 from prefect.context import FlowRunContext
 from prefect.logging.loggers import flow_run_logger
 from prefect.results import get_result_store
-from prefect.states import Crashed, Running
+from prefect.states import Crashed, Running, to_state_create
 
-from flows.compiler import (
-    EventRun,
-    batch_summary,
-    compile_zap,
-    prefect_session,
-    run_event,
-    run_tags,
-)
+from flows.compiler import EventRun, batch_summary, compile_zap, run_event, run_tags
 from flows.model import Zap
 from flows.runtime import Event
 
@@ -171,6 +170,54 @@ class LiveRuns:
         self._live: dict[str, _Live] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self._client: PrefectClient | None = None
+        self._flow_ids: dict[str, UUID] = {}
+
+    async def client(self) -> PrefectClient:
+        """The API client the live runs share (opened on first use, closed by :meth:`close`)."""
+        if self._client is None:
+            client = get_client()
+            await client.__aenter__()
+            self._client = client
+        return self._client
+
+    async def _create_flow_run(
+        self, flow: Any, name: str, parameters: dict[str, Any], tags: list[str]
+    ) -> FlowRun:
+        """``PrefectClient.create_flow_run``, Running from the start, in one request once the
+        zap's flow id is known (the client's own asks for the flow id every time)."""
+        client = await self.client()
+        known = self._flow_ids.get(flow.name)
+        flow_id = known
+        if flow_id is None:
+            reply = await client.request(
+                "POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")
+            )
+            flow_id = self._flow_ids[flow.name] = Flow.model_validate(reply.json()).id
+        create = FlowRunCreate(
+            flow_id=flow_id,
+            flow_version=flow.version,
+            name=name,
+            parameters=parameters,
+            tags=tags,
+            state=to_state_create(Running()),
+            empirical_policy=FlowRunPolicy(
+                retries=flow.retries, retry_delay=int(flow.retry_delay_seconds or 0)
+            ),
+        )
+        try:
+            reply = await client.request(
+                "POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True)
+            )
+        except httpx.HTTPStatusError as exc:
+            if known is None or exc.response.status_code >= 500:
+                raise
+            # The flow was deleted (in the UI, say) since it was looked up: look it up again.
+            self._flow_ids.pop(flow.name, None)
+            return await self._create_flow_run(flow, name, parameters, tags)
+        flow_run = FlowRun.model_validate(reply.json())
+        flow_run.parameters = parameters
+        return flow_run
 
     async def run(self, zap: Zap, event: Event) -> EventRun:
         """Run the zap on the event in the zap's live flow run (opening one if needed).
@@ -202,26 +249,20 @@ class LiveRuns:
         parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True)}
         opened = datetime.now(UTC).strftime("%H:%M:%S")
         name = f"{zap.zap} ← {zap.trigger.app}.{zap.trigger.event} live from {opened}"
-        async with prefect_session() as session:
-            flow_run = await session.client.create_flow_run(
-                flow,
-                name=name,
-                parameters=parameters,
-                tags=[*run_tags(zap), "live"],
-                state=Running(),
-            )
-            # What Prefect's engine would put in context for the flow's body: the steps' task
-            # runs and their events (with the flow run, flow and tags as related resources)
-            # are recorded in this flow run.
-            context = FlowRunContext(
-                flow=flow,
-                flow_run=flow_run,
-                parameters=parameters,
-                client=session.client,
-                task_runner=flow.task_runner,
-                result_store=get_result_store(),
-                persist_result=False,
-            )
+        flow_run = await self._create_flow_run(flow, name, parameters, [*run_tags(zap), "live"])
+        client = await self.client()
+        # What Prefect's engine would put in context for the flow's body: the steps' task runs
+        # and their events (with the flow run, flow and tags as related resources) are recorded
+        # in this flow run.
+        context = FlowRunContext(
+            flow=flow,
+            flow_run=flow_run,
+            parameters=parameters,
+            client=client,
+            task_runner=flow.task_runner,
+            result_store=get_result_store(),
+            persist_result=False,
+        )
 
         async def drive() -> State:
             try:
@@ -230,12 +271,12 @@ class LiveRuns:
                 state: State = batch_summary(results)
             except BaseException as exc:
                 state = Crashed(message=f"zapflow stopped running it: {type(exc).__name__}: {exc}")
-                await _finish(flow_run, flow, state)
+                await _finish(client, flow_run, flow, state)
                 raise
             finally:
                 feed.accepting = False
                 feed.fail_waiting(FeedClosed(f"the live flow run {flow_run.id} ended"))
-            await _finish(flow_run, flow, state)
+            await _finish(client, flow_run, flow, state)
             return state
 
         return _Live(zap, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
@@ -249,14 +290,16 @@ class LiveRuns:
         if tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.__aexit__(None, None, None)
 
 
-async def _finish(flow_run: FlowRun, flow: Any, state: State) -> None:
+async def _finish(client: PrefectClient, flow_run: FlowRun, flow: Any, state: State) -> None:
     """Set a live flow run's final state (its events have run whatever happens here)."""
     state.data = None  # the per-event outcomes are in the run ledger, not the run's result
     try:
-        async with prefect_session() as session:
-            await asyncio.shield(session.client.set_flow_run_state(flow_run.id, state, force=True))
+        await asyncio.shield(client.set_flow_run_state(flow_run.id, state, force=True))
         flow_run_logger(flow_run, flow).info("Finished in state %s", state)
     except Exception as exc:  # e.g. Prefect's server went away: the UI shows it still Running
         log.warning("could not set the final state of live flow run %s: %s", flow_run.id, exc)

@@ -142,3 +142,21 @@ async def test_a_live_run_stopped_midway_is_crashed_and_its_waiting_events_not_r
         (crashed,) = flow_runs
         assert crashed.state and crashed.state.type.value == "CRASHED"
         assert "CancelledError" in (crashed.state.message or "")
+
+
+async def test_a_zaps_flow_deleted_while_served_is_made_again_for_its_next_live_run():
+    """Someone deletes the zap's flow (and its runs) in the Prefect UI while zapflow serves:
+    the flow id remembered for opening live runs is stale, and the next run makes a new one."""
+    zap = load_zap_text(ZAP.format(zap="live-flow-deleted"))
+    runs = LiveRuns(idle=0.2)
+    async with get_client() as client:
+        first = await runs.run(zap, event(name="a"))
+        old = await client.read_flow_run(first.flow_run_id)
+        await asyncio.sleep(0.5)  # that live run closes
+        await client.delete_flow(old.flow_id)
+        again = await runs.run(zap, event(name="b"))
+        assert again.outcome.status == "completed"
+        new = await client.read_flow_run(again.flow_run_id)
+        assert new.flow_id != old.flow_id
+        assert (await client.read_flow(new.flow_id)).name == "live-flow-deleted"
+        await runs.close()

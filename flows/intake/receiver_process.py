@@ -58,9 +58,7 @@ class Nudge:
                 self.sock.sendto(b"!", self.address)
 
 
-async def receive(
-    *, host: str, port: int, inbox_url: str | None, wake_port: int | None
-) -> None:
+async def receive(*, host: str, port: int, inbox_url: str | None, wake_port: int | None) -> None:
     loop = asyncio.get_running_loop()
     table = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(table), sys.stdin)
@@ -120,6 +118,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inbox", default=None)
     parser.add_argument("--wake", type=int, default=None)
     args = parser.parse_args(argv)
-    run(
-        receive(host=args.host, port=args.port, inbox_url=args.inbox, wake_port=args.wake)
-    )
+    run(receive(host=args.host, port=args.port, inbox_url=args.inbox, wake_port=args.wake))
