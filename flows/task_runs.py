@@ -9,6 +9,12 @@ engine would (Pending, Running, AwaitingRetry, Retrying, Completed / Failed) wit
 run model, inside the zap's flow run: the UI shows the same task runs, states, retries and
 logs. The events go out from a background thread and the server records them at its own pace,
 so under a burst actions are not held back by the run history, which catches up behind them.
+
+A step that ends within ``RUNNING_AFTER`` seconds of starting, on its first attempt, is
+recorded by one event, its final state (its start time, end time and duration are in it); a
+longer one shows Running from then on, and a step that retries records every state. Each event
+costs the server its share of recording (the event itself, its related resources, the task
+run's row and state) — the larger part of the server's work per zap run.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ SKIPPED = "Skipped"
 MAX_RETRY_AFTER = 300.0
 """The longest an app's Retry-After may hold a step's retry back (seconds)."""
 _LOG_LIMIT = 4000
+RUNNING_AFTER = 1.0
+"""A step still running this long after it started is shown Running (seconds)."""
 
 
 class StepTimedOut(ZapError, TimeoutError):
@@ -82,8 +90,10 @@ class StepTaskRun:
             state_name=pending.name,
         )
         self._last_event: Any = None
+        self._unsent: tuple[State, State] | None = None  # (initial, validated), not yet emitted
+        self._timer: asyncio.TimerHandle | None = None
         # No event for Pending: the task run starts Running at once, and its first event
-        # (Running) creates it on the server; one event fewer per step for the server to record.
+        # creates it on the server; one event fewer per step for the server to record.
         self.logger: logging.LoggerAdapter[Any] = task_run_logger(
             self.task_run,
             flow_run=ctx.flow_run if ctx else None,
@@ -91,7 +101,15 @@ class StepTaskRun:
             task_name=task_key.split(".")[-1],
         )
 
-    def set_state(self, state: State) -> None:
+    def set_state(self, state: State, *, defer: bool = False) -> None:
+        """The task run's new state, emitted at once or (``defer``) only if the task run is
+        still in it ``RUNNING_AFTER`` seconds later, or moves on to a state that is not final."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._unsent is not None and not state.is_final():
+            self._send_unsent()  # while the task run is still in that state
+        self._unsent = None
         run = self.task_run
         last = run.state
         assert last is not None
@@ -113,8 +131,24 @@ class StepTaskRun:
         )
         state.state_details.task_run_id = run.id
         state.state_details.flow_run_id = self.flow_run_id
+        if defer:
+            self._unsent = (last, state)
+            self._timer = asyncio.get_running_loop().call_later(RUNNING_AFTER, self._send_unsent)
+            return
+        self._emit(last, state)
+
+    def _send_unsent(self) -> None:
+        self._timer = None
+        if self._unsent is not None:
+            unsent, self._unsent = self._unsent, None
+            self._emit(*unsent)
+
+    def _emit(self, initial: State, validated: State) -> None:
         self._last_event = emit_task_run_state_change_event(
-            task_run=run, initial_state=last, validated_state=state, follows=self._last_event
+            task_run=self.task_run,
+            initial_state=initial,
+            validated_state=validated,
+            follows=self._last_event,
         )
 
 
@@ -135,7 +169,7 @@ async def run_step_as_task_run(
     logger = record.logger
     delays = record.delays
     timeout = policy.timeout.total_seconds() if policy.timeout else None
-    record.set_state(Running())
+    record.set_state(Running(), defer=True)
     attempt = 0
     while True:
         try:

@@ -160,3 +160,31 @@ async def test_a_zaps_flow_deleted_while_served_is_made_again_for_its_next_live_
         assert new.flow_id != old.flow_id
         assert (await client.read_flow(new.flow_id)).name == "live-flow-deleted"
         await runs.close()
+
+
+async def test_a_quick_step_is_recorded_by_its_final_state_and_a_slow_one_shows_running():
+    """One event per quick step for the server to record; a step still going after a second
+    is shown Running while it runs."""
+    zap = load_zap_text(ZAP.format(zap="live-running"))
+    runs = LiveRuns(idle=5)
+    async with get_client() as client:
+        slow = asyncio.create_task(runs.run(zap, event(name="ada", wait="4s")))
+        deadline = time.monotonic() + 15
+        while True:
+            found = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(name={"like_": "live-running ← "})
+            )
+            waiting = [t for t in found if t.name.startswith("wait ← ")]
+            if waiting and waiting[0].state and waiting[0].state.name == "Running":
+                break
+            assert time.monotonic() < deadline and not slow.done(), "never shown Running"
+            await asyncio.sleep(0.1)
+        done = await slow
+        await runs.close()
+        steps = {t.name.split(" ")[0]: t for t in await task_runs_of(done.flow_run_id, 2)}
+        quick = [s.name for s in await client.read_task_run_states(steps["call"].id)]
+        assert quick == ["Completed"]
+        assert steps["call"].start_time and steps["call"].end_time
+        slow_states = [s.name for s in await client.read_task_run_states(steps["wait"].id)]
+        assert slow_states == ["Running", "Completed"]
+        assert steps["wait"].total_run_time.total_seconds() >= 3.9
