@@ -195,3 +195,15 @@ async def test_the_cinnox_sandbox_delivers_to_the_receiver(receiver, cinnox_sand
         await asyncio.sleep(0.1)
     (event,) = found
     assert event.trigger == "missed_enquiry" and event.payload["status"] == "Missed"
+
+
+def test_the_hook_table_serve_hands_the_receiver_round_trips_and_never_shows_secrets():
+    hooks = Hooks(
+        zaps={"signed": ZapHook("signed", "tok-s", SECRET, connection=None)},
+        apps={("cinnox", "main"): AppHook("cinnox", "main", "tok-cinnox")},
+    )
+    line = hooks.to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1  # one line per table on the pipe
+    assert Hooks.from_line(line) == hooks
+    shown = repr(hooks)
+    assert "tok-s" not in shown and SECRET not in shown and "tok-cinnox" not in shown

@@ -88,7 +88,10 @@ async def receive(*, host: str, port: int, inbox_url: str | None, wake_port: int
     async def follow() -> None:
         """New hook tables as serve sends them; the end of input means serve is gone."""
         while line := await table.readline():
-            state["hooks"] = Hooks.from_line(line)
+            try:
+                state["hooks"] = Hooks.from_line(line)
+            except (ValueError, TypeError, KeyError) as exc:  # keeps answering the last good one
+                print(f"zapflow receiver: a hook table it could not read: {exc}", file=sys.stderr)
         server.request_exit()
 
     following = asyncio.create_task(follow())
