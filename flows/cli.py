@@ -416,12 +416,18 @@ def serve(
         envvar="ZAPFLOW_RETENTION",
         help="Keep processed events and their runs this long (e.g. 36h, 30d; 0 = for ever)",
     ),
+    max_body: str = typer.Option(
+        "1MiB",
+        "--max-body",
+        envvar="ZAPFLOW_MAX_BODY",
+        help="Largest webhook body accepted (e.g. 512KiB, 4MiB); larger ones get a 413",
+    ),
 ) -> None:
     """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
     import logging
 
     from flows.intake.serve import serve_until_signalled
-    from flows.model import parse_duration
+    from flows.model import parse_duration, parse_size
 
     logging.basicConfig(level=logging.WARNING)
     if not folder.is_dir():
@@ -432,6 +438,10 @@ def serve(
         raise fail(f"--retention: {exc}") from None
     if not isinstance(keep, timedelta):
         raise fail(f"--retention: {retention!r} is not a duration such as 36h or 30d")
+    try:
+        body_limit = parse_size(max_body)
+    except ValueError as exc:
+        raise fail(f"--max-body: {exc}") from None
     if inbox_url:  # the storage app keeps its values in the same database
         os.environ["ZAPFLOW_INBOX_URL"] = inbox_url
     with prefect_api() as url:
@@ -446,6 +456,7 @@ def serve(
             inbox_url=inbox_url,
             concurrency=concurrency,
             live_idle=live_idle,
+            max_body=body_limit,
             retention=keep or None,
             report=lambda text: out.print(text, markup=False),
         )

@@ -47,6 +47,22 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+def parse_size(text: str) -> int:
+    """``"1MiB"`` / ``"512KiB"`` / ``"2MB"`` / ``"65536"`` → bytes (at least 1)."""
+    found = _SIZE.match(text)
+    size = int(found[1]) * _SIZE_UNITS[(found[2] or "").lower()] if found else 0
+    if size < 1:
+        raise ValueError(
+            f"{text!r} is not a size; expected a whole number of bytes, KB, KiB, MB or MiB "
+            "such as 1MiB, 512KiB or 65536"
+        )
+    return size
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),

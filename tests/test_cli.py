@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import flaky
 from typer.testing import CliRunner
 
@@ -182,3 +183,20 @@ def test_serve_refuses_a_retention_that_is_not_a_duration(tmp_path):
     result = runner.invoke(app, ["serve", str(tmp_path), "--retention", "soon"])
     assert result.exit_code == 1
     assert "--retention" in result.output and "'soon' is not a duration" in result.output
+
+
+@pytest.mark.parametrize("given", ["big", "0", "1.5MiB", "-3KB"])
+def test_serve_refuses_a_body_limit_that_is_not_a_size(tmp_path, given):
+    result = runner.invoke(app, ["serve", str(tmp_path), "--max-body", given])
+    assert result.exit_code == 1
+    assert "--max-body" in result.output and f"{given!r} is not a size" in result.output
+    assert "KiB" in result.output  # what is allowed
+
+
+def test_sizes_in_the_units_people_write():
+    from flows.model import parse_size
+
+    assert parse_size("1MiB") == 1024 * 1024
+    assert parse_size("512 KiB") == 512 * 1024
+    assert parse_size("2MB") == 2_000_000
+    assert parse_size("65536") == 65536

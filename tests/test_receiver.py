@@ -207,3 +207,63 @@ def test_the_hook_table_serve_hands_the_receiver_round_trips_and_never_shows_sec
     assert Hooks.from_line(line) == hooks
     shown = repr(hooks)
     assert "tok-s" not in shown and SECRET not in shown and "tok-cinnox" not in shown
+
+
+def test_the_receiver_process_takes_its_hooks_and_body_limit_from_serve_and_exits_with_it(
+    tmp_path: Path,
+):
+    """As `zapflow serve` runs it: the hook table on its standard input (a new line replaces
+    it), `--max-body` from `zapflow serve --max-body`, and gone once serve's end of the pipe
+    closes (serve was killed), so the port is free for the next start."""
+    import socket
+    import subprocess
+    import sys
+
+    inbox_url = f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}"
+    asyncio.run(_migrated(inbox_url))  # as serve does before starting it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from flows.intake.receiver_process import main; main()"]
+        + ["--port", str(port), "--inbox", inbox_url, "--max-body", "100"],
+        stdin=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(Hooks(zaps={"orders": ZapHook("orders", "tok-1")}).to_line())
+        proc.stdin.flush()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "it never answered"
+            time.sleep(0.05)
+        assert httpx.post(f"{base}/hooks/zap/orders/tok-1", json={"a": 1}).status_code == 200
+        big = httpx.post(f"{base}/hooks/zap/orders/tok-1", json={"a": "x" * 200})
+        assert big.status_code == 413 and "limit of 100" in big.json()["error"]
+
+        # serve's zaps changed: the new table replaces the old one
+        proc.stdin.write(Hooks(zaps={"later": ZapHook("later", "tok-2")}).to_line())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 5
+        while httpx.post(f"{base}/hooks/zap/later/tok-2", json={}).status_code != 200:
+            assert time.monotonic() < deadline, "the new hook table was not taken"
+            time.sleep(0.05)
+        assert httpx.post(f"{base}/hooks/zap/orders/tok-1", json={}).status_code == 404
+
+        proc.stdin.close()  # what the kernel does when serve is killed
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _migrated(inbox_url: str) -> None:
+    inbox = await Inbox.open(inbox_url)
+    await inbox.close()

@@ -11,7 +11,7 @@ standard input closes — the `zapflow serve` that started it is gone — so a k
 leaves its port taken.
 
     python -c "from flows.intake.receiver_process import main; main()" \\
-        --port 8787 --inbox URL --wake 41234 < hook-table-lines
+        --port 8787 --inbox URL --wake 41234 --max-body 1048576 < hook-table-lines
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import uvicorn
 
 from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
-from flows.intake.receiver import create_app
+from flows.intake.receiver import DEFAULT_MAX_BODY, create_app
 
 
 class Server(uvicorn.Server):
@@ -58,7 +58,14 @@ class Nudge:
                 self.sock.sendto(b"!", self.address)
 
 
-async def receive(*, host: str, port: int, inbox_url: str | None, wake_port: int | None) -> None:
+async def receive(
+    *,
+    host: str,
+    port: int,
+    inbox_url: str | None,
+    wake_port: int | None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> None:
     loop = asyncio.get_running_loop()
     table = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(table), sys.stdin)
@@ -70,7 +77,7 @@ async def receive(*, host: str, port: int, inbox_url: str | None, wake_port: int
     # no acknowledgement waits for one.
     # `zapflow serve` opened (and migrated) the inbox before starting this process.
     inbox = await Inbox.open(inbox_url, batch_wait=0.0, checkpoints=False, migrate=False)
-    app = create_app(inbox, lambda: state["hooks"], on_accept=Nudge(wake_port), ready=lambda: True)
+    app = create_app(inbox, lambda: state["hooks"], max_body=max_body, on_accept=Nudge(wake_port))
     server = Server(
         uvicorn.Config(
             app,
@@ -120,5 +127,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--inbox", default=None)
     parser.add_argument("--wake", type=int, default=None)
+    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
     args = parser.parse_args(argv)
-    run(receive(host=args.host, port=args.port, inbox_url=args.inbox, wake_port=args.wake))
+    run(
+        receive(
+            host=args.host,
+            port=args.port,
+            inbox_url=args.inbox,
+            wake_port=args.wake,
+            max_body=args.max_body,
+        )
+    )

@@ -217,6 +217,7 @@ async def serve(
     inbox_url: str | None = None,
     concurrency: int = 50,
     live_idle: float = 5.0,
+    max_body: int | None = None,
     retention: timedelta | None = DEFAULT_RETENTION,
     report: Callable[[str], None] = print,
     started: asyncio.Event | None = None,
@@ -253,6 +254,7 @@ async def serve(
     args = ["--host", host, "--port", str(port)]
     args += ["--wake", str(wake.get_extra_info("sockname")[1])]
     args += ["--inbox", inbox_url] if inbox_url else []
+    args += ["--max-body", str(max_body)] if max_body else []
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     hooks = await build_hooks(inbox, zaps.zaps)
     receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
