@@ -395,6 +395,33 @@ async def test_plain_urls_get_an_async_driver_and_memory_is_refused(tmp_path: Pa
         await Inbox.open(f"sqlite:///{tmp_path / 'x.db'}", schema="nope")
 
 
+async def test_claiming_enters_the_claimed_events_runs_in_the_ledger_in_one_go(
+    backend: Backend,
+) -> None:
+    """What a dispatcher does before running anything: both or neither are committed."""
+    inbox = await backend.open()
+    await inbox.put_many([event("a"), event("b"), event("c")])
+    await inbox.start_runs([("b", "z1")], worker="h:9")  # already running elsewhere
+    zaps_of = {"a": ["z1", "z2"], "b": ["z1"], "c": []}
+    claimed, states = await inbox.claim_and_start(
+        "h:1", lambda e: zaps_of[e.id], limit=10, lease=60
+    )
+    assert [e.id for e in claimed] == ["a", "b", "c"]
+    assert states == {("a", "z1"): "started", ("a", "z2"): "started", ("b", "z1"): "running"}
+    assert await inbox.running_workers([("a", "z1"), ("a", "z2")]) == {"h:1"}
+    # Claimed under the lease: another dispatcher gets nothing, and starts nothing.
+    assert await inbox.claim_and_start("h:2", lambda e: ["z1"], limit=10, lease=60) == ([], {})
+
+    def broken(_event: Any) -> list[str]:
+        raise RuntimeError("zaps could not be matched")
+
+    await inbox.put(event("d"))
+    with pytest.raises(RuntimeError):
+        await inbox.claim_and_start("h:3", broken, limit=10, lease=60)
+    # Nothing of it was committed: "d" is still there to claim.
+    assert [e.id for e in await inbox.claim("h:4", limit=10)] == ["d"]
+
+
 async def test_bulk_ledger_starts_finishes_and_lists_runs(backend: Backend) -> None:
     inbox = await backend.open()
     await inbox.put_many([event("a"), event("b")])

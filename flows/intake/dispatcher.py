@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -47,6 +48,10 @@ def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
         and z.trigger.event == event.trigger
         and z.trigger.connection == event.connection
     ]
+
+
+def matching_ids(zaps: list[Zap], event: StoredEvent) -> list[str]:
+    return [zap.zap for zap in matching(zaps, event)]
 
 
 WRITE_GAP = 0.02
@@ -198,10 +203,16 @@ class Dispatcher:
             # at the inbox is kept, so the wait below ends at once instead of after idle_poll.
             self.wake.clear()
             try:
-                claimed = await self.inbox.claim(
-                    self.worker, limit=min(self.batch, room), lease=self.lease
+                # One transaction claims the events and enters their runs in the ledger.
+                zaps = self.zaps()
+                claimed, started = await self.inbox.claim_and_start(
+                    self.worker,
+                    functools.partial(matching_ids, zaps),
+                    limit=min(self.batch, room),
+                    lease=self.lease,
+                    stale_after=self.stale_after,
                 )
-                started = await self._start_ledger(claimed) if claimed else {}
+                await self._take_over_dead(started)
             except Exception as exc:  # the inbox is busy or away: try again, never give up
                 self.stats.inbox_errors += 1
                 self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
@@ -215,7 +226,6 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.idle_poll)
                 continue
-            zaps = self.zaps()
             for event in claimed:
                 task = asyncio.create_task(self._one(event, matching(zaps, event), started))
                 self._tasks.add(task)
@@ -225,12 +235,9 @@ class Dispatcher:
         self._tasks.discard(task)
         self._room.set()
 
-    async def _start_ledger(self, claimed: list[StoredEvent]) -> dict[tuple[str, str], str]:
-        zaps = self.zaps()
-        pairs = [(e.id, z.zap) for e in claimed for z in matching(zaps, e)]
-        states = await self.inbox.start_runs(
-            pairs, worker=self.worker, stale_after=self.stale_after
-        )
+    async def _take_over_dead(self, states: dict[tuple[str, str], str]) -> None:
+        """Runs the ledger says are running elsewhere: started here after all (``states``
+        updated) if the dispatcher running them is known to have died."""
         busy = [p for p, s in states.items() if s == "running"]
         if busy:
             dead = dead_local_workers(await self.inbox.running_workers(busy))
@@ -244,7 +251,6 @@ class Dispatcher:
                         dead_workers=dead,
                     )
                 )
-        return states
 
     async def _one(
         self, event: StoredEvent, zaps: list[Zap], states: dict[tuple[str, str], str]

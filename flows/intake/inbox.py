@@ -58,7 +58,7 @@ import secrets
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from flows.errors import ZapError
 from flows.intake.events import NewEvent, StoredEvent
@@ -657,6 +657,12 @@ class Inbox:
         expired because its worker died or stalled. Each claimed event's ``attempts`` counts
         this claim. Concurrent claimers never get the same event.
         """
+        async with self._write_engine.begin() as conn:
+            return await self._claim(conn, worker, limit=limit, lease=lease)
+
+    async def _claim(
+        self, conn: AsyncConnection, worker: str, *, limit: int, lease: float
+    ) -> list[StoredEvent]:
         if limit < 1:
             return []
         now = _now()
@@ -686,9 +692,26 @@ class Inbox:
             # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other claimers.
             stmt = events.update().where(events.c.seq.in_(picked.scalar_subquery()))
         stmt = stmt.values(values).returning(*events.c)
-        async with self._write_engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(stmt)).all()
         return sorted((_stored(row) for row in rows), key=lambda e: e.seq)
+
+    async def claim_and_start(
+        self,
+        worker: str,
+        zaps_of: Callable[[StoredEvent], list[str]],
+        *,
+        limit: int = 100,
+        lease: float = 60.0,
+        stale_after: float = 600.0,
+    ) -> tuple[list[StoredEvent], dict[tuple[str, str], str]]:
+        """:meth:`claim` and :meth:`start_runs` for the claimed events' zaps (``zaps_of``), in
+        one transaction: a dispatcher's event waits for one commit before its runs start, not
+        two."""
+        async with self._write_engine.begin() as conn:
+            claimed = await self._claim(conn, worker, limit=limit, lease=lease)
+            pairs = [(event.id, zap) for event in claimed for zap in zaps_of(event)]
+            started = await self._start_runs(conn, pairs, worker, stale_after, ())
+        return claimed, started
 
     async def extend(self, worker: str, seqs: list[int], lease: float) -> None:
         """Renew ``worker``'s lease on these events for ``lease`` more seconds from now.
@@ -809,13 +832,24 @@ class Inbox:
         one of ``dead_workers`` (known to have died) are taken over at once, not only once
         they are ``stale_after`` seconds old.
         """
-        wanted = list(dict.fromkeys(pairs))
-        if not wanted:
+        if not pairs:
             return {}
+        async with self._write_engine.begin() as conn:
+            return await self._start_runs(conn, pairs, worker, stale_after, dead_workers)
+
+    async def _start_runs(
+        self,
+        conn: AsyncConnection,
+        pairs: Sequence[tuple[str, str]],
+        worker: str | None,
+        stale_after: float,
+        dead_workers: Sequence[str],
+    ) -> dict[tuple[str, str], str]:
+        wanted = list(dict.fromkeys(pairs))
         now = _now()
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         found: dict[tuple[str, str], str] = {}
-        async with self._write_engine.begin() as conn:
+        if wanted:
             for start in range(0, len(wanted), CHUNK // 2):
                 chunk = wanted[start : start + CHUNK // 2]
                 fresh = (
