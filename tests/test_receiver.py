@@ -182,6 +182,14 @@ async def test_health_readiness_and_openapi(receiver):
     paths = (await receiver.client.get("/openapi.json")).json()["paths"]
     assert "/hooks/zap/{zap_id}/{token}" in paths
     assert "/hooks/{app_name}/{connection}/{token}/{channel}" in paths
+    catch = paths["/hooks/zap/{zap_id}/{token}"]["post"]
+    assert {"200", "401", "413", "415"} <= set(catch["responses"])
+    assert (
+        "event_id"
+        in catch["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    )
+    docs = await receiver.client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
 
 
 async def test_the_cinnox_sandbox_delivers_to_the_receiver(receiver, cinnox_sandbox):

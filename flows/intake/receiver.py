@@ -238,6 +238,32 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _hook_post(
+    summary: str,
+    description: str,
+    parameters: list[str],
+    ok: str,
+    answer: dict[str, str],
+    *,
+    refusals: tuple[int, ...],
+) -> dict[str, Any]:
+    """A hook URL's OpenAPI path item: POST a JSON object, 200 with ``answer``'s fields (name:
+    JSON type), or one of ``refusals`` with ``{"error": ...}``."""
+    fields = {name: {"type": kind} for name, kind in answer.items()}
+    return {
+        "post": {
+            "summary": summary,
+            "description": description,
+            "parameters": _path(*parameters),
+            "requestBody": _JSON_BODY,
+            "responses": {
+                "200": _json(ok, {"type": "object", "properties": fields}),
+                **{str(code): _ERROR for code in refusals},
+            },
+        }
+    }
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -246,67 +272,27 @@ OPENAPI: dict[str, Any] = {
         "description": "Webhooks in: each delivery is acknowledged once committed to the inbox.",
     },
     "paths": {
-        "/hooks/zap/{zap_id}/{token}": {
-            "post": {
-                "summary": "A zap's catch hook",
-                "description": (
-                    "Any JSON object becomes one event for this zap. A `webhook-id` or "
-                    "`Idempotency-Key` header identifies the delivery: a redelivery with the "
-                    "same one is acknowledged but not stored again. A zap with "
-                    "`options.secret_env` accepts only Standard Webhooks-signed deliveries "
-                    "(`webhook-id`, `webhook-timestamp`, `webhook-signature`)."
-                ),
-                "parameters": _path("zap_id", "token"),
-                "requestBody": _JSON_BODY,
-                "responses": {
-                    "200": _json(
-                        "Committed to the inbox",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "accepted": {"type": "boolean"},
-                                "event_id": {"type": "string"},
-                                "duplicate": {"type": "boolean"},
-                            },
-                        },
-                    ),
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "404": _ERROR,
-                    "413": _ERROR,
-                    "415": _ERROR,
-                },
-            }
-        },
-        "/hooks/{app_name}/{connection}/{token}/{channel}": {
-            "post": {
-                "summary": "An app's deliveries",
-                "description": (
-                    "Deliveries of one app connection (CINNOX: `channel` is the event family "
-                    "`zapflow cinnox subscribe` registered). The app's adapter answers a URL "
-                    "verification challenge itself, or turns the delivery into trigger events."
-                ),
-                "parameters": _path("app_name", "connection", "token", "channel"),
-                "requestBody": _JSON_BODY,
-                "responses": {
-                    "200": _json(
-                        "Committed to the inbox (or the app's answer to a challenge)",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "integer"},
-                                "accepted": {"type": "integer"},
-                            },
-                        },
-                    ),
-                    "400": _ERROR,
-                    "404": _ERROR,
-                    "413": _ERROR,
-                    "415": _ERROR,
-                    "422": _ERROR,
-                },
-            }
-        },
+        "/hooks/zap/{zap_id}/{token}": _hook_post(
+            "A zap's catch hook",
+            "Any JSON object becomes one event for this zap. A `webhook-id` or `Idempotency-Key` "
+            "header identifies the delivery: a redelivery with the same one is acknowledged but "
+            "not stored again. A zap with `options.secret_env` accepts only Standard "
+            "Webhooks-signed deliveries (`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
+            ["zap_id", "token"],
+            "Committed to the inbox",
+            {"accepted": "boolean", "event_id": "string", "duplicate": "boolean"},
+            refusals=(400, 401, 404, 413, 415),
+        ),
+        "/hooks/{app_name}/{connection}/{token}/{channel}": _hook_post(
+            "An app's deliveries",
+            "Deliveries of one app connection (CINNOX: `channel` is the event family "
+            "`zapflow cinnox subscribe` registered). The app's adapter answers a URL "
+            "verification challenge itself, or turns the delivery into trigger events.",
+            ["app_name", "connection", "token", "channel"],
+            "Committed to the inbox (or the app's answer to a challenge)",
+            {"code": "integer", "accepted": "integer"},
+            refusals=(400, 404, 413, 415, 422),
+        ),
         "/healthz": {
             "get": {
                 "summary": "The process is up",
