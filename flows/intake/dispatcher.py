@@ -212,13 +212,15 @@ class Dispatcher:
                     lease=self.lease,
                     stale_after=self.stale_after,
                 )
-                await self._take_over_dead(started)
             except Exception as exc:  # the inbox is busy or away: try again, never give up
                 self.stats.inbox_errors += 1
                 self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
                 log.warning("claiming from the inbox failed (%s); retrying", exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.stats.inbox_errors, 6)))
                 continue
+            # The claim is committed: from here on its events are run or released, whatever
+            # else fails (a run left to a dead dispatcher is looked at again later).
+            await self._safely(self._take_over_dead(started))
             # Busy (a claim full of events): claim less often, in bigger batches, so the
             # receiver finds the write lock free more often; light load: claim at once.
             self._claim_gap = WRITE_GAP_BUSY if len(claimed) >= BUSY_BATCH else WRITE_GAP
