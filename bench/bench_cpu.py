@@ -17,20 +17,13 @@ import os
 import time
 from pathlib import Path
 
-from harness import Sink, _cpu_ticks, _tree, send_events
+from harness import Sink, _cpu_ticks, _tree, send_events, stat_ticks
 from zapflow_system import start_zapflow
 
 
 def _threads(pid: int) -> dict[str, int]:
     """CPU ticks (user + system) of each thread of ``pid``."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[task.name] = int(fields[11]) + int(fields[12])
-    return found
+    return {task.name: stat_ticks(task / "stat") for task in Path(f"/proc/{pid}/task").glob("*")}
 
 
 def _name(pid: int) -> str:

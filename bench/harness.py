@@ -421,8 +421,14 @@ BUSY = 15.0  # % of a core used by processes outside the benchmark: more disturb
 
 def _cpu_ticks(pid: int, reaped: bool = False) -> int:
     """utime + stime of ``pid`` (+ its reaped children's with ``reaped``), in clock ticks."""
+    return stat_ticks(Path(f"/proc/{pid}/stat"), reaped)
+
+
+def stat_ticks(stat: Path, reaped: bool = False) -> int:
+    """utime + stime (+ cutime + cstime with ``reaped``) from a /proc ``stat`` file — a
+    process's, or one thread's (``/proc/PID/task/TID/stat``) — in clock ticks; 0 if gone."""
     with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
         return sum(int(f) for f in fields[11 : 15 if reaped else 13])
     return 0
 

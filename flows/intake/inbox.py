@@ -849,69 +849,70 @@ class Inbox:
         now = _now()
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         found: dict[tuple[str, str], str] = {}
-        if wanted:
-            for start in range(0, len(wanted), CHUNK // 2):
-                chunk = wanted[start : start + CHUNK // 2]
-                fresh = (
-                    insert(runs)
-                    .values(
-                        [
-                            {
-                                "event_id": e,
-                                "zap": z,
-                                "state": RUNNING,
-                                "started_at": now,
-                                "worker": worker,
-                            }
-                            for e, z in chunk
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=["event_id", "zap"])
-                    .returning(runs.c.event_id, runs.c.zap)
+        if not wanted:
+            return found
+        for start in range(0, len(wanted), CHUNK // 2):
+            chunk = wanted[start : start + CHUNK // 2]
+            fresh = (
+                insert(runs)
+                .values(
+                    [
+                        {
+                            "event_id": e,
+                            "zap": z,
+                            "state": RUNNING,
+                            "started_at": now,
+                            "worker": worker,
+                        }
+                        for e, z in chunk
+                    ]
                 )
-                for row in (await conn.execute(fresh)).all():
-                    found[(row.event_id, row.zap)] = "started"
-                rest = [p for p in chunk if p not in found]
-                if not rest:
-                    continue
-                pair = sa.tuple_(runs.c.event_id, runs.c.zap)
-                takeover = (
-                    runs.update()
-                    .where(
-                        pair.in_(rest),
-                        sa.or_(
-                            runs.c.state == ABANDONED,
-                            sa.and_(
-                                runs.c.state == RUNNING,
-                                sa.or_(
-                                    runs.c.started_at <= now - timedelta(seconds=stale_after),
-                                    runs.c.worker.in_(list(dead_workers)),
-                                ),
+                .on_conflict_do_nothing(index_elements=["event_id", "zap"])
+                .returning(runs.c.event_id, runs.c.zap)
+            )
+            for row in (await conn.execute(fresh)).all():
+                found[(row.event_id, row.zap)] = "started"
+            rest = [p for p in chunk if p not in found]
+            if not rest:
+                continue
+            pair = sa.tuple_(runs.c.event_id, runs.c.zap)
+            takeover = (
+                runs.update()
+                .where(
+                    pair.in_(rest),
+                    sa.or_(
+                        runs.c.state == ABANDONED,
+                        sa.and_(
+                            runs.c.state == RUNNING,
+                            sa.or_(
+                                runs.c.started_at <= now - timedelta(seconds=stale_after),
+                                runs.c.worker.in_(list(dead_workers)),
                             ),
                         ),
-                    )
-                    .values(
-                        state=RUNNING,
-                        worker=worker,
-                        started_at=now,
-                        finished_at=None,
-                        flow_run_id=None,
-                        failing_step=None,
-                        message=None,
-                    )
-                    .returning(runs.c.event_id, runs.c.zap)
+                    ),
                 )
-                # On PostgreSQL two takers meet on the row lock; the second then re-reads the
-                # row, finds it freshly started and updates nothing.
-                for row in (await conn.execute(takeover)).all():
-                    found[(row.event_id, row.zap)] = "started"
-                rest = [p for p in chunk if p not in found]
-                if rest:
-                    existing = sa.select(runs.c.event_id, runs.c.zap, runs.c.state).where(
-                        pair.in_(rest)
-                    )
-                    for row in (await conn.execute(existing)).all():
-                        found[(row.event_id, row.zap)] = row.state
+                .values(
+                    state=RUNNING,
+                    worker=worker,
+                    started_at=now,
+                    finished_at=None,
+                    flow_run_id=None,
+                    failing_step=None,
+                    message=None,
+                )
+                .returning(runs.c.event_id, runs.c.zap)
+            )
+            # On PostgreSQL two takers meet on the row lock; the second then re-reads the
+            # row, finds it freshly started and updates nothing.
+            for row in (await conn.execute(takeover)).all():
+                found[(row.event_id, row.zap)] = "started"
+            rest = [p for p in chunk if p not in found]
+            if rest:
+                existing = sa.select(runs.c.event_id, runs.c.zap, runs.c.state).where(
+                    pair.in_(rest)
+                )
+                for row in (await conn.execute(existing)).all():
+                    found[(row.event_id, row.zap)] = row.state
         return found
 
     async def running_workers(self, pairs: Sequence[tuple[str, str]]) -> set[str]:
