@@ -223,15 +223,14 @@ def test_the_receiver_process_takes_its_hooks_and_body_limit_from_serve_and_exit
     """As `zapflow serve` runs it: the hook table on its standard input (a new line replaces
     it), `--max-body` from `zapflow serve --max-body`, and gone once serve's end of the pipe
     closes (serve was killed), so the port is free for the next start."""
-    import socket
     import subprocess
     import sys
 
+    from serve_process import free_port
+
     inbox_url = f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}"
     asyncio.run(_migrated(inbox_url))  # as serve does before starting it
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from flows.intake.receiver_process import main; main()"]
         + ["--port", str(port), "--inbox", inbox_url, "--max-body", "100"],
