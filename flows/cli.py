@@ -362,6 +362,149 @@ def runs(
     out.print(table)
     if not rows:
         out.print("no zap runs yet")
+    waiting = asyncio.run(_unrecognised_waiting(inbox_url))
+    if waiting:
+        out.print(
+            f"[yellow]{waiting} deliveries kept as unrecognised[/yellow] (their app could not "
+            "read them yet): zapflow events --unrecognised"
+        )
+
+
+async def _unrecognised_waiting(inbox_url: str | None) -> int:
+    from flows.intake import unrecognised
+    from flows.intake.inbox import Inbox
+
+    async with await Inbox.open(inbox_url) as inbox:
+        return await unrecognised.waiting_count(inbox)
+
+
+@app.command()
+def events(
+    ids: list[str] = typer.Argument(
+        None, metavar="[ID]...", help="Show these kept deliveries in full (ids or first characters)"
+    ),
+    waiting: bool = typer.Option(
+        False, "--unrecognised", help="List the deliveries kept as unrecognised, still waiting"
+    ),
+    every: bool = typer.Option(False, "--all", help="With --unrecognised: reprocessed ones too"),
+    app_name: str = typer.Option(None, "--app", help="Only this app's deliveries"),
+    limit: int = typer.Option(50, "--limit", "-n", help="How many, oldest first"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Deliveries kept as unrecognised: an app's sender delivered them, the app could not read
+    them yet. List them (--unrecognised) or show some in full (IDs)."""
+    from flows.intake import unrecognised
+    from flows.intake.inbox import Inbox
+
+    if not ids and not waiting:
+        raise fail("give delivery IDs to show, or --unrecognised to list them")
+
+    async def fetch() -> list[Any]:
+        async with await Inbox.open(inbox_url) as inbox:
+            return await unrecognised.listing(
+                inbox,
+                limit=0 if ids else limit,
+                app=app_name,
+                waiting_only=not (ids or every),
+                ids=ids or None,
+            )
+
+    try:
+        found = asyncio.run(fetch())
+    except ZapError as exc:
+        raise fail(str(exc)) from None
+    if ids:
+        if not found:
+            raise fail(f"no kept delivery has an id starting with {', '.join(ids)}")
+        for item in found:
+            out.print(f"[bold]{item.id}[/bold]  {item.state}")
+            out.print(f"  {item.app} connection {item.connection}, channel {item.channel}")
+            out.print(f"  received {item.received_at:%Y-%m-%d %H:%M:%S} UTC")
+            out.print(f"  reason: {item.reason}", markup=False)
+            if item.event_ids:
+                out.print(f"  made events: {', '.join(i[:12] for i in item.event_ids)}")
+            out.print(json.dumps(item.body, indent=2, ensure_ascii=False), markup=False)
+        return
+    table = Table(
+        Column("id", no_wrap=True, min_width=12),
+        Column("received", no_wrap=True, min_width=14),
+        Column("app", no_wrap=True),
+        Column("connection/channel", no_wrap=True),
+        Column("state", no_wrap=True),
+        Column("reason", overflow="ellipsis", no_wrap=True, max_width=70),
+    )
+    for item in found:
+        table.add_row(
+            item.id[:12],
+            item.received_at.strftime("%m-%d %H:%M:%S"),
+            item.app,
+            f"{item.connection}/{item.channel}",
+            item.state,
+            item.reason,
+        )
+    out.print(table)
+    if not found:
+        out.print("no deliveries kept as unrecognised")
+    else:
+        out.print("zapflow events ID shows one in full; zapflow reprocess ID… reads them again")
+
+
+@app.command()
+def reprocess(
+    ids: list[str] = typer.Argument(
+        None, metavar="[ID]...", help="Kept deliveries to read again (ids or first characters)"
+    ),
+    waiting: bool = typer.Option(
+        False, "--unrecognised", help="Every delivery kept as unrecognised that still waits"
+    ),
+    app_name: str = typer.Option(None, "--app", help="With --unrecognised: only this app's"),
+    connection: str = typer.Option(
+        None, "--connection", help="With --unrecognised: only this connection's"
+    ),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Read deliveries kept as unrecognised again (after a connector fix, or a subscription put
+    right); those read now become events that `zapflow serve` runs as usual."""
+    from flows.intake import unrecognised
+    from flows.intake.inbox import Inbox
+
+    if bool(ids) == waiting:
+        raise fail("give delivery IDs, or --unrecognised (with --app / --connection) for all")
+
+    async def go() -> list[Any]:
+        async with await Inbox.open(inbox_url) as inbox:
+            found = await unrecognised.listing(
+                inbox,
+                limit=0,
+                app=app_name,
+                connection=connection,
+                waiting_only=not ids,
+                ids=ids or None,
+            )
+            if ids and not found:
+                raise ZapError(f"no kept delivery has an id starting with {', '.join(ids)}")
+            return await unrecognised.reprocess(inbox, found)
+
+    try:
+        outcomes = asyncio.run(go())
+    except ZapError as exc:
+        raise fail(str(exc)) from None
+    still = 0
+    for o in outcomes:
+        d = o.delivery
+        what = f"{d.id[:12]} ({d.app} {d.connection}/{d.channel})"
+        if o.error is not None:
+            still += 1
+            out.print(f"[yellow]{what}: still cannot be read[/yellow]: {o.error}")
+        else:
+            made = ", ".join(f"{e.app}.{e.trigger} {e.id[:12]}" for e in o.events) or "nothing"
+            out.print(f"[green]{what}[/green] → {made}")
+    if not outcomes:
+        out.print("no deliveries wait as unrecognised")
+    elif len(outcomes) > still:
+        out.print("their zaps run in `zapflow serve` (now, if it is running; else when it starts)")
+    if still:
+        raise typer.Exit(1)
 
 
 @app.command()

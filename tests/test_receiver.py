@@ -111,12 +111,7 @@ async def test_a_redelivery_with_the_same_delivery_id_is_not_stored_twice(receiv
         ),
         ("/hooks/zap/orders/tok-orders", {"json": [1, 2]}, 400, "must be a JSON object"),
         ("/hooks/zap/orders/tok-orders", {"json": {"x": "y" * 70_000}}, 413, "over the limit"),
-        (
-            "/hooks/cinnox/main/tok-cinnox/inquiry",
-            {"json": {"hello": 1}},
-            422,
-            "not a CINNOX event",
-        ),
+        ("/hooks/cinnox/main/tok-cinnox/inquiry", {"json": [1]}, 400, "must be a JSON object"),
     ],
 )
 async def test_bad_deliveries_get_a_clear_4xx_and_nothing_is_stored(

@@ -6,11 +6,13 @@ contract: each payload model below has exactly the keys listed there (what a zap
 ``update_external_contact`` needs it). The key ``destination Types`` has a space: zaps read it
 as ``trigger['destination Types']``.
 
-CINNOX delivers events per *family* (``wire.EventFamily``) in its own wire shape
-(``wire.EnquiryEvent``, ``ContactEvent``, ``SmsReceiptEvent``, ``LabelEvent``). ``from_wire``
-turns a delivered body into (trigger name, payload in the seed's keys); ``to_wire`` is its
-inverse, for the sandbox; ``FAMILY_OF`` says which family feeds each trigger, so only the
-families that enabled zaps need are subscribed.
+CINNOX delivers events per *family* (``wire.EventFamily``) in its own wire shape.
+``reading.from_wire`` turns a delivered body into (trigger name, payload in the seed's keys),
+tolerantly (every spelling it accepts is listed there); ``to_wire`` is its inverse for the
+sandbox, in the shape of ``wire.EnquiryEvent``, ``ContactEvent``, ``SmsReceiptEvent`` and
+``LabelEvent``; ``FAMILY_OF`` says which family feeds each trigger, so only the families that
+enabled zaps need are subscribed. Every payload has ``extra``: the keys CINNOX sent beyond
+the seed's.
 
 Sample conventions (illustrative; CINNOX's real id formats are not public):
 
@@ -23,10 +25,9 @@ Sample conventions (illustrative; CINNOX's real id formats are not public):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from connectors.cinnox import wire
 from connectors.cinnox._app import app
@@ -37,8 +38,31 @@ class UnknownEvent(ValueError):
 
 
 class _Payload(BaseModel):
-    # Default ``extra`` (ignore): CINNOX may add keys; the loader checks templates against ours.
+    # Keys outside the models are ignored here: ``reading.from_wire`` puts what CINNOX sent
+    # beyond the seed's keys under ``extra``, and the loader checks templates against ours.
     model_config = ConfigDict(populate_by_name=True)
+
+
+P = TypeVar("P", bound=type[BaseModel])
+
+
+def _with_extra(model: P) -> P:
+    """The payload model with ``extra`` after the seed's keys: what CINNOX sent beyond them."""
+    extra = Field(
+        default_factory=dict,
+        description="Keys CINNOX sent beyond the seed's, as sent (e.g. extra.serviceId); "
+        "the status as sent when it was a synonym of the seed's",
+    )
+    return cast(
+        P,
+        create_model(
+            model.__name__,
+            __base__=model,
+            __module__=model.__module__,
+            __doc__=model.__doc__,
+            extra=(dict[str, Any], extra),
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- ids used in samples
@@ -54,43 +78,54 @@ _TRUNK_HQ = "f0a3c8e1-2b6d-4e97-9c15-3d8a7b2e6f09"  # SIP trunk to the Kwun Tong
 _STATUS_DESC = 'Always "{}".'
 
 
+@_with_extra
 class NewExternalContact(_Payload):
     status: Literal["create"] = Field(description=_STATUS_DESC.format("create"))
-    name: str = Field(description="The full name of the external contact profile created.")
+    name: str | None = Field(
+        None, description="The full name of the external contact profile created."
+    )
     id: str | None = Field(None, description="The external contact's id in CINNOX.")
 
 
+@_with_extra
 class ExternalContactEdited(_Payload):
     status: Literal["edit"] = Field(description=_STATUS_DESC.format("edit"))
-    name: str = Field(
-        description="The full name of the contact profile that has been edited successfully."
+    name: str | None = Field(
+        None,
+        description="The full name of the contact profile that has been edited successfully.",
     )
     id: str | None = Field(None, description="The external contact's id in CINNOX.")
 
 
+@_with_extra
 class ExternalContactMerged(_Payload):
     status: Literal["merge"] = Field(description=_STATUS_DESC.format("merge"))
-    name: str = Field(
+    name: str | None = Field(
+        None,
         description="The full name of the external contact that has been merged with the other "
-        "contact."
+        "contact.",
     )
     id: str | None = Field(None, description="The external contact's id in CINNOX.")
 
 
+@_with_extra
 class ExternalContactOwnershipTransferred(_Payload):
     status: Literal["transfer"] = Field(description=_STATUS_DESC.format("transfer"))
-    name: str = Field(
-        description="The full name of the external contact whose ownership has been transferred."
+    name: str | None = Field(
+        None,
+        description="The full name of the external contact whose ownership has been transferred.",
     )
-    fromOwnerID: str = Field(description="The previous owner id.")
-    toOwnerID: str = Field(description="The updated owner id.")
+    fromOwnerID: str | None = Field(None, description="The previous owner id.")
+    toOwnerID: str | None = Field(None, description="The updated owner id.")
     id: str | None = Field(None, description="The external contact's id in CINNOX.")
 
 
+@_with_extra
 class ExternalContactDeleted(_Payload):
     status: Literal["delete"] = Field(description=_STATUS_DESC.format("delete"))
-    name: str = Field(
-        description="The full name of the contact that has been deleted successfully."
+    name: str | None = Field(
+        None,
+        description="The full name of the contact that has been deleted successfully.",
     )
     id: str | None = Field(None, description="The external contact's id in CINNOX.")
 
@@ -115,32 +150,38 @@ class _Enquiry(_Payload):
     carry the seed's per-trigger examples for ``channel`` and ``destination Types``."""
 
     status: str
-    enquiryID: str = Field(description="Enquiry ID.")
-    displayCaseNumber: str = Field(
-        description="Enquiry display number (the case number shown in the Dashboard)."
+    enquiryID: str = Field(
+        description="Enquiry ID (the display case number when CINNOX sends no id)."
     )
-    type: str = Field(description=_TYPES)
-    channel: str = Field(description=_CHANNELS)
-    date: str = Field(description="Date & Time.")
+    displayCaseNumber: str | None = Field(
+        None, description="Enquiry display number (the case number shown in the Dashboard)."
+    )
+    type: str | None = Field(None, description=_TYPES)
+    channel: str | None = Field(None, description=_CHANNELS)
+    date: str | None = Field(None, description="Date & Time.")
     destination: str | None = Field(None, description="Destination id.")
     destination_types: str | None = Field(None, alias="destination Types", description=_DEST_TRUNK)
 
 
+@_with_extra
 class NewEnquiry(_Enquiry):
     status: Literal["Opened"] = Field(description=_STATUS_DESC.format("Opened"))
-    channel: str = Field(description=_CHANNELS_NEW)
+    channel: str | None = Field(None, description=_CHANNELS_NEW)
 
 
+@_with_extra
 class EnquiryHandled(_Enquiry):
     status: Literal["Handling"] = Field(description=_STATUS_DESC.format("Handling"))
     destination_types: str | None = Field(None, alias="destination Types", description=_DEST_SIP)
 
 
+@_with_extra
 class EnquiryClosed(_Enquiry):
     status: Literal["Closed"] = Field(description=_STATUS_DESC.format("Closed"))
     destination_types: str | None = Field(None, alias="destination Types", description=_DEST_SIP)
 
 
+@_with_extra
 class MissedEnquiry(_Enquiry):
     status: Literal["Missed"] = Field(description=_STATUS_DESC.format("Missed"))
 
@@ -148,11 +189,12 @@ class MissedEnquiry(_Enquiry):
 # --------------------------------------------------------------------------- SMS receipts
 
 
+@_with_extra
 class SmsDeliveryReceipt(_Payload):
     transactionId: str = Field(description="The unique transaction id for each SMS.")
-    recipientNumber: str = Field(description="Recipient phone number.")
-    recipientCountry: str = Field(description="Recipient country.")
-    responseCode: str = Field(description="Response code.")
+    recipientNumber: str | None = Field(None, description="Recipient phone number.")
+    recipientCountry: str | None = Field(None, description="Recipient country.")
+    responseCode: str | None = Field(None, description="Response code.")
     status: Literal["Submitted", "Delivered", "Undelivered", "Rejected"] = Field(
         description="Receipt status: Submitted, Delivered, Undelivered or Rejected."
     )
@@ -162,28 +204,33 @@ class SmsDeliveryReceipt(_Payload):
 # --------------------------------------------------------------------------- labels
 
 
+@_with_extra
 class LabelCreated(_Payload):
     status: Literal["create"] = Field(description=_STATUS_DESC.format("create"))
-    id: str = Field(description="The id of the created label.")
-    name: str = Field(description="The name of the created label.")
-    colorCode: str = Field(
-        description="The color code of the created label, as a hex colour code (e.g. #E53935)."
+    id: str | None = Field(None, description="The id of the created label.")
+    name: str | None = Field(None, description="The name of the created label.")
+    colorCode: str | None = Field(
+        None,
+        description="The color code of the created label, as a hex colour code (e.g. #E53935).",
     )
 
 
+@_with_extra
 class LabelEdited(_Payload):
     status: Literal["update"] = Field(description=_STATUS_DESC.format("update"))
-    id: str = Field(description="The id of the edited label.")
-    name: str = Field(description="The name of the edited label.")
-    colorCode: str = Field(
-        description="The colour code of the edited label, as a hex colour code (e.g. #E53935)."
+    id: str | None = Field(None, description="The id of the edited label.")
+    name: str | None = Field(None, description="The name of the edited label.")
+    colorCode: str | None = Field(
+        None,
+        description="The colour code of the edited label, as a hex colour code (e.g. #E53935).",
     )
 
 
+@_with_extra
 class LabelDeleted(_Payload):
     status: Literal["deleted"] = Field(description=_STATUS_DESC.format("deleted"))
-    id: str = Field(description="The id of the deleted label.")
-    name: str = Field(description="The name of the deleted label.")
+    id: str | None = Field(None, description="The id of the deleted label.")
+    name: str | None = Field(None, description="The name of the deleted label.")
 
 
 # --------------------------------------------------------------------------- registration
@@ -499,119 +546,12 @@ _WIRE_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
-    )
-
-
-def _status_of(family: str, body: dict[str, Any]) -> tuple[Any, str, dict[str, str] | None]:
-    """The body's status, where it sits, and the status → trigger table of its family."""
-    if family == "inquiry":
-        return body.get("status"), "status", ENQUIRY_TRIGGERS
-    if family == "external-contact":
-        message = body.get("message")
-        status = message.get("status") if isinstance(message, dict) else None
-        return status, "message.status", CONTACT_TRIGGERS
-    if family == "label":
-        return body.get("status"), "status", LABEL_TRIGGERS
-    return body.get("Status"), "Status", None  # every receipt status is one trigger
-
-
-def _enquiry_payload(event: wire.EnquiryEvent) -> dict[str, Any]:
-    return {
-        "status": event.status,
-        "enquiryID": event.inquiryID,
-        "displayCaseNumber": event.displayCaseNumber,
-        "type": event.inquiryType,
-        "channel": event.channel,
-        "date": event.date,
-        "destination": event.destination,
-        "destination Types": event.destinationTypes,
-    }
-
-
-def _contact_payload(event: wire.ContactEvent) -> dict[str, Any]:
-    msg = event.message
-    payload: dict[str, Any] = {"status": msg.status, "name": msg.fullName, "id": msg.id}
-    if msg.status == "transfer":
-        payload |= {"fromOwnerID": msg.fromOwnerID, "toOwnerID": msg.toOwnerID}
-    return payload
-
-
-def _sms_payload(event: wire.SmsReceiptEvent) -> dict[str, Any]:
-    return {
-        "transactionId": event.TransactionID,
-        "recipientNumber": event.RecipientNumber,
-        "recipientCountry": event.RecipientCountry,
-        "responseCode": event.ResponseCode,
-        "status": event.Status,
-        "exception": event.Exception,
-    }
-
-
-def _label_payload(event: wire.LabelEvent) -> dict[str, Any]:
-    payload: dict[str, Any] = {"status": event.status, "id": event.id, "name": event.name}
-    if event.status != "deleted":
-        payload["colorCode"] = event.colorCode
-    return payload
-
-
-_TO_PAYLOAD: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "inquiry": _enquiry_payload,
-    "external-contact": _contact_payload,
-    "outbound-sms": _sms_payload,
-    "label": _label_payload,
-}
-
-
-def from_wire(family: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(trigger name, payload in the seed's keys) for a CINNOX webhook body of ``family``.
-
-    The payload is the trigger's payload model dumped by alias (every key present, ``None``
-    where CINNOX sent nothing). Raises ``UnknownEvent`` for an unknown family, a body that
-    does not fit the family's wire shape or the trigger's payload, or a status with no trigger.
-    """
-    if family not in _WIRE_MODELS:
-        raise UnknownEvent(
-            f"unknown CINNOX event family {family!r}; accepted: {', '.join(_WIRE_MODELS)}"
-        )
-    if not isinstance(body, dict):
-        raise UnknownEvent(
-            f"a CINNOX {family} event must be a JSON object, not {type(body).__name__}"
-        )
-    status, where, table = _status_of(family, body)
-    if table is not None and (not isinstance(status, str) or status not in table):
-        raise UnknownEvent(
-            f"CINNOX {family} event has {where} {status!r}, which starts no trigger; "
-            f"accepted: {', '.join(table)}"
-        )
-    try:
-        event = _WIRE_MODELS[family].model_validate(body)
-    except ValidationError as exc:
-        raise UnknownEvent(
-            f"the body does not fit a CINNOX {family} event ({_errors(exc)}); "
-            f"expected the shape of wire.{_WIRE_MODELS[family].__name__}"
-        ) from None
-    name = table[status] if table is not None else SMS_TRIGGER
-    model = app.triggers[name].payload_model
-    try:
-        payload = model.model_validate(_TO_PAYLOAD[family](event))
-    except ValidationError as exc:
-        raise UnknownEvent(
-            f"the CINNOX {family} event does not fit trigger {name} ({_errors(exc)}); "
-            f"its keys: {', '.join(f.alias or n for n, f in model.model_fields.items())}"
-        ) from None
-    return name, payload.model_dump(mode="json", by_alias=True)
-
-
 def to_wire(
     trigger: str, payload: dict[str, Any], *, service_id: str, app_id: str
 ) -> tuple[str, dict[str, Any]]:
     """(family, wire body) CINNOX would deliver for ``trigger`` with ``payload`` (seed keys).
 
-    The inverse of ``from_wire``, for the sandbox. Raises ``UnknownEvent`` for an unknown
+    The inverse of ``reading.from_wire``, for the sandbox. Raises ``UnknownEvent`` for an unknown
     trigger, pydantic's ``ValidationError`` (a ``ValueError``) for a payload that does not fit
     the trigger, and ``ValueError`` for a contact payload without the contact ``id`` (the wire
     always carries it).

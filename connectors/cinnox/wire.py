@@ -263,6 +263,11 @@ def challenge_reply(challenge: str) -> dict[str, Any]:
     return {"code": 0, "result": {"challenge": challenge}}
 
 
+# The events below are the shapes the sandbox delivers. What zapflow accepts from CINNOX is
+# wider: ``reading.py`` reads every spelling a public source or the seed uses, and keeps a
+# delivery it cannot read as *unrecognised* instead of refusing it.
+
+
 class EnquiryEvent(_Wire):
     """Family ``inquiry``. Public keys: status, serviceId, displayCaseNumber, eid, type
     ("inquiry"), channel, channelOri, socialId, date, destination, destinationTypes.
@@ -273,13 +278,13 @@ class EnquiryEvent(_Wire):
     status: Literal["Opened", "Handling", "Closed", "Missed"]
     serviceId: str
     inquiryID: str
-    displayCaseNumber: str
-    inquiryType: str
-    channel: str
+    displayCaseNumber: str | None = None
+    inquiryType: str | None = None
+    channel: str | None = None
     channelOri: str | None = None
     socialId: str | None = None
     eid: str | None = None
-    date: str
+    date: str | None = None
     destination: str | None = None
     destinationTypes: str | None = None
 
@@ -288,7 +293,7 @@ class ContactEventMessage(_Wire):
     type: Literal["contact"] = "contact"
     status: Literal["create", "edit", "merge", "transfer", "delete"]
     serviceId: str
-    fullName: str
+    fullName: str | None = None
     id: str
     fromOwnerID: str | None = None
     toOwnerID: str | None = None
@@ -308,9 +313,9 @@ class SmsReceiptEvent(_Wire):
     AppID: str
     ServiceID: str
     TransactionID: str
-    RecipientNumber: str
-    RecipientCountry: str
-    ResponseCode: str
+    RecipientNumber: str | None = None
+    RecipientCountry: str | None = None
+    ResponseCode: str | None = None
     Status: Literal["Submitted", "Delivered", "Undelivered", "Rejected"]
     Exception: str | None = None
 
@@ -320,8 +325,8 @@ class LabelEvent(_Wire):
 
     type: Literal["label"] = "label"
     status: Literal["create", "update", "deleted"]
-    id: str
-    name: str
+    id: str | None = None
+    name: str | None = None
     colorCode: str | None = None
 
 

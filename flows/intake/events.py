@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,3 +39,12 @@ def derived_id(*parts: str | None) -> str:
     """A deterministic event id from what identifies the occurrence (e.g. zap and item key):
     the same parts always give the same id, so the inbox stores the occurrence once."""
     return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]
+
+
+def occurrence_id(*parts: str | None) -> str:
+    """The event id of a delivered occurrence: derived from its parts, the last of which is
+    what identifies it (a redelivery then gets the same id); a fresh id when that is None —
+    nothing identifies the occurrence, so it is never taken for a duplicate."""
+    if parts[-1] is None:
+        return uuid.uuid4().hex
+    return derived_id(*parts)

@@ -44,6 +44,13 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     for a while are forgotten). Indexed by ``(poller, seen_at)``.
 ``zapflow_storage`` — what zaps keep between runs (``connectors.storage``), primary key
     ``(namespace, key)``; ``value`` (JSON; JSONB on PostgreSQL), ``updated_at``.
+``zapflow_unrecognised`` — deliveries from an authenticated sender that its app could not read
+    yet (``flows.intake.unrecognised``): ``seq``, ``id`` (unique), ``app``, ``connection``,
+    ``channel`` (the hook URL's last segment), ``body`` (JSON, as delivered), ``reason``,
+    ``received_at``, ``state`` (``waiting`` until reprocessed into events, then
+    ``reprocessed``), ``attempts`` (reprocessing tries), ``handled_at`` and ``event_ids`` (JSON:
+    the events reprocessing made). Retention purges only reprocessed ones. Indexed by
+    ``(state, seq)``.
 ``zapflow_inbox_version`` — Alembic's version table.
 
 All times are UTC and come from the clock of the process calling the inbox, so machines that
@@ -210,6 +217,33 @@ storage = sa.Table(
     sa.Column("key", sa.Text(), primary_key=True),
     sa.Column("value", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+unrecognised = sa.Table(
+    "zapflow_unrecognised",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.Text(), nullable=False),
+    sa.Column("app", sa.Text(), nullable=False),
+    sa.Column("connection", sa.Text(), nullable=True),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("body", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("handled_at", UTCDateTime(), nullable=True),
+    sa.Column("event_ids", sa.JSON(), nullable=True),
+    sa.UniqueConstraint("id", name="uq_zapflow_unrecognised_id"),
+    sa.CheckConstraint("state IN ('waiting', 'reprocessed')", name="ck_zapflow_unrecognised_state"),
+    sa.Index("ix_zapflow_unrecognised_state", "state", "seq"),
+    sqlite_autoincrement=True,
 )
 
 

@@ -9,8 +9,11 @@ like CINNOX sign nothing, so the URL is the credential):
 - ``POST /hooks/zap/{zap}/{token}`` — a zap's catch hook; optionally Standard Webhooks-signed.
 
 A delivery is answered 2xx only after its events are committed to the inbox (group commit makes
-that cheap under load), so an acknowledged event is never lost. Bad input gets a 4xx with a JSON
-``{"error": ...}`` that says what is wrong.
+that cheap under load), so an acknowledged event is never lost. Store first, interpret second:
+a delivery with a valid token and a JSON object that the app cannot read is committed too, as
+*unrecognised* (``flows.intake.unrecognised``), and answered 200. Only a body that is not a JSON
+object, too large or without a valid token gets a 4xx, with a JSON ``{"error": ...}`` that
+says what is wrong.
 
 A plain Starlette app rather than FastAPI: every acknowledgement is on the hot path, and the
 receiver process stays small without FastAPI and pydantic (the OpenAPI description below is
@@ -20,7 +23,8 @@ written out, with the request and answer shapes FastAPI could not infer from raw
 from __future__ import annotations
 
 import hmac
-import uuid
+import re
+import sys
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -31,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from flows.intake.events import NewEvent, derived_id
+from flows.intake import unrecognised
+from flows.intake.events import NewEvent, occurrence_id
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.intake.signatures import SignatureError, verify
@@ -54,14 +59,30 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def _event_id(*parts: str | None) -> str:
-    if parts[-1] is None:  # nothing identifies the occurrence: never treat it as a duplicate
-        return uuid.uuid4().hex
-    return derived_id(*parts)
-
-
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+_warned: set[tuple[str, ...]] = set()
+_VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
+
+
+def warn_unrecognised(app: str, connection: str, channel: str, reason: str) -> None:
+    """Say once per kind (app, connection, channel and the reason without its values) that a
+    delivery was kept unread: a wrong guess about the sender's format shows up at once, not
+    once per delivery."""
+    kind = (app, connection, channel, _VALUES.sub("…", reason))
+    if kind in _warned:
+        return
+    _warned.add(kind)
+    print(
+        f"zapflow receiver: WARNING: kept a {app} delivery on {connection}/{channel} that "
+        f"{app} cannot read yet ({reason}). It waits, unrecognised: `zapflow events "
+        f"--unrecognised` lists them, `zapflow reprocess --unrecognised --app {app}` runs "
+        "their zaps once they can be read. Deliveries like it are kept without this warning.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @cache
@@ -139,7 +160,7 @@ def create_app(
                 raise Refused(401, f"signature refused: {exc}") from None
         app_name, trigger = CATCH_HOOK
         event = NewEvent(
-            id=_event_id("zap", zap_id, delivery),
+            id=occurrence_id("zap", zap_id, delivery),
             app=app_name,
             trigger=trigger,
             payload=body,
@@ -159,15 +180,28 @@ def create_app(
         _, body = await _read_json(request, max_body)
         owner = _app(app_name)
         assert owner.webhook is not None
+        channel = params["channel"]
         try:
-            result = owner.webhook(params["channel"], body)
-        except ValueError as exc:
-            raise Refused(422, f"not a {owner.title} event this hook understands: {exc}") from None
+            result = owner.webhook(channel, body)
+        except Exception as exc:
+            # Store first, interpret second: the token says who sent it, so it is kept (and
+            # acknowledged) even though the app cannot read it yet; see flows.intake.unrecognised.
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            kept = await unrecognised.keep(
+                inbox,
+                app=app_name,
+                connection=connection,
+                channel=channel,
+                body=body,
+                reason=reason,
+            )
+            warn_unrecognised(app_name, connection, channel, reason)
+            return json_response({"code": 0, "accepted": 0, "unrecognised": kept})
         if not isinstance(result, list):  # a WebhookReply: the app answers the sender itself
             return json_response(result.body, result.status)
         events = [
             NewEvent(
-                id=_event_id(app_name, connection, item.key),
+                id=occurrence_id(app_name, connection, item.key),
                 app=app_name,
                 trigger=item.trigger,
                 payload=item.payload,
@@ -287,11 +321,13 @@ OPENAPI: dict[str, Any] = {
             "An app's deliveries",
             "Deliveries of one app connection (CINNOX: `channel` is the event family "
             "`zapflow cinnox subscribe` registered). The app's adapter answers a URL "
-            "verification challenge itself, or turns the delivery into trigger events.",
+            "verification challenge itself, or turns the delivery into trigger events. A "
+            "delivery it cannot read is kept as unrecognised (`unrecognised`: its id), to be "
+            "reprocessed with `zapflow reprocess`, and answered 200 all the same.",
             ["app_name", "connection", "token", "channel"],
             "Committed to the inbox (or the app's answer to a challenge)",
-            {"code": "integer", "accepted": "integer"},
-            refusals=(400, 404, 413, 415, 422),
+            {"code": "integer", "accepted": "integer", "unrecognised": "string"},
+            refusals=(400, 404, 413, 415),
         ),
         "/healthz": {
             "get": {

@@ -26,6 +26,7 @@ from typing import Any, cast
 import httpx
 
 from flows.errors import ZapError
+from flows.intake import unrecognised
 from flows.intake.dispatcher import Dispatcher
 from flows.intake.folder import ZapFolder, build_hooks, hook_urls
 from flows.intake.hooks import Hooks
@@ -298,6 +299,7 @@ async def serve(
         while retention is not None:
             try:
                 purged = await inbox.purge(retention)
+                await unrecognised.purge(inbox, retention)
                 if purged:
                     report(f"purged {purged} events processed more than {retention} ago")
             except Exception as exc:  # the next round tries again
@@ -314,6 +316,12 @@ async def serve(
             os.nice(RUNS_NICENESS)
         report(f"receiver on {public}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
         report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
+        kept = await unrecognised.waiting_count(inbox)
+        if kept:
+            report(
+                f"{kept} deliveries wait as unrecognised (their app could not read them): "
+                "zapflow events --unrecognised"
+            )
         if started is not None:
             started.set()
         tasks = [
