@@ -292,3 +292,15 @@ async def test_the_command_line_lists_shows_and_reprocesses(
 
     refused = await invoke(["reprocess", "--inbox", receiver.inbox_url])
     assert refused.exit_code == 1 and "give delivery IDs" in refused.output
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"challenge": "c-1"}, {"challenge": "c-1", "type": "url_verification", "appId": APP_ID}],
+)
+async def test_the_url_challenge_is_answered_with_keys_beside_it(
+    receiver: Running, body: dict[str, Any]
+) -> None:
+    assert await receiver.post("inquiry", body) == {"code": 0, "result": {"challenge": "c-1"}}
+    assert await receiver.events() == []
+    assert await unrecognised.waiting_count(receiver.inbox) == 0

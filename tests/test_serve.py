@@ -116,6 +116,16 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         ims = [i["request"]["messages"][0]["text"] for i in cinnox_sandbox.control.sent("im")]
         assert any(text.startswith(f"Missed {case} from ") for text in ims), ims
 
+        # A delivery CINNOX's reading cannot place (a status nobody documented) is kept and
+        # acknowledged, serve warns, and once the reading knows the status it runs the zap.
+        odd = {**emitted["event"], "status": "Abandoned", "date": "2026-03-02T23:59:00+08:00"}
+        kept = httpx.post(f"{cinnox}/inquiry", json=odd, timeout=10)
+        assert kept.status_code == 200 and kept.json()["accepted"] == 0, kept.text
+        serve.wait_for(r"WARNING: kept a cinnox delivery on sandbox/inquiry .*'Abandoned'")
+        asyncio.run(_reprocess_with(tmp_path / "home", "abandoned", "Missed"))
+        runs = completed_runs("missed-to-space", 2)
+        assert [r.state.name for r in runs] == ["Completed", "Completed"]
+
         # A new zap file is picked up without a restart.
         (folder / "later.yaml").write_text(CATCH.format(zap_id="added-later"))
         later = serve.wait_for(r"catch hook of added-later: (\S+)", timeout=15).group(1)
@@ -134,6 +144,21 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
         code = serve.stop()
     assert code == 0
     serve.wait_for("stopped; events not yet run stay in the inbox")
+
+
+async def _reprocess_with(home, status: str, means: str) -> None:
+    """`zapflow reprocess --unrecognised` after the enquiry reading learnt a status, on the
+    inbox `zapflow serve` shares."""
+    from connectors.cinnox import reading
+    from flows.intake import unrecognised
+    from flows.intake.inbox import Inbox
+
+    with pytest.MonkeyPatch.context() as patch:
+        known = {**reading.STATUSES["inquiry"], status: means}
+        patch.setitem(reading.STATUSES, "inquiry", known)
+        async with await Inbox.open(f"sqlite:///{home / 'inbox.db'}") as inbox:
+            (outcome,) = await unrecognised.reprocess(inbox, await unrecognised.listing(inbox))
+    assert outcome.error is None and outcome.events[0].trigger == "missed_enquiry"
 
 
 SERVE_ON_CHOSEN_SERVER = """
