@@ -80,10 +80,11 @@ class WebhookReply:
     status: int = 200
 
 
-WebhookAdapter = Callable[[str, dict[str, Any]], "list[Inbound] | WebhookReply"]
+WebhookAdapter = Callable[[str, Any], "list[Inbound] | WebhookReply"]
 """``adapter(channel, body)``: what a delivery on the app's hook URL means. ``channel`` is the
-last segment of the URL (for CINNOX, the event family). Raises ValueError for a body it does
-not recognise."""
+last segment of the URL (for CINNOX, the event family); ``body`` is the delivered JSON (usually
+an object, but any JSON value). Raises ValueError, saying why, for a body it cannot read: the
+receiver then keeps the delivery as unrecognised, to be reprocessed once the app reads it."""
 
 ActionFunction = Callable[[Any, ActionContext], Awaitable[BaseModel]]
 ConnectionCheck = Callable[[Any, str], Awaitable[str]]

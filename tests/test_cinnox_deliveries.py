@@ -304,3 +304,23 @@ async def test_the_url_challenge_is_answered_with_keys_beside_it(
     assert await receiver.post("inquiry", body) == {"code": 0, "result": {"challenge": "c-1"}}
     assert await receiver.events() == []
     assert await unrecognised.waiting_count(receiver.inbox) == 0
+
+
+async def test_a_batch_is_read_whole_or_kept_whole(receiver: Running) -> None:
+    bodies = [
+        to_wire(name, cinnox.triggers[name].samples[0], service_id=SVC, app_id=APP_ID)[1]
+        for name in ("new_enquiry", "missed_enquiry")
+    ]
+    assert await receiver.post("inquiry", bodies) == {"code": 0, "accepted": 2}
+    assert [e.trigger for e in await receiver.events()] == ["new_enquiry", "missed_enquiry"]
+
+    # One item it cannot read: the whole batch is kept, nothing of it runs yet.
+    answer = await receiver.post("inquiry", [bodies[0], {**bodies[1], "status": "Parked"}])
+    assert answer["accepted"] == 0
+    (kept,) = await unrecognised.listing(receiver.inbox)
+    assert kept.body == [bodies[0], {**bodies[1], "status": "Parked"}]
+    assert kept.reason.startswith("item 1 of the batch: ") and "'Parked'" in kept.reason
+    assert await receiver.events() == []
+    # Any JSON at all, from the right sender, is kept.
+    assert (await receiver.post("inquiry", "Missed ENQ-1"))["accepted"] == 0
+    assert len(await unrecognised.listing(receiver.inbox)) == 2

@@ -20,8 +20,8 @@ from openpyxl import Workbook, load_workbook
 from waiting import until
 
 from connectors import registry
-from connectors.cinnox.sandbox.control import SandboxControl
 from connectors.cinnox.reading import from_wire
+from connectors.cinnox.sandbox.control import SandboxControl
 from connectors.slack.sandbox import SlackSandbox, run_in_thread
 from flows import connections
 from flows.compiler import run_with_history

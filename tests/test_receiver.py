@@ -111,7 +111,12 @@ async def test_a_redelivery_with_the_same_delivery_id_is_not_stored_twice(receiv
         ),
         ("/hooks/zap/orders/tok-orders", {"json": [1, 2]}, 400, "must be a JSON object"),
         ("/hooks/zap/orders/tok-orders", {"json": {"x": "y" * 70_000}}, 413, "over the limit"),
-        ("/hooks/cinnox/main/tok-cinnox/inquiry", {"json": [1]}, 400, "must be a JSON object"),
+        (
+            "/hooks/cinnox/main/tok-cinnox/inquiry",
+            {"content": b"[1", "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
     ],
 )
 async def test_bad_deliveries_get_a_clear_4xx_and_nothing_is_stored(

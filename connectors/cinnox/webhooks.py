@@ -8,18 +8,28 @@ from connectors._contract import Inbound, WebhookReply
 from connectors.cinnox import wire
 from connectors.cinnox._app import app
 from connectors.cinnox.reading import from_wire, normal, occurrence
+from connectors.cinnox.triggers import UnknownEvent
 
 
 @app.webhook_adapter
-def receive(family: str, body: dict[str, Any]) -> list[Inbound] | WebhookReply:
+def receive(family: str, body: Any) -> list[Inbound] | WebhookReply:
     """``family`` is the last segment of the hook URL ``zapflow cinnox subscribe`` registered.
 
-    Raises ``UnknownEvent`` (a ValueError) for a body ``reading`` cannot read: the receiver
-    keeps it as unrecognised."""
-    if _is_challenge(body):
+    A JSON array is read as a batch of events, all or none. Raises ``UnknownEvent`` (a
+    ValueError) for a body ``reading`` cannot read: the receiver keeps it as unrecognised."""
+    if isinstance(body, dict) and _is_challenge(body):
         return WebhookReply(wire.challenge_reply(str(body["challenge"])))
-    trigger, payload = from_wire(family, body)
-    return [Inbound(trigger, payload, occurrence(family, payload))]
+    batch = body if isinstance(body, list) and body else [body]
+    read = []
+    for i, item in enumerate(batch):
+        try:
+            trigger, payload = from_wire(family, item)
+        except UnknownEvent as exc:
+            if len(batch) == 1:
+                raise
+            raise UnknownEvent(f"item {i} of the batch: {exc}") from None
+        read.append(Inbound(trigger, payload, occurrence(family, payload)))
+    return read
 
 
 def _is_challenge(body: dict[str, Any]) -> bool:

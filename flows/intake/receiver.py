@@ -93,7 +93,9 @@ def _app(name: str) -> App:
     return registry.load(name)
 
 
-async def _read_json(request: Request, max_body: int) -> tuple[bytes, dict[str, Any]]:
+async def _read_json(
+    request: Request, max_body: int, *, any_json: bool = False
+) -> tuple[bytes, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json" and not kind.endswith("+json"):
         raise Refused(415, f"content-type must be application/json, not {kind or 'missing'}")
@@ -111,7 +113,7 @@ async def _read_json(request: Request, max_body: int) -> tuple[bytes, dict[str, 
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Refused(400, f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) and not any_json:
         raise Refused(400, f"the body must be a JSON object, not {type(body).__name__}")
     return raw, body
 
@@ -177,7 +179,9 @@ def create_app(
         hook = hooks().apps.get((app_name, connection))
         if hook is None or not _same(params["token"], hook.token):
             raise Refused(404, "no such hook (unknown app or connection, or wrong token)")
-        _, body = await _read_json(request, max_body)
+        # Any JSON: what an authenticated sender delivers is kept even when it is not the
+        # object its app expects (a batch as an array, say).
+        _, body = await _read_json(request, max_body, any_json=True)
         owner = _app(app_name)
         assert owner.webhook is not None
         channel = params["channel"]

@@ -38,7 +38,8 @@ class Unrecognised:
     app: str
     connection: str | None
     channel: str
-    body: dict[str, Any]
+    body: Any
+    """The delivered JSON, as delivered (usually an object)."""
     reason: str
     received_at: datetime
     state: str
@@ -80,7 +81,7 @@ async def keep(
     app: str,
     connection: str | None,
     channel: str,
-    body: dict[str, Any],
+    body: Any,
     reason: str,
 ) -> str:
     """Commit a delivery its app cannot read; return its id once it is durable."""
