@@ -1027,7 +1027,7 @@ def _demo_deliveries(
     import httpx
 
     from connectors import registry
-    from connectors.cinnox.cli import set_subscription
+    from connectors.cinnox.cli import family_url, set_subscription
     from connectors.cinnox.triggers import FAMILY_OF
     from flows import connections
 
@@ -1040,12 +1040,12 @@ def _demo_deliveries(
                 out.print(f"[bold]▶ POST[/bold] a sample to the catch hook of {zap_id}")
                 client.post(hooks[zap_id], json=payload).raise_for_status()
                 runs += 1
-        families = sorted({FAMILY_OF[z.trigger.event] for z in cinnox})
 
         async def subscribe(name: str, base: str) -> None:
             connection = await connections.resolve(registry.app("cinnox"), name)
-            for family in families:
-                await set_subscription(connection, name, family, f"{base}/{family}", True)
+            on = {FAMILY_OF[z.trigger.event] for z in cinnox if z.trigger.connection == name}
+            for family in sorted(on):  # each family to its own URL, HOOK_BASE/<family>
+                await set_subscription(connection, name, family, family_url(base, family), True)
 
         for name, base in app_hooks.items():
             asyncio.run(subscribe(name, base))

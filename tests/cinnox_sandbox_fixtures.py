@@ -50,13 +50,19 @@ class Hook:
 
 
 class Receiver:
-    """A webhook receiver: ``POST /hook/{name}`` answers CINNOX's challenge and records
-    events, as each hook is configured."""
+    """A webhook receiver: ``POST /hook/{name}`` (or ``/hook/{name}/{channel}``, one URL per
+    event family under a hook) answers CINNOX's challenge and records events, as each hook is
+    configured."""
 
     def __init__(self) -> None:
         self.hooks: dict[str, Hook] = defaultdict(Hook)
         self.url = ""
-        self.app = Starlette(routes=[Route("/hook/{name}", self._post, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/hook/{name}", self._post, methods=["POST"]),
+                Route("/hook/{name}/{channel}", self._post, methods=["POST"]),
+            ]
+        )
 
     async def _post(self, request: Request) -> JSONResponse:
         hook = self.hooks[request.path_params["name"]]
@@ -83,7 +89,8 @@ class Receiver:
         return f"{self.url}/hook/{name}"
 
     def of(self, url: str) -> Hook:
-        return self.hooks[url.rsplit("/", 1)[1]]
+        """The hook of ``url`` (``…/hook/{name}``, with or without a ``/{channel}``)."""
+        return self.hooks[url.split("/hook/", 1)[1].split("/", 1)[0]]
 
     def wait(self, url: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The events the hook received, once there are at least ``count``."""

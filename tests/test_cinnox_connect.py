@@ -199,13 +199,14 @@ def test_subscribe_and_unsubscribe_the_families_zaps_need(
 
     result = zapflow("cinnox", "subscribe", name, "--url", hook, "--zaps", str(zaps))
     assert result.exit_code == 0, result.output
-    assert f"inquiry: subscribed → {hook}  (zaps: missed-follow-up)" in result.output
+    # each family gets its own URL under the hook base: HOOK_BASE/<family>
+    assert f"inquiry: subscribed → {hook}/inquiry  (zaps: missed-follow-up)" in result.output
     assert cinnox_receiver.of(hook).challenges == 1  # CINNOX verified the URL first
     [subscription] = cinnox_sandbox.control.subscriptions()
     assert (subscription["appId"], subscription["family"], subscription["url"]) == (
         cinnox_sandbox.app_id,
         "inquiry",
-        hook,
+        f"{hook}/inquiry",
     )
 
     # subscribed for real: an enquiry event now reaches the receiver
@@ -214,7 +215,7 @@ def test_subscribe_and_unsubscribe_the_families_zaps_need(
 
     off = zapflow("cinnox", "subscribe", name, "--url", hook, "--zaps", str(zaps), "--off")
     assert off.exit_code == 0, off.output
-    assert f"inquiry: unsubscribed → {hook}" in off.output
+    assert f"inquiry: unsubscribed → {hook}/inquiry" in off.output
     assert cinnox_sandbox.control.subscriptions() == []
     assert cinnox_sandbox.control.emit("missed_enquiry")["deliveries"] == []
 

@@ -57,6 +57,11 @@ SEND_SMS = "/send_sms"  # GUESS: POST SendSms → {code, serviceID, status, tran
 NUMBER_LIST = "/{number_type}"  # GUESS: GET /access-numbers | /cli | /sms-numbers
 LABELS = "/labels"  # GET ?offset&limit&id&name
 EVENT_SUB = "/{family}-event-sub"  # PATCH EventSubscription → EventSubscriptionReply
+# GUESS: reading a subscription. Only the PATCH is public; zapflow also sends GET to the same
+# path and reads {code, enabled, url, updatedAt} (a family not subscribed: enabled false, url
+# and updatedAt null). The sandbox answers it from its stored subscriptions; if CINNOX does not,
+# only `zapflow cinnox subscriptions` is affected (it says the GET was refused).
+EVENT_SUB_GET = EVENT_SUB  # GET → {code, enabled, url | null, updatedAt | null}  GUESS
 
 NumberType = Literal["access-numbers", "cli", "sms-numbers"]
 EventFamily = Literal[

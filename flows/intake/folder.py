@@ -88,12 +88,18 @@ async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
     return hooks
 
 
+def app_hook_base(public_url: str, app: str, connection: str, token: str) -> str:
+    """An app connection's hook URL without its channel: senders post to ``<this>/<channel>``
+    (for CINNOX the channel is the event family; ``zapflow cinnox subscribe`` uses this too)."""
+    return f"{public_url.rstrip('/')}/hooks/{app}/{connection}/{token}"
+
+
 def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
     base = public_url.rstrip("/")
     lines = [
         f"  catch hook of {zid}: {base}/hooks/zap/{zid}/{h.token}" for zid, h in hooks.zaps.items()
     ]
     for (app, connection), hook in hooks.apps.items():
-        url = f"{base}/hooks/{app}/{connection}/{hook.token}/<channel>"
+        url = f"{app_hook_base(public_url, app, connection, hook.token)}/<channel>"
         lines.append(f"  {app} connection {connection}: {url}")
     return lines

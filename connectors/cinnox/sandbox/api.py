@@ -318,12 +318,22 @@ async def event_sub(call: Call) -> Doc:
     except ValidationError as exc:
         raise param_error(contacts.first_error(exc)) from None
     sandbox = call.sandbox
+    at = now_ms()
     if sub.enabled:
         await verify_url(sandbox.dispatcher.http(), sub.url, sandbox.config.challenge_timeout)
-        sandbox.store.subscribe(call.app_id, family, sub.url)
+        at = sandbox.store.subscribe(call.app_id, family, sub.url)  # what a GET then answers
     else:
         sandbox.store.unsubscribe(call.app_id, family)
-    return {"enabled": sub.enabled, "url": sub.url, "updatedAt": iso(now_ms())}
+    return {"enabled": sub.enabled, "url": sub.url, "updatedAt": iso(at)}
+
+
+async def event_sub_state(call: Call) -> Doc:
+    """``GET /{family}-event-sub`` (a GUESS, see ``wire.EVENT_SUB_GET``): the account's stored
+    subscription to the family; one it does not have (or ended) is ``enabled: false``."""
+    found = call.sandbox.store.subscriptions(call.params["family"], call.app_id)
+    if not found:
+        return {"enabled": False, "url": None, "updatedAt": None}
+    return {"enabled": True, "url": found[0]["url"], "updatedAt": found[0]["updatedAt"]}
 
 
 # --------------------------------------------------------------------------- routing
@@ -355,6 +365,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", _pattern(wire.LABELS), labels),
     ("GET", _pattern(wire.NUMBER_LIST), number_list),
     ("PATCH", _pattern(wire.EVENT_SUB), event_sub),
+    ("GET", _pattern(wire.EVENT_SUB_GET), event_sub_state),
 ]
 
 
