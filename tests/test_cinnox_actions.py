@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from connectors import ActionContext, registry
 from connectors._clients import ClientPool
+from connectors.cinnox import actions as cinnox_actions
 from connectors.cinnox import client as cinnox_client
 from connectors.cinnox.client import CinnoxClient, RateLimiter, close_all
 from connectors.cinnox.connection import CinnoxConnection
@@ -179,6 +180,64 @@ async def test_emitted_enquiry_then_its_detail(cinnox_sandbox: Sandbox) -> None:
         connection(cinnox_sandbox),
     )
     assert (out.inquiry, out.status, out.channel) == (event["inquiryID"], "Missed", "WhatsApp")
+
+
+async def test_enquiry_detail_with_values_beyond_the_seeds_lists_is_read_and_warned(
+    cinnox_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CINNOX answered: the step must not fail because a value is newer than the seed."""
+    changes = {
+        "omniType": "WOZTELL",
+        "handledType": "PSTN",
+        "destinationType": "PHONE_NUMBER",
+        "language": "zh-HK",
+        "createdAT": "2024-05-01T10:00:00Z",
+        "missedAt": "1714557600",
+        "closeDuration": "5000",
+    }
+    cinnox_sandbox.control.add_fault("/data/enquiry-detail", changes=changes)
+    caplog.set_level("WARNING", logger="zapflow.action")
+    out = await call(
+        "get_enquiry_detail", {"display_case_number": "C100208"}, connection(cinnox_sandbox)
+    )
+    assert (out.omniType, out.handledType, out.language) == ("WOZTELL", "PSTN", "zh-HK")
+    assert out.createdAT == 1714557600000 and out.missedAt == 1714557600000
+    assert out.closeDuration == 5000
+    for field, value in [("omniType", "WOZTELL"), ("handledType", "PSTN"), ("language", "zh-HK")]:
+        assert f"has {field} {value!r}, not one of the documented" in caplog.text
+    assert "'PHONE_NUMBER'" in caplog.text and "passed on as text" in caplog.text
+
+
+async def test_an_enquiry_detail_reply_zapflow_cannot_read_names_the_key(
+    cinnox_sandbox: Sandbox,
+) -> None:
+    cinnox_sandbox.control.add_fault(
+        "/data/enquiry-detail", changes={"locationDetail": "Hong Kong", "historyJoined": 7}
+    )
+    with pytest.raises(PermanentError) as info:
+        await call(
+            "get_enquiry_detail", {"display_case_number": "C100208"}, connection(cinnox_sandbox)
+        )
+    message = str(info.value)
+    assert (
+        "CINNOX answered Get Enquiry detail (success) with a reply zapflow cannot read" in message
+    )
+    assert "locationDetail:" in message and "'Hong Kong'" in message
+    assert "historyJoined:" in message and "displayCaseNumber" in message  # the reply's keys
+
+
+async def test_a_number_of_an_undocumented_type_is_listed(
+    cinnox_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    voip = {"serviceId": "svc", "number": "+85258001234", "type": "VOIP", "supportSMS": True}
+    cinnox_sandbox.control.add_fault("/access-numbers", changes={"result": [voip], "total": None})
+    out = await call(
+        "get_number_list", {"number_type": "Virtual Number"}, connection(cinnox_sandbox)
+    )
+    assert [(n.Number, n.type, n.ServiceID) for n in out.numbers] == [
+        ("+85258001234", "VOIP", "svc")
+    ]
+    assert "has type 'VOIP'" in caplog.text
 
 
 async def test_unknown_enquiry_is_a_permanent_error(cinnox_sandbox: Sandbox) -> None:
@@ -371,7 +430,7 @@ async def test_send_sms_from_a_virtual_number(cinnox_sandbox: Sandbox) -> None:
         "text": "Your order is ready",
     }
     out = await call("send_sms", data, conn, ctx)
-    assert (out.response_code, out.status, out.exception) == ("0", "Submitted", None)
+    assert (out.response_code, out.status, out.exception) == ("0", "Submitted", "")
     assert out.service_id == "hkcc-demo.sandbox"
     [sent] = cinnox_sandbox.control.sent("sms")
     assert sent["request"] == {
@@ -665,10 +724,15 @@ SMS = {
 @pytest.mark.parametrize(
     ("name", "data", "field", "message"),
     [
-        ("get_number_list", {"number_type": "Virtual Number"}, "number_type", "'access-numbers'"),
-        ("get_number_list", {"number_type": "sms"}, "number_type", "'sms-numbers'"),
-        ("send_sms", {**SMS, "number_type": "access-numbers"}, "number_type", "'Virtual Number'"),
-        ("send_sms", {**SMS, "number_type": "Alphanumeric"}, "number_type", "'Service Number'"),
+        ("get_number_list", {"number_type": "phone"}, "number_type", "cli (Service Number)"),
+        ("get_number_list", {"number_type": "sms"}, "number_type", "sms-numbers (Alphanumeric)"),
+        (
+            "send_sms",
+            {**SMS, "number_type": "Mobile Number"},
+            "number_type",
+            "use Virtual Number (or virtual_number, access-numbers) or Service Number",
+        ),
+        ("send_sms", {**SMS, "number_type": "WhatsApp"}, "number_type", "or service_number, cli"),
         ("send_sms", {**SMS, "recipient_number": "91234567"}, "recipient_number", "+country code"),
         ("send_sms", {**SMS, "recipient_number": "+85291112222"}, "recipient_number", "valid"),
         ("send_sms", {**SMS, "sender_number": "HK CARE LTD!"}, "sender_number", "alphanumeric"),
@@ -895,23 +959,87 @@ async def test_unreachable_cinnox_is_retryable() -> None:
 @pytest.mark.parametrize(
     ("sender", "number_type", "message"),
     [
-        ("+85235009001", "Virtual Number", "is not a number of this account"),
-        ("+85239001234", "Virtual Number", "does not support SMS"),
-        ("HKCARE", "Virtual Number", "is not a Virtual Number"),
-        (HOTLINE, "Service Number", "is not a Service Number"),
+        (
+            "+85235009001",
+            "Virtual Number",
+            "Sender Number +85235009001 is not a Virtual Number of connection 'main'; its Virtual "
+            "Numbers that send SMS: +85235009000, +6562238888",
+        ),
+        (
+            "+85239001234",
+            "Virtual Number",
+            "Sender Number +85239001234 of connection 'main' cannot send SMS",
+        ),
+        (
+            "HKCARE",
+            "Virtual Number",
+            "HKCARE is a Service Number of connection 'main', not a Virtual Number: set "
+            "number_type: Service Number",
+        ),
+        (HOTLINE, "Service Number", "is a Virtual Number of connection 'main', not a Service"),
     ],
 )
-async def test_a_refused_sender_is_a_permanent_error_with_cinnox_message(
+async def test_a_sender_that_is_not_the_accounts_is_refused_before_sending(
     cinnox_sandbox: Sandbox, sender: str, number_type: str, message: str
 ) -> None:
     data = {**SMS, "sender_number": sender, "number_type": number_type}
     with pytest.raises(PermanentError) as info:
         await call("send_sms", data, connection(cinnox_sandbox))
-    text = str(info.value)
-    assert "CINNOX refused POST /send_sms (6451000): Invalid senderNumber" in text
-    assert message in text
-    assert not isinstance(info.value, AuthError)
+    assert message in str(info.value)
+    assert not isinstance(info.value, AuthError | RetryableError)
     assert cinnox_sandbox.control.sent("sms") == []
+
+
+@pytest.mark.parametrize(
+    ("number_type", "sender"),
+    [
+        ("virtual_number", HOTLINE),
+        ("access-numbers", HOTLINE),
+        ("Service Number", "+85236200000"),
+        ("service_number", "hkcare"),
+        ("sms-numbers", "HKCARE"),
+        ("cli", "+852 3620 0000"),
+    ],
+)
+async def test_number_types_are_read_by_label_key_or_list_name(
+    cinnox_sandbox: Sandbox, number_type: str, sender: str
+) -> None:
+    out = await call(
+        "send_sms",
+        {**SMS, "number_type": number_type, "sender_number": sender},
+        connection(cinnox_sandbox),
+    )
+    assert out.status == "Submitted"
+    [sent] = cinnox_sandbox.control.sent("sms")
+    assert sent["request"]["numberType"] in ("Virtual Number", "Service Number")
+    assert sent["request"]["numberType"] == (
+        "Virtual Number"
+        if "virtual" in number_type or "access" in number_type
+        else "Service Number"
+    )
+
+
+async def test_a_number_added_in_the_dashboard_is_usable_at_once(
+    cinnox_sandbox: Sandbox,
+) -> None:
+    conn = connection(cinnox_sandbox)
+    # the list as cached before the hotline was added: the miss reads it again
+    cinnox_actions._numbers[(conn.base_url, conn.app_id, "access-numbers")] = (time.monotonic(), [])
+    out = await call("send_sms", SMS, conn)
+    assert out.status == "Submitted"
+    assert cinnox_sandbox.control.sent("sms")[0]["request"]["senderNumber"] == HOTLINE
+
+
+async def test_when_the_number_list_cannot_be_read_cinnox_checks_the_sender(
+    cinnox_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    cinnox_sandbox.control.add_fault("/access-numbers", code=6451000, message="not for this app")
+    cinnox_actions._numbers.clear()
+    data = {**SMS, "sender_number": "+85235009001"}
+    with pytest.raises(PermanentError) as info:
+        await call("send_sms", data, connection(cinnox_sandbox))
+    assert "CINNOX refused POST /send_sms (6451000): Invalid senderNumber" in str(info.value)
+    assert "could not read the number list to check the sender" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -936,6 +1064,73 @@ async def test_a_parameter_error_fault_is_permanent(cinnox_sandbox: Sandbox) -> 
         await call("send_sms", SMS, connection(cinnox_sandbox))
 
 
+async def test_the_sms_reply_exception_is_passed_on(cinnox_sandbox: Sandbox) -> None:
+    cinnox_sandbox.control.add_fault("/send_sms", changes={"exception": "queued: carrier busy"})
+    out = await call("send_sms", SMS, connection(cinnox_sandbox))
+    assert (out.exception, out.status) == ("queued: carrier busy", "Submitted")
+
+
+async def test_an_sms_reply_without_transaction_id_fails_and_says_it_was_probably_sent(
+    cinnox_sandbox: Sandbox,
+) -> None:
+    cinnox_sandbox.control.add_fault("/send_sms", changes={"transactionID": None})
+    with pytest.raises(PermanentError) as info:
+        await call("send_sms", SMS, connection(cinnox_sandbox))
+    assert "has no transactionID" in str(info.value)
+    assert "probably been sent" in str(info.value)
+    assert len(cinnox_sandbox.control.sent("sms")) == 1
+
+
+async def test_an_sms_reply_with_the_receipts_spelling_is_read(cinnox_sandbox: Sandbox) -> None:
+    cinnox_sandbox.control.add_fault(
+        "/send_sms", changes={"transactionID": None, "TransactionID": "t-1", "serviceID": None}
+    )
+    out = await call("send_sms", SMS, connection(cinnox_sandbox))
+    assert (out.transaction_id, out.service_id) == ("t-1", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "max_parts", "expected"),
+    [
+        (
+            "Your parcel is on its way. " * 8,
+            1,
+            "text would go out as 2 SMS parts (216 GSM-7 characters, GSM-7, 153 per part), more "
+            "than max_parts: 1 allows",
+        ),
+        ("您好" * 40, 1, "2 SMS parts (80 characters, UCS-2, 67 per part)"),
+        ("x" * 160 * 3 + "y", 3, "4 SMS parts"),  # the default guard
+        (
+            "Your order’s ready: come by the shop before 6pm, quoting your order number. " * 2,
+            1,
+            "It is sent as UCS-2 (70 per SMS) only because of '’' (U+2019): without it it is "
+            "GSM-7 and 1 part(s)",
+        ),
+    ],
+)
+async def test_a_text_over_max_parts_is_refused_before_sending(
+    cinnox_sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    max_parts: int,
+    expected: str,
+) -> None:
+    data = {**SMS, "text": text}
+    if max_parts != 3:
+        data["max_parts"] = max_parts
+    errors = await refused(cinnox_sandbox, monkeypatch, "send_sms", data)
+    assert expected in errors[0]["msg"]
+    assert "shorten it or raise max_parts" in errors[0]["msg"]
+
+
+async def test_a_long_text_goes_when_max_parts_allows_it(cinnox_sandbox: Sandbox) -> None:
+    out = await call(
+        "send_sms", {**SMS, "text": "您好" * 40, "max_parts": 2}, connection(cinnox_sandbox)
+    )
+    assert (out.segments, out.encoding) == (2, "UCS-2")
+    assert "max_parts" not in cinnox_sandbox.control.sent("sms")[0]["request"]
+
+
 async def test_a_regenerated_token_is_an_auth_error_that_says_how_to_fix_it(
     cinnox_sandbox: Sandbox,
 ) -> None:
@@ -951,6 +1146,43 @@ async def test_a_regenerated_token_is_an_auth_error_that_says_how_to_fix_it(
     assert cinnox_sandbox.control.sent("sms") == []
     out = await call("send_sms", SMS, connection(cinnox_sandbox, token=fresh))
     assert out.status == "Submitted"
+
+
+async def test_a_rejected_token_of_an_environment_connection_says_which_variable_to_set(
+    cinnox_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZAPFLOW_CINNOX_HK_OFFICE_APP_ID", cinnox_sandbox.app_id)
+    wrong = connection(cinnox_sandbox, token="not-the-token")
+    with pytest.raises(AuthError) as info:
+        await call("get_number_list", {"number_type": "cli"}, wrong, context(wrong, "hk-office"))
+    message = str(info.value)
+    assert "set ZAPFLOW_CINNOX_HK_OFFICE_APP_TOKEN to the new App Token" in message
+    assert "rekey" not in message and "not-the-token" not in message
+
+
+@pytest.mark.parametrize(
+    "base_url", ["examplebaseURL.com", "https//examplebaseURL.com", "ftp://x.example", "https://"]
+)
+def test_a_base_url_that_cannot_be_called_is_refused_when_the_connection_is_made(
+    base_url: str,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        CinnoxConnection(app_id="a", app_token="t", base_url=base_url)
+    message = str(info.value)
+    assert "base_url" in message and "is not an http(s) URL" in message
+    assert "e.g. https://examplebaseURL.com" in message
+
+
+async def test_a_stored_base_url_without_scheme_fails_at_once_not_after_retries() -> None:
+    # stored before zapflow checked Base URLs: the step must fail for good, with the fix
+    old = CinnoxConnection.model_construct(
+        app_id="a", app_token=SecretStr("t"), base_url="examplebaseURL.com"
+    )
+    with pytest.raises(PermanentError) as info:
+        await call("get_number_list", {"number_type": "cli"}, old, context(old, "hk-office"))
+    assert not isinstance(info.value, RetryableError)
+    assert "Base URL of connection 'hk-office' cannot be called" in str(info.value)
+    assert "`zapflow connect cinnox hk-office --replace`" in str(info.value)
 
 
 async def test_server_rate_limit_is_retryable_with_retry_after(cinnox_sandbox_factory: Any) -> None:
@@ -971,6 +1203,7 @@ async def test_client_rate_limiter_waits_instead_of_failing(
     cinnox_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = connection(cinnox_sandbox)
+    await call("get_number_list", {"number_type": "access-numbers"}, conn)  # senders now known
     monkeypatch.setitem(cinnox_client._limiters, conn.app_id, RateLimiter(limit=3, window=0.5))
     started = time.monotonic()
     outs = []

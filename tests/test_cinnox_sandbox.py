@@ -730,8 +730,19 @@ def test_faults_by_code_status_and_delay(cinnox_sandbox: Sandbox) -> None:
     control.clear_faults()
     assert control.faults() == []
     assert cinnox_sandbox.call("GET", wire.LABELS).status_code == 200
-    with pytest.raises(SandboxError, match="a code, a status or a delay"):
+    with pytest.raises(SandboxError, match="a code, a status, a delay or reply changes"):
         control.add_fault("/labels")
+
+
+def test_a_reply_fault_lets_the_call_succeed_in_another_shape(cinnox_sandbox: Sandbox) -> None:
+    control = cinnox_sandbox.control
+    control.add_fault("/send_sms", changes={"transactionID": None, "TransactionID": "t-9"})
+    reply = cinnox_sandbox.call("POST", wire.SEND_SMS, json=sms(HOTLINE)).json()
+    assert reply["code"] == 0 and reply["TransactionID"] == "t-9" and "transactionID" not in reply
+    assert len(control.sent("sms")) == 1  # the SMS itself was sent
+    assert "transactionID" in cinnox_sandbox.call("POST", wire.SEND_SMS, json=sms(HOTLINE)).json()
+    with pytest.raises(SandboxError, match="either fails the request or changes its reply"):
+        control.add_fault("/labels", code=6451000, changes={"x": 1})
 
 
 def test_reset_restores_the_demo_data(cinnox_sandbox: Sandbox) -> None:
@@ -790,6 +801,10 @@ def test_cli_drives_the_running_sandbox(cinnox_sandbox: Sandbox) -> None:
     assert "fault #" in cli("fault", "/send_sms", "--code", "6451001", url=url)
     assert "/send_sms" in cli("fault", "--list", url=url)
     assert code_of(cinnox_sandbox.call("POST", wire.SEND_SMS, json=sms(HOTLINE))) == 6451001
+    cli("fault", "/labels", "--reply", 'total="many"', "--reply", "result=", url=url)
+    assert '"total": "many"' in cli("fault", "--list", url=url)
+    labels = cinnox_sandbox.call("GET", wire.LABELS).json()
+    assert labels["total"] == "many" and "result" not in labels
     cli("reset", url=url)
     assert cinnox_sandbox.control.sent() == []
 

@@ -6,7 +6,9 @@ Input fields are the seed's request keys in snake_case (``Display Case Number`` 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+import re
+import time
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +17,7 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    ValidationError,
     model_validator,
 )
 
@@ -22,8 +25,8 @@ from connectors._contract import ActionContext
 from connectors.cinnox import fields, wire
 from connectors.cinnox._app import app
 from connectors.cinnox.client import CinnoxClient
-from connectors.cinnox.sms import segments
-from flows.errors import PermanentError
+from connectors.cinnox.sms import is_gsm7, segments
+from flows.errors import AuthError, PermanentError
 
 
 def _not_blank(value: str) -> str:
@@ -41,6 +44,62 @@ def client(ctx: ActionContext) -> CinnoxClient:
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_reply(model: type[M], reply: Any, what: str) -> M:
+    """A reply CINNOX gave (with success code) as ``model``. The models take every spelling and
+    type CINNOX is known or likely to send; what still does not fit is named, key by key, in a
+    ``PermanentError`` (CINNOX answered; asking again gives the same answer)."""
+    try:
+        return model.model_validate(reply)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            key = ".".join(str(p) for p in error["loc"]) or "the reply"
+            if error["type"] == "missing":
+                problems.append(f"no {key}")
+            else:
+                problems.append(f"{key}: {error['msg']} (got {_short(error.get('input'))})")
+        raise PermanentError(
+            f"CINNOX answered {what} (success) with a reply zapflow cannot read: "
+            f"{'; '.join(problems)}. The reply's keys were: {_keys(reply)}"
+        ) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _keys(reply: Any) -> str:
+    return ", ".join(sorted(map(str, reply))) if isinstance(reply, dict) else type(reply).__name__
+
+
+_warned: set[tuple[str, str, str]] = set()
+
+
+def warn_unknown(
+    ctx: ActionContext, what: str, values: dict[str, Any], known: dict[str, frozenset[str]]
+) -> None:
+    """Log (once per process for each field and value) a value outside the seed's list: it is
+    passed on as text, and a ``when:`` comparing with the seed's values will not match it."""
+    for field, allowed in known.items():
+        value = values.get(field)
+        if value is None or value in allowed:
+            continue
+        if (what, field, str(value)) in _warned:
+            continue
+        _warned.add((what, field, str(value)))
+        ctx.logger.warning(
+            "CINNOX's %s has %s %r, not one of the documented %s; passed on as text",
+            what,
+            field,
+            value,
+            ", ".join(sorted(allowed)),
+        )
 
 
 # --------------------------------------------------------------------------- enquiries
@@ -63,7 +122,9 @@ async def get_enquiry_detail(input: EnquiryDetailInput, ctx: ActionContext) -> E
         "GET", wire.ENQUIRY_DETAIL, params={"enquiryID": input.display_case_number}
     )
     reply.pop("code", None)
-    return EnquiryDetail.model_validate(reply)
+    detail = read_reply(EnquiryDetail, reply, "Get Enquiry detail")
+    warn_unknown(ctx, "enquiry detail", reply, wire.ENQUIRY_DETAIL_KNOWN)
+    return detail
 
 
 # --------------------------------------------------------------------------- contacts
@@ -271,10 +332,12 @@ async def get_external_contact_detail(
     reply = await client(ctx).request(
         "GET", wire.CONTACT_LIST, params={"fullName": input.full_name, "offset": 0, "limit": 50}
     )
-    found = wire.ListReply.model_validate(reply).result
+    found = read_reply(wire.ListReply, reply, "the external contact list").result
     if not found:
         return ContactDetail(found=False)
-    record = wire.ContactRecord.model_validate(found[0]).model_dump(exclude_none=True)
+    record = read_reply(wire.ContactRecord, found[0], "an external contact").model_dump(
+        exclude_none=True
+    )
     return ContactDetail.model_validate({**record, "found": True, "matches": len(found)})
 
 
@@ -304,11 +367,7 @@ class NumberList(BaseModel):
 @app.action("get_number_list", title="Get Number list")
 async def get_number_list(input: NumberListInput, ctx: ActionContext) -> NumberList:
     """Allows you to query the available number list."""
-    path = wire.NUMBER_LIST.format(number_type=input.number_type)
-    reply = await client(ctx).request("GET", path, params={"offset": 0, "limit": 500})
-    records = [
-        wire.NumberRecord.model_validate(r) for r in wire.ListReply.model_validate(reply).result
-    ]
+    records = await numbers(ctx, input.number_type, fresh=True)
     items = [
         NumberItem(
             ServiceID=r.serviceID,
@@ -322,12 +381,125 @@ async def get_number_list(input: NumberListInput, ctx: ActionContext) -> NumberL
     return NumberList(numbers=items, count=len(items))
 
 
+NUMBERS_FRESH_FOR = 300.0
+"""Seconds a connection's number list is trusted for checking senders (a miss reads it again)."""
+_numbers: dict[tuple[str, str, str], tuple[float, list[wire.NumberRecord]]] = {}
+
+
+async def numbers(ctx: ActionContext, number_type: str, *, fresh: bool) -> list[wire.NumberRecord]:
+    """The account's numbers of one list (``access-numbers``, ``cli``, ``sms-numbers``), all pages,
+    kept a few minutes per connection for Send SMS's sender check."""
+    conn = ctx.connection
+    key = (conn.base_url, conn.app_id, number_type)
+    cached = _numbers.get(key)
+    if cached and not fresh and time.monotonic() - cached[0] < NUMBERS_FRESH_FOR:
+        return cached[1]
+    path = wire.NUMBER_LIST.format(number_type=number_type)
+    found: list[wire.NumberRecord] = []
+    while True:
+        reply = await client(ctx).request(
+            "GET", path, params={"offset": len(found), "limit": wire.LIST_LIMIT_MAX}
+        )
+        page = read_reply(wire.ListReply, reply, f"the {number_type} number list").result
+        found += [read_reply(wire.NumberRecord, r, f"a {number_type} number") for r in page]
+        total = reply.get("total")
+        if len(page) < wire.LIST_LIMIT_MAX or (isinstance(total, int) and len(found) >= total):
+            break
+    for record in found:
+        if record.type not in NUMBER_RECORD_TYPES:
+            warn_unknown(ctx, "number list", {"type": record.type}, {"type": NUMBER_RECORD_TYPES})
+    _numbers[key] = (time.monotonic(), found)
+    return found
+
+
+NUMBER_RECORD_TYPES = frozenset({"CUSTOM", "ALPHANUMERIC", "TF", "DID"})
+
+
+def _same_number(a: str, b: str) -> bool:
+    if a.startswith("+") or b.startswith("+"):
+        return re.sub(r"\D", "", a) == re.sub(r"\D", "", b)
+    return a.strip().casefold() == b.strip().casefold()
+
+
+async def _find(ctx: ActionContext, sms_type: str, sender: str, *, fresh: bool) -> Any:
+    for number_type in fields.NUMBER_LISTS[sms_type]:
+        for record in await numbers(ctx, number_type, fresh=fresh):
+            if _same_number(record.number, sender):
+                return record
+    return None
+
+
+async def check_sender(ctx: ActionContext, sms_type: str, sender: str) -> str:
+    """Refuse, before anything is sent, a Sender Number that is not one of the connection's
+    numbers of that type able to send SMS (the seed's drop-down). The list is cached; a number
+    not in it reads the list again, so a number added in the Dashboard works at once. If the
+    list cannot be read (CINNOX refuses the call), the SMS goes and CINNOX checks the sender.
+    Returns the number as the account lists it (``hkcare`` → ``HKCARE``)."""
+    try:
+        record = await _find(ctx, sms_type, sender, fresh=False)
+        if record is None:
+            record = await _find(ctx, sms_type, sender, fresh=True)
+    except AuthError:
+        raise
+    except PermanentError as exc:
+        ctx.logger.warning("could not read the number list to check the sender: %s", exc)
+        return sender
+    name = ctx.connection_name or ctx.connection.app_id
+    if record is None:
+        other = "Service Number" if sms_type == "Virtual Number" else "Virtual Number"
+        try:
+            elsewhere = await _find(ctx, other, sender, fresh=False)
+        except PermanentError:
+            elsewhere = None
+        if elsewhere is not None:
+            raise PermanentError(
+                f"Sender Number {sender} is a {other} of connection {name!r}, not a {sms_type}: "
+                f"set number_type: {other}"
+            )
+        usable = [r.number for t in fields.NUMBER_LISTS[sms_type] for r in _cached(ctx, t)]
+        usable = [n for n in usable if _sends_sms(ctx, sms_type, n)]
+        raise PermanentError(
+            f"Sender Number {sender} is not a {sms_type} of connection {name!r}; "
+            + (
+                f"its {sms_type}s that send SMS: {', '.join(usable[:20])}"
+                if usable
+                else f"it has no {sms_type} that sends SMS"
+            )
+            + " (Get Number list shows them)"
+        )
+    if record.supportSMS is False:
+        usable = [n for t in fields.NUMBER_LISTS[sms_type] for n in _sms_numbers(ctx, t)]
+        raise PermanentError(
+            f"Sender Number {sender} of connection {name!r} cannot send SMS (CINNOX lists it "
+            f"with supportSMS false); {sms_type}s that do: {', '.join(usable[:20]) or 'none'}"
+        )
+    return record.number
+
+
+def _cached(ctx: ActionContext, number_type: str) -> list[wire.NumberRecord]:
+    conn = ctx.connection
+    return _numbers.get((conn.base_url, conn.app_id, number_type), (0.0, []))[1]
+
+
+def _sms_numbers(ctx: ActionContext, number_type: str) -> list[str]:
+    return [r.number for r in _cached(ctx, number_type) if r.supportSMS is not False]
+
+
+def _sends_sms(ctx: ActionContext, sms_type: str, number: str) -> bool:
+    return any(number in _sms_numbers(ctx, t) for t in fields.NUMBER_LISTS[sms_type])
+
+
+MAX_PARTS_DEFAULT = 3
+
+
 class SendSmsInput(_Input):
     number_type: fields.SmsNumberType = Field(
-        description="Number Type: Virtual Number or Service Number"
+        description="Number Type: Virtual Number or Service Number (also written virtual_number, "
+        "service_number, or as the number lists access-numbers, cli, sms-numbers)"
     )
     sender_number: fields.SenderNumber = Field(
-        description="Sender Number: one of the account's numbers of that type (Get Number list)"
+        description="Sender Number: one of the account's numbers of that type that sends SMS "
+        "(Get Number list); checked before sending"
     )
     recipient_number: fields.PhoneNumber = Field(
         description='Recipient Number: "+" country code and number, e.g. +85291234567'
@@ -336,11 +508,43 @@ class SendSmsInput(_Input):
         description="Text: the SMS. One SMS holds 160 characters in English (GSM-7), 70 in "
         "Chinese (UCS-2); longer texts are split and CINNOX charges each part"
     )
+    max_parts: int = Field(
+        MAX_PARTS_DEFAULT,
+        ge=1,
+        le=255,
+        description="zapflow's cost guard: a text that would go out as more SMS parts than this "
+        f"is refused before sending (default {MAX_PARTS_DEFAULT})",
+    )
+
+    @model_validator(mode="after")
+    def _within_parts(self) -> Self:
+        cost = segments(self.text)
+        if cost.segments <= self.max_parts:
+            return self
+        unit = "characters" if cost.encoding == "UCS-2" else "GSM-7 characters"
+        message = (
+            f"text would go out as {cost.segments} SMS parts ({cost.characters} {unit}, "
+            f"{cost.encoding}, {cost.per_segment} per part), more than max_parts: "
+            f"{self.max_parts} allows; shorten it or raise max_parts (CINNOX charges each part)"
+        )
+        forcing = [c for c in dict.fromkeys(self.text) if not is_gsm7(c)]
+        if cost.encoding == "UCS-2" and len(forcing) <= 5:
+            named = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in forcing)
+            fits = segments("".join(c for c in self.text if is_gsm7(c)))
+            message += (
+                f". It is sent as UCS-2 (70 per SMS) only because of {named}: without "
+                f"{'it' if len(forcing) == 1 else 'them'} it is GSM-7 and {fits.segments} part(s)"
+            )
+        raise ValueError(message)
 
 
 class SmsSent(BaseModel):
     response_code: str = Field(description="Response Code (0 when CINNOX accepted the SMS)")
-    exception: str | None = Field(None, description="Exception: the error message, if any")
+    exception: str = Field(
+        "",
+        description="Exception: CINNOX's message about the SMS, if its reply carries one; empty "
+        "when it accepted the SMS without remark (a refused SMS fails the step with its message)",
+    )
     status: str = Field(description="Delivery status so far, e.g. Submitted")
     transaction_id: str = Field(description="Matches the SMS delivery receipt's transactionId")
     service_id: str
@@ -351,21 +555,30 @@ class SmsSent(BaseModel):
 
 @app.action("send_sms", title="Send SMS")
 async def send_sms(input: SendSmsInput, ctx: ActionContext) -> SmsSent:
-    """Allows you to send an SMS, and reports how many SMS segments it costs."""
+    """Allows you to send an SMS, and reports how many SMS segments it costs. The sender must be
+    one of the connection's numbers of the type, and the text at most ``max_parts`` SMS."""
     cost = segments(input.text)
+    sender = await check_sender(ctx, input.number_type, input.sender_number)
     body = wire.SendSms(
         numberType=input.number_type,
-        senderNumber=input.sender_number,
+        senderNumber=sender,
         recipientNumber=input.recipient_number,
         text=input.text,
     )
     reply = await client(ctx).request(
         "POST", wire.SEND_SMS, json=body.model_dump(), idempotency_key=ctx.idempotency_key
     )
-    sent = wire.SendSmsReply.model_validate(reply)
+    try:
+        sent = wire.SendSmsReply.model_validate(reply)
+    except ValidationError:
+        raise PermanentError(
+            f"CINNOX accepted the SMS to {input.recipient_number} (code {reply.get('code')}) but "
+            f"its reply has no transactionID (keys: {_keys(reply)}): the SMS has probably been "
+            "sent, so check the recipient before replaying this step"
+        ) from None
     return SmsSent(
         response_code=str(sent.code),
-        exception=None,
+        exception=sent.exception or "",
         status=sent.status,
         transaction_id=sent.transactionID,
         service_id=sent.serviceID,

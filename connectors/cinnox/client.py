@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 from collections import deque
@@ -116,11 +117,29 @@ class CinnoxClient:
             )
         except httpx.TimeoutException:
             raise RetryableError(f"CINNOX did not answer {what} in time") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # A Base URL that cannot be called (no scheme, a typo) fails the same way every try.
+            raise PermanentError(
+                f"the Base URL of connection {self.name or self.conn.app_id!r} cannot be "
+                f"called ({exc}). {self._fix_command()}"
+            ) from None
         except httpx.TransportError as exc:
             raise RetryableError(
                 f"could not reach CINNOX for {what}: {type(exc).__name__}"
             ) from None
         return self._read(reply, what)
+
+    def _fix_command(self, *, token: bool = False) -> str:
+        """How the user corrects this connection: where it comes from decides."""
+        name = self.name or "<name>"
+        prefix = f"ZAPFLOW_CINNOX_{name}_".upper().replace("-", "_")
+        variable = prefix + ("APP_TOKEN" if token else "BASE_URL")
+        if self.name and any(k.startswith(prefix) for k in os.environ):
+            what = "the new App Token" if token else "the Base URL with its https:// scheme"
+            return f"This connection comes from the environment: set {variable} to {what}."
+        if token:
+            return f"Re-enter the credentials with `zapflow connections rekey cinnox {name}`."
+        return f"Correct it with `zapflow connect cinnox {name} --replace`."
 
     def _read(self, reply: httpx.Response, what: str) -> dict[str, Any]:
         try:
@@ -133,8 +152,7 @@ class CinnoxClient:
             raise AuthError(
                 f"CINNOX rejected the App Token of connection {self.name or self.conn.app_id!r} "
                 f"(App ID {self.conn.app_id}): it was regenerated, or its Zapier account was "
-                "deleted in the CINNOX Dashboard. Re-enter the credentials with "
-                f"`zapflow connections rekey cinnox {self.name or '<name>'}`."
+                f"deleted in the CINNOX Dashboard. {self._fix_command(token=True)}"
             )
         if reply.status_code == 429 or code == wire.Code.TOO_MANY_REQUESTS:
             wait = retry_after(reply.headers.get("Retry-After"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class CinnoxConnection(BaseModel):
@@ -14,3 +16,20 @@ class CinnoxConnection(BaseModel):
     app_id: str = Field(min_length=1, description="App ID")
     app_token: SecretStr = Field(description="App Token (secret)")
     base_url: str = Field(min_length=1, description="Base URL, e.g. https://examplebaseURL.com")
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        """The Dashboard shows the Base URL with its scheme; one typed without it (or with a
+        path typo such as ``https//``) would fail on every call, so it is refused here."""
+        text = value.strip()
+        parts = urlsplit(text)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; copy the Base URL with its scheme from the "
+                "CINNOX Dashboard (Administration > Service Integration > Zapier), e.g. "
+                "https://examplebaseURL.com"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: the Base URL takes no ?query or #fragment")
+        return text.rstrip("/")

@@ -7,6 +7,7 @@ when the value is written in the zap, else when the step renders it) rather than
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -37,8 +38,77 @@ SocialType = Literal[
     "WOZTELL (Facebook)",
     "WOZTELL (Instagram)",
 ]
-NumberType = Literal["access-numbers", "cli", "sms-numbers"]
-SmsNumberType = Literal["Virtual Number", "Service Number"]
+
+
+def _key(value: str) -> str:
+    return " ".join(value.strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+# Number types, as users type them: the seed's labels ("Virtual Number"), their keys
+# ("virtual_number"), the wire's list names ("access-numbers", "cli", "sms-numbers") and the
+# CINNOX Dashboard's words for them. Each maps to the value zapflow sends.
+_NUMBER_LIST_TYPES = {
+    "access-numbers": ("access numbers", "virtual number", "virtual numbers", "did", "tf"),
+    "cli": ("cli", "service number", "service numbers", "caller id", "custom"),
+    "sms-numbers": ("sms numbers", "alphanumeric", "sender id", "alphanumeric sender id"),
+}
+_SMS_NUMBER_TYPES = {
+    "Virtual Number": _NUMBER_LIST_TYPES["access-numbers"],
+    "Service Number": _NUMBER_LIST_TYPES["cli"] + _NUMBER_LIST_TYPES["sms-numbers"],
+}
+
+
+def _one_of(
+    choices: dict[str, tuple[str, ...]], shown: dict[str, str]
+) -> Callable[[object], object]:
+    lookup = {_key(k): k for k in choices} | {
+        a: k for k, aliases in choices.items() for a in aliases
+    }
+
+    def read(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        found = lookup.get(_key(value))
+        if found is None:
+            allowed = " or ".join(f"{k} ({shown[k]})" for k in choices)
+            raise ValueError(f"{value!r} is not a number type; use {allowed}")
+        return found
+
+    return read
+
+
+NumberType = Annotated[
+    Literal["access-numbers", "cli", "sms-numbers"],
+    BeforeValidator(
+        _one_of(
+            _NUMBER_LIST_TYPES,
+            {
+                "access-numbers": "Virtual Number",
+                "cli": "Service Number",
+                "sms-numbers": "Alphanumeric",
+            },
+        )
+    ),
+]
+"""Get Number list's type. ``Virtual Number``, ``Service Number``, ``Alphanumeric`` are read too."""
+SmsNumberType = Annotated[
+    Literal["Virtual Number", "Service Number"],
+    BeforeValidator(
+        _one_of(
+            _SMS_NUMBER_TYPES,
+            {
+                "Virtual Number": "or virtual_number, access-numbers",
+                "Service Number": "or service_number, cli, sms-numbers",
+            },
+        )
+    ),
+]
+"""Send SMS's type, by the seed's label or its key (``virtual_number``, ``access-numbers`` …)."""
+NUMBER_LISTS: dict[str, tuple[str, ...]] = {
+    "Virtual Number": ("access-numbers",),
+    "Service Number": ("cli", "sms-numbers"),
+}
+"""Which number lists hold the sender numbers of each SMS number type (the seed's drop-down)."""
 
 LANGUAGES = {
     "en": "English",

@@ -12,10 +12,11 @@ the data fields beside it; errors are ``{"code": int, "message": str}`` with HTT
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 API_PREFIX = "/v1/api/apps/{app_id}"
 RATE_LIMIT_PER_MINUTE = 500
@@ -87,10 +88,10 @@ class IdReply(_Wire):
 
 
 class ListReply(_Wire):
-    """GUESS: list endpoints answer ``{code, total, result: [...]}``."""
+    """GUESS: list endpoints answer ``{code, total, result: [...]}`` (``total`` may be absent)."""
 
     code: int = 0
-    total: int
+    total: int | None = None
     result: list[dict[str, Any]]
 
 
@@ -215,19 +216,27 @@ class SendSms(_Wire):
 
 
 class SendSmsReply(_Wire):
+    """GUESS: ``{code, serviceID, status, transactionID}``; the id is also read as
+    ``transactionId`` / ``TransactionID`` (the receipt's spelling), the rest may be absent."""
+
     code: int = 0
-    serviceID: str
-    status: str
-    transactionID: str
+    serviceID: str = Field("", validation_alias=AliasChoices("serviceID", "serviceId", "ServiceID"))
+    status: str = "Submitted"
+    transactionID: str = Field(
+        validation_alias=AliasChoices("transactionID", "transactionId", "TransactionID")
+    )
+    exception: str | None = Field(
+        None, validation_alias=AliasChoices("exception", "Exception", "message")
+    )
 
 
 class NumberRecord(_Wire):
     """An item of a number list; fields as the public per-staff caller-id reply."""
 
-    serviceID: str
+    serviceID: str = Field("", validation_alias=AliasChoices("serviceID", "serviceId", "ServiceID"))
     number: str
-    type: Literal["CUSTOM", "ALPHANUMERIC", "TF", "DID"]
-    country: str
+    type: str = Field(description="CUSTOM, ALPHANUMERIC, TF or DID (others are passed on)")
+    country: str = ""
     expireDate: str | None = None
     name: str | None = None
     supportSMS: bool | None = None
@@ -338,6 +347,60 @@ class LabelEvent(_Wire):
 # --------------------------------------------------------------------------- enquiries
 
 
+def _millis(value: Any) -> Any:
+    """A time as epoch milliseconds: from ms or s (a number or digits in text) or ISO 8601 text;
+    anything else is kept as it came (text), not refused."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return value
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return int(when.timestamp() * 1000)
+    if isinstance(value, int | float):
+        number = int(value)
+        return number * 1000 if 0 < abs(number) < 100_000_000_000 else number  # seconds → ms
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """A count (e.g. a duration in ms) sent as a number or as digits in text; else as it came."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Millis = Annotated[int | str | None, BeforeValidator(_millis)]
+"""A time on the wire: epoch ms, or the text CINNOX sent when it is not a time."""
+WholeMs = Annotated[int | str | None, BeforeValidator(_whole)]
+"""A duration in ms: a number, or the text CINNOX sent when it is not one."""
+
+ENQUIRY_DETAIL_KNOWN: dict[str, frozenset[str]] = {
+    "initChannel": frozenset({"CALL", "IM"}),
+    "omniType": frozenset(
+        {"CINNOX", "FACEBOOK", "LINE", "WECHAT", "WHATSAPP", "THIRDPARTY", "CHATBOT", "EMAIL"}
+    ),
+    "language": frozenset({"en", "it", "ja", "th", "zh-hans", "zh-hant"}),
+    "closedByType": frozenset({"staff", "visitor", "system"}),
+    "destinationType": frozenset({"PHONE", "STAFF", "TRUNK"}),
+    "handledType": frozenset({"STAFF", "Phone", "TRUNK"}),
+    "inquiryType": frozenset({"Broadcast", "Direct"}),
+}
+"""The seed's value lists of Get Enquiry detail. A reply may carry others (``WOZTELL``, ``PSTN``,
+``zh-HK`` …): they are passed on as text and the step logs a warning naming them."""
+
+
 class LocationDetail(_Wire):
     regionCode: str | None = Field(None, description="Country code, ISO 3166-1 alpha-2")
     subdivision: str | None = Field(None, description="Country subdivision code")
@@ -353,32 +416,34 @@ class ChannelDetail(_Wire):
 
 class EnquiryDetail(_Wire):
     """GET /data/enquiry-detail: the seed's "Get Enquiry detail" response keys, beside ``code``.
-    GUESS: times are epoch milliseconds."""
+
+    Read tolerantly: a value outside the seed's lists (``ENQUIRY_DETAIL_KNOWN``) is kept as
+    text, and the action warns; a time may come as epoch milliseconds (the GUESS), seconds, a
+    number in text or an ISO 8601 date, and is read as epoch milliseconds."""
 
     id_: str | None = Field(None, alias="_id", description="DB record ID in CINNOX")
     uniqueKey: str | None = Field(None, description="Internal use")
-    createdAT: int | None = Field(None, description="Enquiry creation time (epoch ms)")
+    createdAT: Millis = Field(None, description="Enquiry creation time (epoch ms)")
     svcID: str | None = Field(None, description="Service account ID")
     inquiry: str | None = Field(None, description="Enquiry ID")
     tag: str | None = Field(None, description="Tag ID")
     visitor: str | None = Field(None, description="Visitor ID")
     roomID: str | None = Field(None, description="Enquiry room ID")
-    initChannel: Literal["CALL", "IM"] | None = Field(None, description="Channel type")
-    omniType: (
-        Literal[
-            "CINNOX", "FACEBOOK", "LINE", "WECHAT", "WHATSAPP", "THIRDPARTY", "CHATBOT", "EMAIL"
-        ]
-        | None
-    ) = Field(None, description="Omni-channel type")
+    initChannel: str | None = Field(None, description="Channel type: CALL or IM")
+    omniType: str | None = Field(
+        None,
+        description="Omni-channel type: CINNOX, FACEBOOK, LINE, WECHAT, WHATSAPP, THIRDPARTY, "
+        "CHATBOT or EMAIL",
+    )
     ip: str | None = Field(None, description="Visitor's IP address")
-    language: Literal["en", "it", "ja", "th", "zh-hans", "zh-hant"] | None = Field(
-        None, description="Language supported by the staff"
+    language: str | None = Field(
+        None, description="Language supported by the staff: en, it, ja, th, zh-hans or zh-hant"
     )
     location: str | None = Field(None, description="Visitor's location")
     locationDetail: LocationDetail | None = None
     platform: str | None = Field(None, description="Platform the visitor used, e.g. ios")
     status: str | None = Field(None, description="Enquiry status")
-    closedByType: Literal["staff", "visitor", "system"] | None = None
+    closedByType: str | None = Field(None, description="staff, visitor or system")
     displayCaseNumber: str | None = Field(None, description="Enquiry ID shown in the Dashboard")
     channel: str | None = Field(
         None,
@@ -387,28 +452,28 @@ class EnquiryDetail(_Wire):
     )
     destinationID: str | None = None
     destinationName: str | None = None
-    destinationType: Literal["PHONE", "STAFF", "TRUNK"] | None = None
+    destinationType: str | None = Field(None, description="PHONE, STAFF or TRUNK")
     destinationEndPoint: str | None = None
-    handledType: Literal["STAFF", "Phone", "TRUNK"] | None = None
+    handledType: str | None = Field(None, description="STAFF, Phone or TRUNK")
     handledTarget: str | None = Field(None, description="Staff eid or phone number of the handler")
     handledPartyName: str | None = Field(None, description="Staff who handled the enquiry")
     huntedStaffTargetHistory: list[str] | None = Field(
         None, description="Staff who picked up this enquiry"
     )
     channelDetail: ChannelDetail | None = None
-    inquiryType: Literal["Broadcast", "Direct"] | None = None
-    updatedAt: int | None = None
-    closedAt: int | None = None
+    inquiryType: str | None = Field(None, description="Broadcast or Direct")
+    updatedAt: Millis = None
+    closedAt: Millis = None
     inquiryGroup: dict[str, Any] | None = None
     transferredParty: dict[str, Any] | None = None
-    pickedUpAt: int | None = None
-    missedAt: int | None = None
-    reopenedAt: int | None = None
+    pickedUpAt: Millis = None
+    missedAt: Millis = None
+    reopenedAt: Millis = None
     handledPartyDepartment: str | None = None
     visitorName: str | None = Field(None, description="Visitor's full name")
-    closeDuration: int | None = Field(None, description="Enquiry duration (ms)")
+    closeDuration: WholeMs = Field(None, description="Enquiry duration (ms)")
     historyJoined: list[str] | None = Field(None, description="Staff who joined the enquiry")
-    attachment: bool | None = None
+    attachment: bool | str | None = None
     staffFirstName: str | None = None
     staffLastName: str | None = None
     visitorFirstName: str | None = None

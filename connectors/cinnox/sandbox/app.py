@@ -152,7 +152,10 @@ async def cinnox_api(request: Request) -> Response:
             )
         handler, params = api.route(request.method, path)
         result = await handler(api.Call(request, sandbox, account, params))
-        return JSONResponse({"code": int(Code.OK), **result})
+        reply = {"code": int(Code.OK), **result}
+        if fault is not None and fault.changes:
+            reply = fault.change(reply)
+        return JSONResponse(reply)
     except ApiError as exc:
         return _error(exc)
     except Exception:

@@ -330,6 +330,22 @@ def deliveries(
 # --------------------------------------------------------------------------- faults, reset, show
 
 
+def _reply_changes(items: list[str]) -> dict[str, Any] | None:
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: use KEY=JSON, e.g. omniType='\"WOZTELL\"'")
+        if not raw.strip():
+            changes[key.strip()] = None
+            continue
+        try:
+            changes[key.strip()] = json.loads(raw)
+        except ValueError:
+            changes[key.strip()] = raw  # plain text is taken as a string
+    return changes or None
+
+
 @app.command()
 def fault(
     path: str = typer.Argument(
@@ -340,11 +356,20 @@ def fault(
     delay: float = typer.Option(None, help="Wait this many seconds first"),
     times: int = typer.Option(1, help="For the next N matching requests"),
     message: str = typer.Option(None, help="The error message"),
+    reply: list[str] = typer.Option(
+        None,
+        "--reply",
+        metavar="KEY=JSON",
+        help="Let the request succeed but change its reply: KEY=JSON sets a key (e.g. "
+        "'omniType=\"WOZTELL\"'), KEY= removes it; repeatable",
+    ),
     list_: bool = typer.Option(False, "--list", help="List active faults"),
     clear: bool = typer.Option(False, "--clear", help="Remove every fault"),
     url: str = UrlOption,
 ) -> None:
-    """Make the next API requests to PATH fail or wait: --code, --status and/or --delay."""
+    """Make the next API requests to PATH fail or wait (--code, --status, --delay), or answer
+    in a shape the docs do not show (--reply)."""
+    changes = _reply_changes(reply or [])
     with control(url) as c:
         if clear:
             c.clear_faults()
@@ -352,7 +377,13 @@ def fault(
             return
         if path is not None and not list_:
             added = c.add_fault(
-                path, code=code, status=status, delay=delay, times=times, message=message
+                path,
+                code=code,
+                status=status,
+                delay=delay,
+                times=times,
+                message=message,
+                changes=changes,
             )
             out.print(
                 f"fault #{added['id']} set for the next {added['times']} request(s) to "
@@ -360,7 +391,7 @@ def fault(
             )
             return
         active = c.faults()
-    table = Table("#", "path", "code", "HTTP", "delay", "times left", "message")
+    table = Table("#", "path", "code", "HTTP", "delay", "times left", "message / reply changes")
     for f in active:
         table.add_row(
             str(f["id"]),
@@ -369,7 +400,7 @@ def fault(
             str(f["status"] or "-"),
             f"{f['delay']:g}s" if f["delay"] else "-",
             str(f["times"]),
-            f["message"] or "",
+            f["message"] or (json.dumps(f["changes"]) if f.get("changes") else ""),
         )
     out.print(table if active else "no active faults")
 

@@ -141,9 +141,11 @@ class SandboxControl:
         delay: float | None = None,
         times: int = 1,
         message: str | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Answer the next ``times`` API requests matching ``path`` (a glob, relative to
-        ``/v1/api/apps/{app_id}``) with ``code`` / HTTP ``status``, after ``delay`` seconds."""
+        ``/v1/api/apps/{app_id}``) with ``code`` / HTTP ``status``, after ``delay`` seconds;
+        or let them succeed with their reply's keys changed (``changes``; None removes one)."""
         body = {
             "path": path,
             "code": code,
@@ -151,6 +153,7 @@ class SandboxControl:
             "delay": delay,
             "times": times,
             "message": message,
+            "changes": changes,
         }
         return self.call("POST", "/faults", json=body)
 

@@ -188,6 +188,7 @@ async def add_fault(request: Request) -> Any:
         delay=_number(body, "delay", float),
         times=_number(body, "times", int) or 1,
         message=body.get("message"),
+        changes=body.get("changes"),
     )
     return fault.__dict__
 

@@ -26,7 +26,9 @@ DEFAULT_MESSAGES: dict[int, str] = {
 @dataclass
 class Fault:
     """Answer the next ``times`` API requests whose path matches ``path`` with an error code,
-    an HTTP status, and/or after a delay.
+    an HTTP status, and/or after a delay; or let them succeed with their reply's keys changed
+    (``changes``: key → new value, ``None`` removes the key), as a CINNOX that answers in a
+    shape the docs do not show would.
 
     ``path`` is a glob matched against the path after ``/v1/api/apps/{app_id}`` (``/send_sms``,
     ``/management/*``, ``*``) or against the whole path.
@@ -38,10 +40,21 @@ class Fault:
     delay: float = 0.0
     times: int = 1
     message: str | None = None
+    changes: dict[str, Any] | None = None
     id: int = 0
 
     def matches(self, relative: str, full: str) -> bool:
         return fnmatchcase(relative, self.path) or fnmatchcase(full, self.path)
+
+    def change(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """A successful reply as this fault reshapes it."""
+        changed = dict(reply)
+        for key, value in (self.changes or {}).items():
+            if value is None:
+                changed.pop(key, None)
+            else:
+                changed[key] = value
+        return changed
 
     def reply(self) -> tuple[int, dict[str, Any]] | None:
         """The HTTP status and body to answer with, or None for a delay-only fault."""
@@ -72,11 +85,16 @@ class Faults:
         delay: float | None = None,
         times: int = 1,
         message: str | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> Fault:
         if not path:
             raise ControlError("a fault needs a path, e.g. /send_sms or *")
-        if code is None and status is None and not delay:
-            raise ControlError("a fault needs a code, a status or a delay")
+        if code is None and status is None and not delay and not changes:
+            raise ControlError("a fault needs a code, a status, a delay or reply changes")
+        if changes is not None and not isinstance(changes, dict):
+            raise ControlError("changes must be an object: reply key → new value (null removes)")
+        if changes and (code is not None or status is not None):
+            raise ControlError("a fault either fails the request or changes its reply, not both")
         if status is not None and not 400 <= status <= 599:
             raise ControlError("status must be an HTTP error status (400-599)")
         if delay is not None and not 0 <= delay <= 600:
@@ -91,6 +109,7 @@ class Faults:
             delay=delay or 0.0,
             times=times,
             message=message,
+            changes=changes or None,
             id=self.serial,
         )
         self.active.append(fault)
