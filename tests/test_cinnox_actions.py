@@ -1035,11 +1035,31 @@ async def test_when_the_number_list_cannot_be_read_cinnox_checks_the_sender(
 ) -> None:
     cinnox_sandbox.control.add_fault("/access-numbers", code=6451000, message="not for this app")
     cinnox_actions._numbers.clear()
+    cinnox_actions._unreadable.clear()
     data = {**SMS, "sender_number": "+85235009001"}
     with pytest.raises(PermanentError) as info:
         await call("send_sms", data, connection(cinnox_sandbox))
     assert "CINNOX refused POST /send_sms (6451000): Invalid senderNumber" in str(info.value)
     assert "could not read the number list to check the sender" in caplog.text
+    cinnox_actions._unreadable.clear()
+
+
+async def test_a_number_list_path_cinnox_lacks_does_not_stop_sms(
+    cinnox_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The number-list paths are a guess: a 404 page must not make every SMS fail or retry."""
+    cinnox_sandbox.control.add_fault("/access-numbers", status=404, times=5)
+    cinnox_actions._numbers.clear()
+    cinnox_actions._unreadable.clear()
+    conn = connection(cinnox_sandbox)
+    try:
+        for n in range(3):
+            out = await call("send_sms", {**SMS, "text": f"hello {n}"}, conn)
+            assert out.status == "Submitted"
+        assert caplog.text.count("could not read the number list") == 1  # tried once, not per SMS
+        assert [f["times"] for f in cinnox_sandbox.control.faults()] == [4]
+    finally:
+        cinnox_actions._unreadable.clear()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from connectors.cinnox import fields, wire
 from connectors.cinnox._app import app
 from connectors.cinnox.client import CinnoxClient
 from connectors.cinnox.sms import is_gsm7, segments
-from flows.errors import AuthError, PermanentError
+from flows.errors import AuthError, ConnectorError, PermanentError
 
 
 def _not_blank(value: str) -> str:
@@ -384,6 +384,7 @@ async def get_number_list(input: NumberListInput, ctx: ActionContext) -> NumberL
 NUMBERS_FRESH_FOR = 300.0
 """Seconds a connection's number list is trusted for checking senders (a miss reads it again)."""
 _numbers: dict[tuple[str, str, str], tuple[float, list[wire.NumberRecord]]] = {}
+_unreadable: dict[tuple[str, str, str], float] = {}
 
 
 async def numbers(ctx: ActionContext, number_type: str, *, fresh: bool) -> list[wire.NumberRecord]:
@@ -435,14 +436,24 @@ async def check_sender(ctx: ActionContext, sms_type: str, sender: str) -> str:
     not in it reads the list again, so a number added in the Dashboard works at once. If the
     list cannot be read (CINNOX refuses the call), the SMS goes and CINNOX checks the sender.
     Returns the number as the account lists it (``hkcare`` → ``HKCARE``)."""
+    conn = ctx.connection
+    unreadable = (conn.base_url, conn.app_id, sms_type)
+    if time.monotonic() - _unreadable.get(unreadable, -NUMBERS_FRESH_FOR) < NUMBERS_FRESH_FOR:
+        return sender  # the list could not be read a moment ago: CINNOX checks the sender
     try:
         record = await _find(ctx, sms_type, sender, fresh=False)
         if record is None:
             record = await _find(ctx, sms_type, sender, fresh=True)
     except AuthError:
         raise
-    except PermanentError as exc:
-        ctx.logger.warning("could not read the number list to check the sender: %s", exc)
+    except ConnectorError as exc:
+        # The number-list paths are a guess (wire.NUMBER_LIST): a CINNOX without them, or one
+        # failing for now, must not stop SMS. Send, and try the list again in a few minutes.
+        _unreadable[unreadable] = time.monotonic()
+        ctx.logger.warning(
+            "could not read the number list to check the sender (%s); sending, CINNOX checks it",
+            exc,
+        )
         return sender
     name = ctx.connection_name or ctx.connection.app_id
     if record is None:
