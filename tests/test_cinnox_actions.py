@@ -1139,6 +1139,7 @@ async def test_a_text_over_max_parts_is_refused_before_sending(
     if max_parts != 3:
         data["max_parts"] = max_parts
     errors = await refused(cinnox_sandbox, monkeypatch, "send_sms", data)
+    assert where(errors) == {"text"}
     assert expected in errors[0]["msg"]
     assert "shorten it or raise max_parts" in errors[0]["msg"]
 

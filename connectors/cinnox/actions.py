@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from connectors._contract import ActionContext
 from connectors.cinnox import fields, wire
@@ -546,7 +547,11 @@ class SendSmsInput(_Input):
                 f". It is sent as UCS-2 (70 per SMS) only because of {named}: without "
                 f"{'it' if len(forcing) == 1 else 'them'} it is GSM-7 and {fits.segments} part(s)"
             )
-        raise ValueError(message)
+        # located at `text` (not the whole input), so the error names the field to change
+        error = PydanticCustomError("sms_parts", "{message}", {"message": message})
+        raise ValidationError.from_exception_data(
+            type(self).__name__, [InitErrorDetails(type=error, loc=("text",), input=self.text)]
+        )
 
 
 class SmsSent(BaseModel):
