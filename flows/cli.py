@@ -182,21 +182,33 @@ def resolve_zap(ref: str, zaps: Path) -> Any:
     raise fail(f"no zap {ref!r} in {zaps}/ (zaps there: {known})")
 
 
-def read_event(zap: Any, event_file: Path | None, sample: int | None) -> Any:
-    """The event to run on: a payload file (JSON or YAML), or one of the trigger's samples."""
+def read_event(
+    zap: Any, event_file: Path | None, sample: int | None, wire: str | None = None
+) -> Any:
+    """The event to run on: a payload file (JSON or YAML), or one of the trigger's samples.
+
+    With ``wire`` the file is a raw delivery as the app posts it to its hook
+    (``/hooks/<app>/<connection>/<token>/<wire>``), read by the app's webhook adapter exactly as
+    the receiver reads it."""
     import yaml
 
     from connectors import registry
     from flows.runtime import Event
 
     trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
+    if wire is not None and event_file is None:
+        raise fail("--wire reads a raw delivery: give it with --event FILE")
     if event_file is not None:
         try:
             payload = yaml.safe_load(event_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise fail(f"{event_file}: cannot read the event: {exc}") from None
-        if not isinstance(payload, dict):
+        if wire is not None:
+            payload = _read_delivery(zap, event_file, payload, wire, sample)
+        elif not isinstance(payload, dict):
             raise fail(f"{event_file}: an event must be a JSON/YAML object of trigger fields")
+        else:
+            _refuse_a_delivery(zap, trigger, event_file, payload)
     else:
         samples = zap.trigger.samples or list(trigger.samples)
         index = (sample or 1) - 1
@@ -204,6 +216,94 @@ def read_event(zap: Any, event_file: Path | None, sample: int | None) -> Any:
             raise fail(f"zap {zap.zap!r} has {len(samples)} sample event(s); use --sample 1..")
         payload = samples[index]
     return Event(app=trigger.app, trigger=trigger.name, payload=payload)
+
+
+def _read_delivery(zap: Any, event_file: Path, body: Any, channel: str, index: int | None) -> Any:
+    """The trigger payload a raw delivery yields for ``zap``, through its app's webhook adapter."""
+    from connectors import registry
+
+    owner = registry.app(zap.trigger.app)
+    if owner.webhook is None:
+        raise fail(
+            f"--wire: {owner.name} receives no webhook deliveries (its trigger "
+            f"{zap.trigger.event!r} is not delivered to an app hook); give --event the trigger's "
+            "fields instead"
+        )
+    try:
+        result = owner.webhook(channel, body)
+    except Exception as exc:  # what the receiver would keep as unrecognised
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise fail(
+            f"{event_file}: {owner.name} cannot read this delivery on channel {channel!r}: "
+            f"{reason}. `zapflow serve` would keep it as unrecognised (200), for "
+            "`zapflow reprocess` once the reading is extended"
+        ) from None
+    if not isinstance(result, list):
+        raise fail(
+            f"{event_file}: this delivery is not an event but one {owner.name} answers itself "
+            "(a URL verification challenge): it starts no zap"
+        )
+    wanted = [item for item in result if item.trigger == zap.trigger.event]
+    if not wanted:
+        got = ", ".join(sorted({item.trigger for item in result})) or "no event"
+        raise fail(
+            f"{event_file}: this delivery is {got}, but zap {zap.zap!r} starts on "
+            f"{owner.name} {zap.trigger.event}: it would not run this zap"
+        )
+    pick = (index or 1) - 1
+    if not 0 <= pick < len(wanted):
+        raise fail(
+            f"{event_file}: the delivery holds {len(wanted)} such event(s); use --sample 1.."
+        )
+    if len(wanted) > 1:
+        err.print(
+            f"note: the delivery holds {len(wanted)} {zap.trigger.event} events; "
+            f"testing number {pick + 1} (--sample N picks another)"
+        )
+    return wanted[pick].payload
+
+
+def _refuse_a_delivery(zap: Any, trigger: Any, event_file: Path, payload: dict[str, Any]) -> None:
+    """A raw delivery given as trigger fields: say to add --wire, rather than fail on fields."""
+    from pydantic import ValidationError
+
+    from connectors import registry
+
+    owner = registry.app(zap.trigger.app)
+    if owner.webhook is None:
+        return
+    try:
+        trigger.payload_model.model_validate(payload)
+        return
+    except ValidationError:
+        pass
+    channels = [
+        c
+        for c in getattr(owner, "hook_channels", ()) or _channels_of(owner.name)
+        if _delivers(owner, c, payload, zap.trigger.event)
+    ]
+    if channels:
+        raise fail(
+            f"{event_file}: this is a raw {owner.name} delivery (as `zapflow sandbox emit` "
+            f"prints it), not {zap.trigger.event}'s fields: add `--wire {channels[0]}` to read "
+            "it as the receiver does"
+        )
+
+
+def _channels_of(app_name: str) -> tuple[str, ...]:
+    if app_name == "cinnox":
+        from connectors.cinnox.triggers import FAMILY_OF
+
+        return tuple(dict.fromkeys(FAMILY_OF.values()))
+    return ()
+
+
+def _delivers(owner: Any, channel: str, payload: Any, trigger: str) -> bool:
+    try:
+        result = owner.webhook(channel, payload)
+    except Exception:
+        return False
+    return isinstance(result, list) and any(item.trigger == trigger for item in result)
 
 
 def _show_json(label: str, value: Any) -> None:
@@ -240,6 +340,14 @@ def print_outcome(outcome: Any) -> None:
 
 EventOption = typer.Option(None, "--event", "-e", help="Trigger payload file (JSON or YAML)")
 SampleOption = typer.Option(None, "--sample", "-s", help="Use the trigger's Nth sample (from 1)")
+WireOption = typer.Option(
+    None,
+    "--wire",
+    metavar="CHANNEL",
+    help="The --event file is a raw delivery as the app posts it to its hook channel (for "
+    "CINNOX the event family: inquiry, external-contact, outbound-sms, label), read as the "
+    "receiver reads it",
+)
 
 
 @app.command("test")
@@ -250,18 +358,21 @@ def test_zap(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Render and validate every step without calling any app"
     ),
+    wire: str = WireOption,
     zaps: Path = ZapsOption,
 ) -> None:
     """Run a zap once, here, and print each step's rendered input and output.
 
     Without --event it uses the trigger's sample. No run history is recorded; delays do not
-    wait. With --dry-run no app is called (pure tools still run) and nothing needs a server.
+    wait; each step runs once (retries apply under serve). With --dry-run no app is called
+    (pure tools still run) and nothing needs a server.
     """
     from flows.runtime import ZapRun
 
     try:
         model = resolve_zap(zap, zaps)
-        trigger_event = read_event(model, event, sample)
+        trigger_event = read_event(model, event, sample, wire)
+        _note_retries(model)
         run = ZapRun(model, trigger_event, dry_run=dry_run, testing=True)
         outcome = asyncio.run(run.execute())
     except ZapValidationError as exc:
@@ -273,6 +384,24 @@ def test_zap(
     print_outcome(outcome)
     if outcome.status == "failed":
         raise typer.Exit(1)
+
+
+def _note_retries(zap: Any) -> None:
+    """``zapflow test`` tries each step once: say so where the zap file asks for retries."""
+    from flows.model import ActionStep
+
+    asked = zap.defaults.retries is not None and zap.defaults.retries > 0
+    retried = [
+        scope.step.id
+        for scope in zap.walk()
+        if isinstance(scope.step, ActionStep)
+        and (scope.step.retries if scope.step.retries is not None else (asked or None))
+    ]
+    if retried:
+        err.print(
+            f"note: zapflow test runs each step once; the retries: of {', '.join(retried)} "
+            "apply under zapflow serve and zapflow run"
+        )
 
 
 @contextmanager
@@ -304,6 +433,7 @@ def run(
     zap: str = typer.Argument(..., help="Zap file, or zap id under --zaps"),
     event: Path = EventOption,
     sample: int = SampleOption,
+    wire: str = WireOption,
     zaps: Path = ZapsOption,
 ) -> None:
     """Run a zap once as a Prefect flow run, with full run history (retries, logs, UI)."""
@@ -313,7 +443,7 @@ def run(
         model = resolve_zap(zap, zaps)
         if not model.enabled:
             err.print(f"note: zap {model.zap!r} is disabled (enabled: false); running it anyway")
-        trigger_event = read_event(model, event, sample)
+        trigger_event = read_event(model, event, sample, wire)
     except ZapValidationError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)

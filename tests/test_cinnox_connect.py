@@ -57,7 +57,7 @@ def test_connect_checks_with_a_real_call_then_stores(cinnox_sandbox: Sandbox) ->
     name = unique("hk")
     result = connect(cinnox_sandbox, name)
     assert result.exit_code == 0, result.output
-    assert "CINNOX answered: 8 staff member(s)" in result.output
+    assert "CINNOX answered: 11 staff member(s)" in result.output
     assert f"saved connection cinnox/{name}" in result.output
     assert cinnox_sandbox.token not in result.output
     conn = stored(name)
@@ -83,7 +83,7 @@ def test_connect_counts_the_staff_the_account_sees(cinnox_sandbox: Sandbox) -> N
         f"base_url={cinnox_sandbox.base_url}",
     )
     assert result.exit_code == 0, result.output
-    assert "CINNOX answered: 8 staff member(s)" in result.output
+    assert "CINNOX answered: 11 staff member(s)" in result.output
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_rekey_after_regenerate(cinnox_sandbox: Sandbox) -> None:
 
     rekeyed = zapflow("connections", "rekey", "cinnox", name, "--set", f"app_token={fresh}")
     assert rekeyed.exit_code == 0, rekeyed.output
-    assert "CINNOX answered: 8 staff member(s)" in rekeyed.output
+    assert "CINNOX answered: 11 staff member(s)" in rekeyed.output
     assert f"re-keyed cinnox/{name}" in rekeyed.output
     assert fresh not in rekeyed.output and cinnox_sandbox.token not in rekeyed.output
     conn = stored(name)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from connectors.cinnox import wire
 from connectors.cinnox.sandbox import SandboxControl, SandboxError
 from connectors.cinnox.sandbox import demo as demo_data
+from connectors.cinnox.sandbox import samples as sample_data
 from connectors.cinnox.sandbox.cli import app as cli_app
 from connectors.cinnox.sandbox.runner import bind
 from connectors.cinnox.sandbox.store import ACCOUNT_LIMIT_MESSAGE
@@ -284,9 +285,10 @@ def test_contact_create_needs_a_name_and_update_a_known_id(cinnox_sandbox: Sandb
 
 def test_lists_page_with_offset_and_limit(cinnox_sandbox: Sandbox) -> None:
     everyone = cinnox_sandbox.call("GET", wire.CONTACT_LIST).json()
-    assert everyone["total"] == len(everyone["result"]) == len(demo_data.CONTACTS)
+    seeded = len(demo_data.CONTACTS) + len(sample_data.contacts({}, demo_data.STAFF[0]))
+    assert everyone["total"] == len(everyone["result"]) == seeded
     page = cinnox_sandbox.call("GET", wire.CONTACT_LIST, params={"offset": 5, "limit": 3}).json()
-    assert page["total"] == len(demo_data.CONTACTS)
+    assert page["total"] == seeded
     assert [c["id"] for c in page["result"]] == [c["id"] for c in everyone["result"][5:8]]
     too_many = cinnox_sandbox.call("GET", wire.CONTACT_LIST, params={"limit": 501})
     assert refused(too_many) == "limit exceed maximum limit 500"
@@ -296,7 +298,7 @@ def test_lists_page_with_offset_and_limit(cinnox_sandbox: Sandbox) -> None:
 
 def test_staff_list(cinnox_sandbox: Sandbox) -> None:
     staff = wire.ListReply.model_validate(cinnox_sandbox.call("GET", wire.STAFF_LIST).json())
-    assert staff.total == 8
+    assert staff.total == 11  # HK Care's 8, and the 3 the trigger samples name
     assert all(wire.StaffRecord.model_validate(s).eid for s in staff.result)
     tommy = cinnox_sandbox.call("GET", wire.STAFF_LIST, params={"fullName": "Tommy Siu"}).json()
     assert [s["eid"] for s in tommy["result"]] == [TOMMY]
@@ -865,7 +867,7 @@ def test_serve_prints_working_credentials(tmp_path: Path) -> None:
             creds["Base URL"] + wire.API_PREFIX.format(app_id=creds["App ID"]) + wire.STAFF_LIST,
             headers={"Authorization": f"Bearer {creds['App Token']}"},
         )
-        assert reply.json()["total"] == 8
+        assert reply.json()["total"] == len(demo_data.STAFF) + len(sample_data.staff())
         assert (tmp_path / "sandbox.db").exists()
     finally:
         server.terminate()

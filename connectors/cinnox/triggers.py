@@ -67,10 +67,19 @@ def _with_extra(model: P) -> P:
 
 # --------------------------------------------------------------------------- ids used in samples
 
-_STAFF_AMY = "2b7e4f0c-9d13-4a8e-b6c2-5f1a3e9d7c21"  # Amy Lau, Sales
-_STAFF_KEN = "8c41d6a2-3e7f-4b95-a0d8-1f6e2c9b4a37"  # Ken Yip, Customer Service
-_STAFF_JOE = "e5d92b17-6a4c-4f08-8b3e-7c2d1a9f6e54"  # Joe Tsang, Customer Service
+_STAFF_AMY = "2b7e4f0c-9d13-4a8e-b6c2-5f1a3e9d7c21"
+_STAFF_KEN = "8c41d6a2-3e7f-4b95-a0d8-1f6e2c9b4a37"
+_STAFF_JOE = "e5d92b17-6a4c-4f08-8b3e-7c2d1a9f6e54"
 _TRUNK_HQ = "f0a3c8e1-2b6d-4e97-9c15-3d8a7b2e6f09"  # SIP trunk to the Kwun Tong office PBX
+
+SAMPLE_STAFF: dict[str, tuple[str, str, str]] = {
+    _STAFF_AMY: ("Amy", "Lau", "Sales"),
+    _STAFF_KEN: ("Ken", "Yip", "Customer Service"),
+    _STAFF_JOE: ("Joe", "Tsang", "Customer Service"),
+}
+"""The staff members the samples name (eid → first name, last name, department); the sandbox
+has them too, with every enquiry and contact a sample refers to, so a zap tested on a sample
+against the sandbox finds what it looks up (``connectors/cinnox/sandbox/samples.py``)."""
 
 
 # --------------------------------------------------------------------------- external contacts

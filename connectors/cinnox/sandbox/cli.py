@@ -234,6 +234,12 @@ def emit(
         None, "--set", help="Override an event field: key=value (repeatable)"
     ),
     account: str = typer.Option(None, help="Deliver only to this account (App ID or name)"),
+    save: Path = typer.Option(
+        None,
+        "--save",
+        help="Also write the delivery body to this file, for `zapflow test ZAP --event FILE "
+        "--wire FAMILY`",
+    ),
     list_: bool = typer.Option(False, "--list", help="List the triggers"),
     url: str = UrlOption,
 ) -> None:
@@ -248,6 +254,12 @@ def emit(
         sent = c.emit(trigger, _fields(set_ or []), account=account)
     out.print(f"emitted [bold]{sent['trigger']}[/bold] ({sent['family']} event):")
     out.print_json(json.dumps(sent["event"]))
+    if save is not None:
+        save.write_text(json.dumps(sent["event"], indent=2, ensure_ascii=False) + "\n")
+        out.print(
+            f"saved to {save}: `zapflow test ZAP --event {save} --wire {sent['family']}` runs "
+            "a zap on it as the receiver reads it"
+        )
     if sent["deliveries"]:
         n = len(sent["deliveries"])
         out.print(f"delivering to {n} subscription(s): zapflow sandbox deliveries")

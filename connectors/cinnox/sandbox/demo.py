@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.cinnox.sandbox import records as r
+from connectors.cinnox.sandbox import samples
 from connectors.cinnox.sandbox.common import SERVICE_ID, iso, now_ms
 from connectors.cinnox.sandbox.store import Doc, Store
 
@@ -301,6 +302,8 @@ def seed(store: Store) -> None:
         r.save_contact(store, contact)
     for doc in _enquiries(now):
         r.save_enquiry(store, doc)
+    # what the CINNOX triggers' samples refer to, so zaps tested on a sample find it here
+    samples.seed(store, now=now, tag=TAGS["care"], demo_staff=STAFF)
 
 
 # --------------------------------------------------------------------------- pools for emit
