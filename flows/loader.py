@@ -10,6 +10,7 @@ All problems of all files are collected; nothing stops at the first.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,7 @@ class _ZapChecker:
     def __init__(self, data: dict[str, Any], out: _Collector, rejected: set[Loc]) -> None:
         self.data, self.out, self.rejected = data, out, rejected
         self.all_ids: dict[str, Loc] = {}
+        self.step_actions: dict[str, Any] = {}
         self.trigger_fields: list[str] | None = None
         self.trigger_name = ""
         self.trigger_app: str | None = None
@@ -193,6 +195,7 @@ class _ZapChecker:
                 self.out.add((*path, "id"), f"step id {step_id!r} is already used by {first}")
             else:
                 self.all_ids[step_id] = path
+                self.step_actions[step_id] = step.get("action")
         for step, path, visible in scopes:
             own = step.get("id") if isinstance(step.get("id"), str) else None
             if self._ok((*path, "when"), step.get("when")):
@@ -322,10 +325,18 @@ class _ZapChecker:
                 f"unknown name {name!r} in template{hint}; templates can read "
                 f"{', '.join(sorted(templating.ROOT_NAMES))}",
             )
+        readable = set()
         for ref in dict.fromkeys(info.step_refs):
             problem = self._step_ref_problem(ref, visible, own_id)
             if problem:
                 self.out.add(loc, problem)
+            else:
+                readable.add(ref)
+        field_problems = [
+            self._output_field_problem(chain) for chain in info.step_fields if chain[0] in readable
+        ]
+        for problem in dict.fromkeys(p for p in field_problems if p):
+            self.out.add(loc, problem)
         if self.trigger_fields is not None:
             for name in dict.fromkeys(info.trigger_fields):
                 if name not in self.trigger_fields:
@@ -335,6 +346,35 @@ class _ZapChecker:
                         f"trigger {self.trigger_name} has no field "
                         f"{name!r}{hint}; its fields: {', '.join(self.trigger_fields)}",
                     )
+
+    def _output_field_problem(self, chain: tuple[str, ...]) -> str:
+        """A field read from an earlier step's output that its action's output model does not
+        have. Checked as deep as the output is a model; a model open to extra keys (an app's
+        reply passed on whole) is only held to the case and spelling of the fields it names."""
+        ref, *names = chain
+        try:
+            action = registry.action(str(self.step_actions.get(ref)))
+        except registry.UnknownName:
+            return ""  # reported at the step itself
+        model: Any = action.output_model
+        for depth, name in enumerate(names):
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                return ""
+            fields = {f.alias or n: f for n, f in model.model_fields.items()}
+            if name in fields:
+                model = _model_inside(fields[name].annotation)
+                continue
+            if model.model_config.get("extra") == "allow":
+                same = [f for f in fields if _loose(f) == _loose(name)]
+                if not same:
+                    return ""  # may be a key the app added: passed on as it came
+            dotted = ".".join(["steps", ref, *names[: depth + 1]])
+            hint = registry.suggest(name, list(fields))
+            return (
+                f"{dotted}: step {ref!r} ({action.key}) has no output field {name!r}{hint}; "
+                f"its output fields: {', '.join(fields)}"
+            )
+        return ""
 
     def _step_ref_problem(self, ref: str, visible: tuple[str, ...], own_id: str | None) -> str:
         if ref in visible:
@@ -349,6 +389,21 @@ class _ZapChecker:
         if "paths" in self.all_ids[ref][:-1]:
             return f"step {ref!r} ({where}) is inside a path branch that may not run before this"
         return f"step {ref!r} ({where}) runs later; a step can read only steps before it"
+
+
+def _loose(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def _model_inside(annotation: Any) -> Any:
+    """The model a field holds (``Model``, ``Model | None``), else None: deeper names unchecked."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [
+        a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
+    only_none = all(a is type(None) or a in models for a in typing.get_args(annotation))
+    return models[0] if len(models) == 1 and only_none else None
 
 
 # --------------------------------------------------------------------------- entry points

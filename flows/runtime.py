@@ -8,6 +8,8 @@ around it (``zapflow run``, deployments), which adds retries, timeouts and run h
 from __future__ import annotations
 
 import time
+import types
+import typing
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,7 +96,10 @@ def _describe(exc: ValidationError) -> str:
 
 
 def sample_of(model: type[BaseModel]) -> dict[str, Any]:
-    """Placeholder output for ``--dry-run`` of an action that would touch an app."""
+    """Placeholder output for ``--dry-run`` of an action that would touch an app: a field's
+    example, else its default, else a value of its type (``False``, ``0``, ``[]``, ``{}``, a
+    nested model's placeholders, a Literal's first value; text reads ``<field>``), so a ``when:``
+    or a filter on it reads the way it would on a real "empty" answer, not as a true string."""
     out: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         key = info.alias or name
@@ -103,8 +108,33 @@ def sample_of(model: type[BaseModel]) -> dict[str, Any]:
         elif not info.is_required():
             out[key] = info.get_default(call_default_factory=True)
         else:
-            out[key] = f"<{key}>"
+            out[key] = placeholder(info.annotation, key)
     return out
+
+
+def placeholder(annotation: Any, key: str) -> Any:
+    """A value of ``annotation``'s type standing in for an output not produced (dry run)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return placeholder(args[0], key)
+    if origin is typing.Literal:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        return placeholder(arms[0], key) if arms else None
+    kind = origin or annotation
+    if isinstance(kind, type):
+        if issubclass(kind, BaseModel):
+            return sample_of(kind)
+        if issubclass(kind, bool):
+            return False
+        if issubclass(kind, int | float):
+            return 0
+        if issubclass(kind, list | tuple | set | frozenset):
+            return []
+        if issubclass(kind, dict):
+            return {}
+    return f"<{key}>"
 
 
 async def run_step(

@@ -116,6 +116,8 @@ class TemplateInfo:
     """What a template reads, found without running it."""
 
     step_refs: list[str] = field(default_factory=list)
+    step_fields: list[tuple[str, ...]] = field(default_factory=list)
+    """``steps.<id>.<field>…`` read with constant names: (id, field, deeper fields …)."""
     trigger_fields: list[str] = field(default_factory=list)
     unknown_names: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
@@ -133,6 +135,21 @@ def _subscript_name(node: nodes.Node) -> str | None:
 _UNSAFE_NAMES = frozenset(
     {"mro", "gi_frame", "gi_code", "cr_frame", "cr_code", "f_globals", "f_locals", "func_globals"}
 )
+
+
+def _steps_chain(node: nodes.Node) -> tuple[str, ...] | None:
+    """``steps.a.b['c']`` → ('a', 'b', 'c'); None when not rooted at ``steps`` or a name along
+    the way is computed (``steps.a[i]``)."""
+    parts: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        name = _subscript_name(node)
+        if name is None:
+            return None
+        parts.append(name)
+        node = node.node
+    if isinstance(node, nodes.Name) and node.name == "steps" and len(parts) >= 2:
+        return tuple(reversed(parts))
+    return None
 
 
 def _is_unsafe_name(name: str) -> bool:
@@ -170,6 +187,10 @@ def inspect_source(source: str) -> TemplateInfo:
             and any(isinstance(a, nodes.Const) and _is_unsafe_name(str(a.value)) for a in node.args)
         ):
             info.unsafe.append(str(node.args[0].value))  # type: ignore[attr-defined]
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            chain = _steps_chain(node)
+            if chain is not None:
+                info.step_fields.append(chain)
         if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
             if name is None:
                 continue

@@ -110,6 +110,52 @@ def test_dry_run_samples_apps_with_side_effects(write_zap):
     assert sum(ATTEMPTS.values()) == before
 
 
+DRY = textwrap.dedent(
+    """\
+    zap: dry
+    trigger:
+      app: builtin
+      event: catch_hook
+      samples: [{name: "Chan Tai Man", mobile: "+85291234567"}]
+    steps:
+      - id: contact
+        action: cinnox.get_external_contact_detail
+        connection: nowhere
+        input: {full_name: "{{ trigger.name }}"}
+      - id: sent
+        action: cinnox.send_sms
+        connection: nowhere
+        input:
+          number_type: Virtual Number
+          sender_number: "+85235009000"
+          recipient_number: "{{ trigger.mobile }}"
+          text: hello
+      - id: known
+        action: builtin.format_text
+        when: "steps.contact.found"
+        input: {transform: titlecase, value: "{{ steps.contact.firstName }}"}
+      - id: split
+        action: builtin.format_text
+        when: "steps.sent.segments > 1"
+        input: {transform: uppercase, value: "{{ steps.sent.transaction_id }}"}
+      - id: always
+        action: builtin.format_text
+        input: {transform: uppercase, value: "{{ steps.sent.transaction_id }}"}
+    """
+)
+
+
+def test_dry_run_placeholders_have_their_fields_types(write_zap):
+    """A bool placeholder is false and a count 0: a `when:` reads them as an empty answer would,
+    not as the truthy text "<found>" (nor fails comparing text with a number)."""
+    result = runner.invoke(app, ["test", str(write_zap(DRY)), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '"found": false' in result.output and '"segments": 0' in result.output
+    assert "skipped: `when: steps.contact.found` was false" in result.output
+    assert "skipped: `when: steps.sent.segments > 1` was false" in result.output
+    assert '"output": "<TRANSACTION_ID>"' in result.output
+
+
 def test_validate_reports_every_problem_and_exits_non_zero(tmp_path):
     (tmp_path / "ok.yaml").write_text(ZAP)
     (tmp_path / "bad.yaml").write_text(

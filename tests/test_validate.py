@@ -176,3 +176,46 @@ def test_the_readme_example_zap_is_valid(tmp_path):
     (tmp_path / "example.yaml").write_text(example)
     loaded = load_zap_file(tmp_path / "example.yaml")
     assert loaded.zap.zap == "order-follow-up"
+
+
+OUTPUT_FIELDS = """\
+zap: tell-twice
+trigger: {app: cinnox, event: missed_enquiry, connection: sandbox}
+steps:
+  - id: detail
+    action: cinnox.get_enquiry_detail
+    input: {display_case_number: "{{ trigger.displayCaseNumber }}"}
+  - id: im
+    action: cinnox.send_im_to_staff
+    input:
+      staff_id: "{{ steps.detail.handledTarget }}"
+      text: "{{ steps.detail.visitorname }} from {{ steps.detail.locationDetail.regioncode }}"
+  - id: again
+    action: cinnox.send_im_to_room
+    when: "steps.im.messageID"
+    input:
+      room_id: "{{ steps.detail['roomID'] }}"
+      text: "{{ steps.im.text | upper }} {{ steps.detail.someNewKey }} {{ steps.im.text.x }}"
+"""
+
+
+def test_fields_read_from_earlier_steps_are_checked_against_their_output(write_zap):
+    problems = problems_of(write_zap, OUTPUT_FIELDS)
+    assert len(problems) == 3, problems
+    when, text, region = sorted(problems, key=lambda p: ("when" not in p, "region" in p))
+    assert when.startswith("zap.yaml:14:")
+    assert "steps[2].when: steps.im.messageID: step 'im' (cinnox.send_im_to_staff) has no " in when
+    assert "output field 'messageID' (did you mean 'message_id'?)" in when
+    assert "its output fields: staff_id, text, message_id" in when
+    assert "'visitorname' (did you mean 'visitorName'?)" in text and "steps[1].input.text" in text
+    # nested models are followed; an app's reply open to new keys accepts `someNewKey`
+    assert "steps.detail.locationDetail.regioncode" in region
+    assert "did you mean 'regionCode'?" in region
+    assert not any("someNewKey" in p or "text.x" in p for p in problems)
+
+
+def test_every_example_zap_reads_only_fields_its_steps_output():
+    from conftest import EXAMPLE_ZAPS
+
+    loaded, problems = load_all([EXAMPLE_ZAPS])
+    assert problems == [] and len(loaded) == 5
