@@ -1286,3 +1286,23 @@ async def test_no_error_message_nor_repr_carries_the_token(
     shown += [repr(context(conn)), str(conn.model_dump())]
     assert all(token not in text for text in shown)
     assert conn.app_token.get_secret_value() == token
+
+
+async def test_dropdown_values_are_read_however_they_are_typed(cinnox_sandbox: Sandbox) -> None:
+    data = {
+        "first_name": "Tai Man",
+        "last_name": "Chan",
+        "level": "primary",
+        "type": "CUSTOMER",
+        "phone_type": "mobile",
+        "phone_number": "+85291234500",
+        "social_messaging_type": "woztell_whatsapp_cloud",
+        "social_messaging_name_id": "85291234500",
+    }
+    out = await call("create_external_contact", data, connection(cinnox_sandbox))
+    assert out.id and (out.level, out.phone_type) == ("Primary", "Mobile")
+    [sent] = cinnox_sandbox.control.sent("contacts")
+    body = sent["request"]
+    assert (body["level"], body["type"]) == ("Primary", "Customer")
+    assert body["phones"] == [{"type": "Mobile", "phone": "+85291234500"}]
+    assert "WOZTELL (WhatsApp Cloud)" in body["socialContacts"]

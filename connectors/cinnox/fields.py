@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
@@ -23,21 +23,44 @@ Place = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)]
 ZipCode = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10)]
 SocialId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
-Level = Literal["Primary", "Secondary", "Tertiary"]
-ContactType = Literal["Lead", "Prospect", "Customer", "Others"]
-PhoneType = Literal["Mobile", "Work", "Home", "Other"]
-EmailType = Literal["Work", "Personal", "Other"]
-SocialType = Literal[
-    "Messenger",
-    "WhatsApp",
-    "WeChat",
-    "LINE",
-    "Twitter",
-    "LinkedIn",
-    "WOZTELL (WhatsApp Cloud)",
-    "WOZTELL (Facebook)",
-    "WOZTELL (Instagram)",
-]
+
+def _loosely(choices: object) -> Callable[[object], object]:
+    """Read a dropdown value however it is typed: case, spaces, ``_``, ``-`` and brackets do not
+    matter (``mobile``, ``woztell_whatsapp_cloud``); anything else goes on to the Literal, whose
+    error lists the seed's values."""
+    values = get_args(choices)
+    lookup = {re.sub(r"[^a-z0-9]", "", v.lower()): v for v in values}
+
+    def read(value: object) -> object:
+        if isinstance(value, str) and value not in values:
+            return lookup.get(re.sub(r"[^a-z0-9]", "", value.lower()), value)
+        return value
+
+    return read
+
+
+def _dropdown(choices: Any) -> Any:
+    return Annotated[choices, BeforeValidator(_loosely(choices))]
+
+
+Level = _dropdown(Literal["Primary", "Secondary", "Tertiary"])
+ContactType = _dropdown(Literal["Lead", "Prospect", "Customer", "Others"])
+PhoneType = _dropdown(Literal["Mobile", "Work", "Home", "Other"])
+EmailType = _dropdown(Literal["Work", "Personal", "Other"])
+SocialType = _dropdown(
+    Literal[
+        "Messenger",
+        "WhatsApp",
+        "WeChat",
+        "LINE",
+        "Twitter",
+        "LinkedIn",
+        "WOZTELL (WhatsApp Cloud)",
+        "WOZTELL (Facebook)",
+        "WOZTELL (Instagram)",
+    ]
+)
+"""The seed's dropdowns, by label or however it is typed (see ``_loosely``)."""
 
 
 def _key(value: str) -> str:
