@@ -57,6 +57,8 @@ ATTEMPTS: Counter[str] = Counter()
 
 class FlakyInput(BaseModel):
     fail_times: int = 0
+    crash_times: int = 0
+    """Fail this many times with an unexpected error (a bug, not a typed connector error)."""
     permanent: bool = False
     value: Any = None
 
@@ -73,6 +75,8 @@ async def flaky_call(input: FlakyInput, ctx: ActionContext) -> FlakyOutput:
     attempt = ATTEMPTS[ctx.idempotency_key]
     if input.permanent:
         raise PermanentError("the app refused the request: invalid recipient")
+    if attempt <= input.crash_times:
+        raise RuntimeError(f"attempt {attempt}: something unexpected broke")
     if attempt <= input.fail_times:
         raise RetryableError(f"attempt {attempt}: the app answered 503")
     return FlakyOutput(value=input.value, attempts=attempt)

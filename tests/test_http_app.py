@@ -360,6 +360,16 @@ async def test_each_auth_kind_sends_its_credentials_and_the_output_masks_them(
         assert value.split()[-1] not in json.dumps(dumped(out))
 
 
+async def test_a_secret_echoed_inside_json_arrays_is_masked_in_the_output(
+    service: Service,
+) -> None:
+    conn = HttpConnection.model_validate({"auth": "bearer", "token": TOKEN})
+    # the service answers the query as a list of [key, value] pairs: the token sits in arrays
+    out = await call("request", {"url": f"{service.url}/echo?t={TOKEN}&t=x"}, conn)
+    assert out.body["query"] == [["t", "********"], ["t", "x"]]
+    assert TOKEN not in json.dumps(dumped(out))
+
+
 async def test_a_header_the_step_sets_wins_over_the_connections(service: Service) -> None:
     conn = HttpConnection(auth="bearer", token=TOKEN)
     data = {"url": f"{service.url}/echo", "headers": {"authorization": "Token other"}}

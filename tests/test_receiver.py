@@ -18,7 +18,7 @@ from connectors import registry
 from connectors.cinnox.triggers import to_wire
 from flows.intake.inbox import Inbox
 from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app
-from flows.intake.signatures import sign
+from flows.intake.signatures import SignatureError, sign, verify
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 
@@ -153,6 +153,56 @@ async def test_signed_catch_hook(receiver):
         refused = await receiver.client.post("/hooks/zap/signed/tok-s", content=body, headers=bad)
         assert refused.status_code == 401 and reason in refused.json()["error"]
     assert len(await receiver.stored()) == 1
+
+
+@pytest.mark.parametrize(
+    ("skew", "accepted"),
+    [(-300, True), (-301, False), (300, True), (301, False), (0, True), (-10_000, False)],
+)
+def test_signature_timestamps_are_accepted_within_300_s_either_way(skew, accepted):
+    """A delivery stamped more than 300 s in the past *or the future* is refused (a replay, or
+    a sender whose clock is off); 300 s exactly is still fine."""
+    body, now = b'{"order": 7}', 1_750_000_000
+    stamp = now + skew
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(SECRET, "msg_1", stamp, body),
+    }
+    if accepted:
+        assert verify(SECRET, headers, body, now=now) == "msg_1"
+    else:
+        with pytest.raises(SignatureError, match="more than 300 s away from now"):
+            verify(SECRET, headers, body, now=now)
+
+
+def test_a_signature_header_may_carry_several_signatures():
+    """Standard Webhooks: space-separated signatures (key rotation); any one valid is enough."""
+    body, now = b"{}", 1_750_000_000
+    good = sign(SECRET, "msg_1", now, body)
+    other = sign("whsec_b3RoZXI=", "msg_1", now, body)
+    base = {"webhook-id": "msg_1", "webhook-timestamp": str(now)}
+    for header in (f"{other} {good}", f"{good} {other}", f"v1a,xyz {good}"):
+        assert verify(SECRET, {**base, "webhook-signature": header}, body, now=now) == "msg_1"
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(SECRET, {**base, "webhook-signature": f"{other} v1,{good[3:-4]}"}, body, now=now)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(SECRET, {**base, "webhook-signature": good.replace("v1,", "v2,")}, body, now=now)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/hooks/zap/orders/tok-order",  # the token's prefix
+        "/hooks/zap/orders/tok-orders-and-more",  # the token and more
+        "/hooks/zap/orders/TOK-ORDERS",
+        "/hooks/cinnox/main/tok-cinno/inquiry",
+    ],
+)
+async def test_only_the_whole_hook_token_opens_a_hook(receiver, path):
+    reply = await receiver.client.post(path, json={"order": 1})
+    assert reply.status_code == 404
+    assert await receiver.stored() == []
 
 
 async def test_cinnox_challenge_and_events_in_the_seed_keys(receiver):

@@ -265,3 +265,130 @@ def test_demo_runs_every_example_zap_on_its_samples(zapflow_home):
     assert [r[-1] for r in follow_ups] == ["Status", "Open", "Open"]
     assert len(contacts) == 2 and contacts[0][0] == "Contact ID"
     assert [r[4] for r in requests] == ["Status", "Approved", "Rejected"]
+
+
+def _run_zap(write_zap, text: str, **payload: Any) -> tuple[Any, dict[str, Any], dict, float]:
+    path = write_zap(text)
+    event = path.with_suffix(".event.json")
+    event.write_text(json.dumps(payload))
+    started = time.monotonic()
+    result = runner.invoke(app, ["run", str(path), "--event", str(event)])
+    took = time.monotonic() - started
+    flow_run, tasks, states = history(run_id_of(result.output), expect_tasks=1)
+    return result, tasks, states, took
+
+
+def test_retry_delays_grow_by_the_backoff_factor(write_zap):
+    """retry_delay 0.3 s, backoff 3: waits 0.3 s then 0.9 s (without jitter)."""
+    from datetime import timedelta
+
+    from flows.model import StepPolicy
+    from flows.task_runs import retry_delays
+
+    policy = StepPolicy(retries=3, retry_delay=timedelta(seconds=2), retry_backoff=3)
+    assert retry_delays(policy) == [2.0, 6.0, 18.0]
+    assert retry_delays(StepPolicy(retries=2, retry_delay=timedelta(seconds=1))) == [1.0, 1.0]
+
+    result, tasks, states, took = _run_zap(
+        write_zap,
+        """\
+zap: backoff
+trigger: {app: builtin, event: catch_hook}
+steps:
+  - id: call
+    action: flaky.call
+    retries: 2
+    retry_delay: 0.3s
+    retry_backoff: 3
+    retry_jitter: 0
+    input: {fail_times: 2, value: "{{ trigger.n }}"}
+""",
+        n=1,
+    )
+    assert result.exit_code == 0, result.output
+    waits = [s for s in states["call"] if s.name == "AwaitingRetry"]
+    assert len(waits) == 2
+    gaps = sorted((s.state_details.scheduled_time - s.timestamp).total_seconds() for s in waits)
+    assert gaps[0] == pytest.approx(0.3, abs=0.1) and gaps[1] == pytest.approx(0.9, abs=0.1)
+    assert took >= 1.2
+
+
+def test_a_timed_out_step_is_retried_under_its_policy(write_zap):
+    result, tasks, states, _ = _run_zap(
+        write_zap,
+        """\
+zap: slow-then-fail
+trigger: {app: builtin, event: catch_hook}
+steps:
+  - id: slow
+    action: builtin.delay
+    timeout: 0.2s
+    retries: 2
+    retry_delay: 0s
+    input: {for: 5s}
+""",
+        n=1,
+    )
+    assert result.exit_code == 1
+    assert tasks["slow"].run_count == 3  # the first try and two retries, each timed out
+    assert [s.name for s in states["slow"]].count("Retrying") == 2
+
+
+def test_an_unexpected_error_is_retried_like_a_transient_one(write_zap):
+    result, tasks, states, _ = _run_zap(
+        write_zap,
+        """\
+zap: buggy-once
+trigger: {app: builtin, event: catch_hook}
+steps:
+  - id: call
+    action: flaky.call
+    retries: 1
+    retry_delay: 0s
+    input: {crash_times: 1, value: "{{ trigger.n }}"}
+""",
+        n=2,
+    )
+    assert result.exit_code == 0, result.output
+    assert tasks["call"].run_count == 2 and tasks["call"].state.name == "Completed"
+
+
+@pytest.mark.parametrize(
+    ("payload", "ran"),
+    [
+        ({"total": 20, "region": "HK"}, True),
+        ({"total": 20, "region": "SG"}, False),
+        ({"total": 5, "region": "HK"}, False),
+        ({"total": 5, "region": "SG"}, False),
+    ],
+)
+def test_every_filter_condition_must_hold(write_zap, payload, ran):
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(
+                write_zap(
+                    """\
+zap: both
+trigger: {app: builtin, event: catch_hook}
+filter:
+  - "trigger.total >= 10"
+  - "trigger.region == 'HK'"
+steps:
+  - id: call
+    action: flaky.call
+    input: {value: "{{ trigger.region }}"}
+"""
+                )
+            ),
+            "--event",
+            str(_event(write_zap, payload)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert ("Filtered" in result.output) is not ran, result.output
+
+
+def _event(write_zap, payload: dict[str, Any]) -> Path:
+    return write_zap(json.dumps(payload), name=f"event-{uuid.uuid4().hex[:6]}.json")
