@@ -149,6 +149,23 @@ async def test_one_bad_event_does_not_fail_its_batch(backend: Backend) -> None:
     assert await inbox.counts() == {"pending": 2, "claimed": 0, "done": 0}
 
 
+async def test_a_payload_nested_too_deep_is_refused_whoever_puts_it(backend: Backend) -> None:
+    """Pollers and schedules put events too: the nesting limit holds for them as at the door."""
+    from flows.intake.events import MAX_DEPTH, TooDeep
+
+    inbox = await backend.open()
+    deep: Any = 1
+    for _ in range(MAX_DEPTH):
+        deep = {"a": deep}
+    with pytest.raises(TooDeep, match="more than 64 levels deep"):
+        await inbox.put(event("deep", x=deep))
+    with pytest.raises(TooDeep):
+        await inbox.put_many([event("ok"), event("deep-2", x=[deep])])
+    assert await inbox.put(event("at-limit", x=deep["a"])) is True
+    assert await inbox.get("deep") is None and await inbox.get("ok") is None
+    assert await inbox.counts() == {"pending": 1, "claimed": 0, "done": 0}
+
+
 async def test_close_writes_pending_puts_first(backend: Backend) -> None:
     inbox = await backend.open(batch_wait=0.05)
     puts = [asyncio.create_task(inbox.put(event(f"late-{i}"))) for i in range(100)]

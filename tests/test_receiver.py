@@ -128,6 +128,31 @@ async def test_bad_deliveries_get_a_clear_4xx_and_nothing_is_stored(
     assert await receiver.stored() == []
 
 
+@pytest.mark.parametrize("depth", [65, 300, 976, 1023, 1024, 5000])
+@pytest.mark.parametrize(
+    "path", ["/hooks/zap/orders/tok-orders", "/hooks/cinnox/main/tok-cinnox/inquiry"]
+)
+async def test_a_body_nested_too_deep_is_refused_with_the_limit(receiver, path, depth):
+    body = '{"a": ' * depth + "1" + "}" * depth
+    reply = await receiver.client.post(
+        path, content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400
+    assert reply.json() == {"error": "the JSON nests arrays and objects more than 64 levels deep"}
+    assert await receiver.stored() == []
+
+
+async def test_a_body_at_the_nesting_limit_is_accepted(receiver):
+    body = '{"a": ' * 64 + "1" + "}" * 64
+    reply = await receiver.client.post(
+        "/hooks/zap/orders/tok-orders",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert len(await receiver.stored()) == 1
+
+
 async def test_signed_catch_hook(receiver):
     body = json.dumps({"order": 7}).encode()
     now = int(time.time())

@@ -8,6 +8,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_DEPTH = 64
+"""How deeply arrays and objects may nest in anything the inbox accepts. Real webhook bodies
+stay under 20; a body nested hundreds deep cannot be recorded or run (serialisers and Prefect's
+history give up on it), so it is refused at the door rather than accepted and never run."""
+
+
+class TooDeep(ValueError):
+    """A body or payload nested deeper than ``MAX_DEPTH``."""
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise ``TooDeep`` if ``value`` nests arrays/objects more than ``limit`` levels; walks
+    without recursion, so any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise TooDeep(f"the JSON nests arrays and objects more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children)
+
 
 @dataclass(frozen=True)
 class NewEvent:

@@ -76,7 +76,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from flows.errors import ZapError
-from flows.intake.events import NewEvent, StoredEvent
+from flows.intake.events import NewEvent, StoredEvent, check_depth
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -561,6 +561,7 @@ class Inbox:
         acknowledged (the sender will deliver it again).
         """
         self._check_open()
+        check_depth(event.payload)  # TooDeep: what cannot be recorded is not accepted
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Put(event, future))
         return await future
@@ -568,6 +569,8 @@ class Inbox:
     async def put_many(self, events: list[NewEvent]) -> list[bool]:
         """Store several events (committed together when they fit one batch), in order."""
         self._check_open()
+        for event in events:
+            check_depth(event.payload)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[bool]] = []
         for event in events:

@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from flows.intake import unrecognised
-from flows.intake.events import NewEvent, occurrence_id
+from flows.intake.events import MAX_DEPTH, NewEvent, TooDeep, check_depth, occurrence_id
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.intake.signatures import SignatureError, verify
@@ -112,7 +112,15 @@ async def _read_json(
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson stops at 1024 levels
+            raise Refused(
+                400, f"the JSON nests arrays and objects more than {MAX_DEPTH} levels deep"
+            ) from None
         raise Refused(400, f"malformed JSON: {exc}") from None
+    try:
+        check_depth(body)
+    except TooDeep as exc:
+        raise Refused(400, str(exc)) from None
     if not isinstance(body, dict) and not any_json:
         raise Refused(400, f"the body must be a JSON object, not {type(body).__name__}")
     return raw, body
@@ -143,7 +151,12 @@ def create_app(
     called after events are committed (it wakes the dispatcher)."""
 
     async def store(events: list[NewEvent]) -> list[bool]:
-        fresh = await inbox.put_many(events) if len(events) > 1 else [await inbox.put(events[0])]
+        try:
+            fresh = (
+                await inbox.put_many(events) if len(events) > 1 else [await inbox.put(events[0])]
+            )
+        except TooDeep as exc:  # the payload an app read out of a body within the limit
+            raise Refused(400, str(exc)) from None
         on_accept()
         return fresh
 
