@@ -127,3 +127,52 @@ async def test_events_wait_while_prefect_is_down_and_drain_when_it_is_back(tmp_p
     await drain(back, inbox)
     assert back.stats.runs == 3 and (await inbox.counts()).get("done") == 3
     await inbox.close()
+
+
+async def test_a_poison_event_fails_after_bounded_tries_and_holds_nobody_back(tmp_path):
+    """An event that cannot be turned into a run through its own fault (here: something in it
+    cannot be serialised) is tried a few times on its own schedule, then its run is recorded
+    failed with the reason; ordinary events meanwhile run at once and nobody backs off."""
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    dispatcher = Dispatcher(inbox, lambda: [GREET])
+    real_run = dispatcher.live.run
+    tries = 0
+
+    async def run(zap, event):
+        nonlocal tries
+        if event.payload["name"] == "poison":
+            tries += 1
+            raise ValueError("Maximum serialization depth exceeded")
+        return await real_run(zap, event)
+
+    dispatcher.live.run = run  # type: ignore[method-assign]
+    poison = hook_event("poison")
+    await inbox.put(poison)
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.5)  # the poison has had its first try
+    plain = [hook_event(f"p{i}") for i in range(3)]
+    sent = time.monotonic()
+    await inbox.put_many(plain)
+    dispatcher.nudged()
+    for event in plain:
+        while await inbox.run_state(event.id, "greet-dispatch") != "completed":
+            assert time.monotonic() - sent < 5, "plain events held back by the poison"
+            await asyncio.sleep(0.05)
+    assert time.monotonic() - sent < 3
+    deadline = time.monotonic() + 30
+    while await inbox.run_state(poison.id, "greet-dispatch") != "failed":
+        assert time.monotonic() < deadline, tries
+        await asyncio.sleep(0.1)
+    dispatcher.stop()
+    await task
+
+    assert tries == 3  # bounded, then no more
+    assert dispatcher.stats.infrastructure_errors == 0 and dispatcher._backoff == 0
+    [row] = await inbox.recent_runs(event_prefix=poison.id)
+    assert row.state == "failed" and row.flow_run_id is None
+    assert row.message == (
+        "could not be run (3 tries): ValueError: Maximum serialization depth exceeded"
+    )
+    counts = await inbox.counts()
+    assert counts.get("pending", 0) == 0 and counts.get("done") == 4
+    await inbox.close()

@@ -34,6 +34,20 @@ from flows.runtime import Event
 
 log = logging.getLogger("zapflow.dispatcher")
 HOST = socket.gethostname()
+POISON_TRIES = 3
+"""Times an event may fail to become a run through its own fault before its run is marked
+failed (in this process; a restart gives it as many again)."""
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether a failure to run is Prefect's (its server down, slow or failing: every event
+    waits and the dispatcher backs off) rather than the event's own (something in it cannot be
+    recorded or run: only that event is retried, then failed)."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
+    return isinstance(exc, httpx.TransportError | OSError | TimeoutError)
 
 
 def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
@@ -133,6 +147,7 @@ class Dispatcher:
         self._stopping = False
         self._running = False
         self._backoff = 0.0
+        self._faults: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
         self._results: list[RunResult] = []
@@ -266,15 +281,25 @@ class Dispatcher:
         outcomes = await asyncio.gather(
             *(self._run(zap, trigger_event) for zap in mine), return_exceptions=True
         )
-        failed = [z for z, o in zip(mine, outcomes, strict=True) if isinstance(o, BaseException)]
+        down: list[tuple[Zap, BaseException]] = []
+        again: list[tuple[Zap, BaseException]] = []
         for zap, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, EventRun):
                 self._record(zap, outcome)
-        if failed:  # Prefect down or failing: those runs did not happen; the event waits
-            error = next(o for o in outcomes if isinstance(o, BaseException))
-            self._down(error)
-            await self._safely(self.inbox.abandon_runs([(event.id, z.zap) for z in failed]))
-            self._release.append((event.seq, self._backoff))
+            elif isinstance(outcome, BaseException):
+                if is_infrastructure(outcome):
+                    down.append((zap, outcome))
+                elif not self._poisoned(event, zap, outcome):
+                    again.append((zap, outcome))
+        if down or again:  # those runs did not happen; the event waits
+            if down:  # Prefect down or failing: everyone waits
+                self._down(down[0][1])
+            await self._safely(
+                self.inbox.abandon_runs([(event.id, z.zap) for z, _ in down + again])
+            )
+            tries = max((self._faults.get((event.id, z.zap), 0) for z, _ in again), default=0)
+            own_delay = min(60.0, 2.0**tries) if again else 0.0  # this event's alone
+            self._release.append((event.seq, max(self._backoff if down else 0.0, own_delay)))
         elif elsewhere:
             # Another dispatcher is running one of them (or died doing so): look again after
             # a while; its ledger row tells when it is finished or stale.
@@ -283,6 +308,40 @@ class Dispatcher:
             self._backoff = 0.0
             self._done.append(event.seq)
         self._flush_wanted.set()
+
+    def _poisoned(self, event: StoredEvent, zap: Zap, error: BaseException) -> bool:
+        """Count a failure that is the event's own; after ``POISON_TRIES``, record its run as
+        failed (with the reason, for ``zapflow runs`` and ``zapflow replay``) and say True."""
+        key = (event.id, zap.zap)
+        tries = self._faults[key] = self._faults.get(key, 0) + 1
+        reason = f"{type(error).__name__}: {error}"
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        if tries < POISON_TRIES:
+            log.warning(
+                "%s on %s could not be run (try %s of %s): %s",
+                zap.zap,
+                event.id,
+                tries,
+                POISON_TRIES,
+                reason,
+            )
+            return False
+        del self._faults[key]
+        self.stats.runs += 1
+        self.stats.by_state["failed"] = self.stats.by_state.get("failed", 0) + 1
+        log.error(
+            "%s on %s failed: it could not be run %s times: %s", zap.zap, event.id, tries, reason
+        )
+        self._results.append(
+            RunResult(
+                event_id=event.id,
+                zap=zap.zap,
+                state="failed",
+                message=f"could not be run ({tries} tries): {reason}",
+            )
+        )
+        return True
 
     def nudged(self) -> None:
         """The receiver committed deliveries: claim them, and note how busy it is."""
