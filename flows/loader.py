@@ -318,6 +318,8 @@ class _ZapChecker:
                 f"templates may read only {', '.join(sorted(templating.ROOT_NAMES))} "
                 "and their fields",
             )
+        for problem in info.over_budget:
+            self.out.add(loc, f"template is over its budget: {problem}")
         for name in dict.fromkeys(info.unknown_names):
             hint = registry.suggest(name, templating.ROOT_NAMES)
             self.out.add(

@@ -11,7 +11,6 @@ internals) and run in Jinja's sandbox with strict undefined at run time.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,16 +19,17 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
+from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 
+from flows import template_budget as budget
 from flows.errors import TemplateError
 
 ROOT_NAMES = frozenset({"trigger", "steps", "zap", "run"})
 """What a template can read: the trigger payload, earlier steps' outputs, the zap, the run."""
-
-_MAX_POWER = 1_000
-_MAX_REPEAT = 100_000
 
 
 def is_template(value: Any) -> bool:
@@ -73,39 +73,89 @@ class _Undefined(StrictUndefined):
         return str(super()._undefined_message)
 
 
+class _BudgetedLoops(Extension):
+    """Every ``{% for x in EXPR %}`` iterates ``_each(EXPR)``, which counts each iteration
+    against the render's budget (``flows.template_budget``): a loop cannot run unbounded."""
+
+    def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
+        tokens = iter(stream)
+        last = None
+        for token in tokens:
+            yield token
+            if not (token.test("name:for") and last is not None and last.type == "block_begin"):
+                last = token
+                continue
+            for token in tokens:  # the loop's target, up to `in`
+                yield token
+                if token.test("name:in"):
+                    break
+            yield Token(token.lineno, "name", "_each")
+            yield Token(token.lineno, "lparen", "(")
+            depth = 0
+            for token in tokens:
+                if token.type in ("lparen", "lbracket", "lbrace"):
+                    depth += 1
+                elif token.type in ("rparen", "rbracket", "rbrace"):
+                    depth -= 1
+                at_end = token.type == "block_end" or (
+                    depth == 0 and (token.test("name:if") or token.test("name:recursive"))
+                )
+                if at_end:
+                    yield Token(token.lineno, "rparen", ")")
+                    yield token
+                    break
+                yield token
+            last = token
+
+
+class _Namespace(Namespace):
+    """``namespace()``, with every value stored in it held to the budget: it is how a loop
+    accumulates (``{% set ns.s = ns.s ~ ns.s %}``)."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        budget.tick()
+        super().__setitem__(name, budget.checked(value, f"namespace value {name!r}"))
+
+
 class _NativeSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = NativeCodeGenerator
     concat = staticmethod(_concat)  # type: ignore[assignment]
-    intercepted_binops = frozenset({"**", "*"})
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         # The sandbox stops attribute escapes but not `9**9**9` or `'x' * 10**9`.
-        if operator_ == "**":
-            if isinstance(right, int | float) and abs(right) > _MAX_POWER:
-                raise SecurityError(f"exponent {right} is too large (max {_MAX_POWER})")
-            return operator.pow(left, right)
-        if isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
-            count = right if isinstance(left, str | list | tuple) else left
-            if isinstance(count, int) and count > _MAX_REPEAT:
-                raise SecurityError(f"repeating a sequence {count} times is refused")
-        return operator.mul(left, right)
+        return budget.binop(operator_, left, right)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        budget.tick()
+        return budget.checked(super().call(__context, __obj, *args, **kwargs), "a call's result")
 
-class _Template(NativeTemplate):
-    def render(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self.new_context(dict(*args, **kwargs))
-        try:
-            return _concat(self.root_render_func(ctx))
-        except Exception:
-            return self.environment.handle_exception()
+    def wrap_str_format(self, value: Any) -> Any:
+        """``'…'.format(…)``: its widths are checked before it builds anything (Jinja >= 3.1.5
+        routes every ``str.format`` of a template through this method)."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = str(value.__self__)
 
+        def checked_format(*args: Any, **kwargs: Any) -> Any:
+            budget.check_widths(text, braces=True)
+            return budget.checked(wrapped(*args, **kwargs), "a formatted string")
 
-_Template.environment_class = _NativeSandbox  # type: ignore[assignment]
-_NativeSandbox.template_class = _Template
+        return checked_format
+
 
 ENV = _NativeSandbox(
-    undefined=_Undefined, finalize=_finalize, autoescape=False, keep_trailing_newline=True
+    undefined=_Undefined,
+    finalize=_finalize,
+    autoescape=False,
+    keep_trailing_newline=True,
+    extensions=[_BudgetedLoops],
 )
+ENV.globals.update(
+    _each=budget.each, namespace=_Namespace, lipsum=budget.budget_lipsum(ENV.globals["lipsum"])
+)
+ENV.filters.update(budget.budget_filters(ENV.filters))
 
 
 # --------------------------------------------------------------------------- static checks
@@ -121,6 +171,8 @@ class TemplateInfo:
     trigger_fields: list[str] = field(default_factory=list)
     unknown_names: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
+    over_budget: list[str] = field(default_factory=list)
+    """Constant expressions that would go over the render budget (``'x' * 10**9``)."""
 
 
 def _subscript_name(node: nodes.Node) -> str | None:
@@ -152,6 +204,43 @@ def _steps_chain(node: nodes.Node) -> tuple[str, ...] | None:
     return None
 
 
+_FOLDABLE = (nodes.Mul, nodes.Pow, nodes.Add, nodes.Mod)
+
+
+def _fold(node: nodes.Node) -> Any:
+    """A constant expression's value, computed under the budget's checks (never building what
+    they refuse); raises ``nodes.Impossible`` when the expression is not constant."""
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.Neg):
+        return -_fold(node.node)
+    if isinstance(node, _FOLDABLE):
+        return budget.binop(node.operator, _fold(node.left), _fold(node.right))
+    raise nodes.Impossible()
+
+
+def _over_budget(node: nodes.Node) -> str | None:
+    try:
+        if isinstance(node, _FOLDABLE):
+            _fold(node)
+        elif isinstance(node, nodes.Filter) and node.name in ("center", "indent") and node.args:
+            width = node.args[0]
+            if isinstance(width, nodes.Const) and isinstance(width.value, int | float):
+                budget.check_size(int(width.value), f"a {node.name}ed string")
+        elif (
+            isinstance(node, nodes.Filter)
+            and node.name == "format"
+            and isinstance(node.node, nodes.Const)
+            and isinstance(node.node.value, str)
+        ):
+            budget.check_widths(node.node.value)
+    except budget.OverBudget as exc:
+        return str(exc)
+    except Exception:  # not constant, or an error the run will report with its data
+        return None
+    return None
+
+
 def _is_unsafe_name(name: str) -> bool:
     # Dunders are how templates escape to Python internals. A single leading underscore is
     # ordinary JSON (CINNOX's `_id`); Jinja's sandbox still refuses such *attributes* at run time.
@@ -178,6 +267,9 @@ def inspect_source(source: str) -> TemplateInfo:
             and node.name not in ENV.globals
         ):
             info.unknown_names.append(node.name)
+        problem = _over_budget(node)
+        if problem is not None and problem not in info.over_budget:
+            info.over_budget.append(problem)
         name = _subscript_name(node)
         if name is not None and _is_unsafe_name(name):
             info.unsafe.append(name)
@@ -232,7 +324,8 @@ def render_value(value: Any, context: dict[str, Any], path: str = "") -> Any:
     if not is_template(value):
         return value
     try:
-        return _compile(value).render(context)
+        with budget.spending():
+            return budget.checked(_compile(value).render(context), "the rendered value")
     except SecurityError as exc:
         raise TemplateError(f"{path}: refused by the template sandbox: {exc}") from None
     except UndefinedError as exc:

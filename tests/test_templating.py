@@ -66,3 +66,69 @@ def test_conditions_bare_or_braced():
     assert evaluate_condition("trigger.total > 40", CONTEXT, "filter[0]") is True
     assert evaluate_condition("{{ 'vip' in trigger.tags }}", CONTEXT, "filter[0]") is True
     assert evaluate_condition("steps.skipped", CONTEXT, "when") is False
+
+
+HOSTILE = [
+    (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "more than 1,000,000 loop iterations and calls",
+    ),
+    (
+        "{% for i in trigger.tags %}{% for j in range(100000) %}{% for k in range(100000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "loop iterations",
+    ),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s }}",
+        "namespace value 's' would be 1,048,576 long",
+    ),
+    ("{{ 'x' * 100000 * 2000 }}", "a repeated sequence would be 200,000,000 long"),
+    ("{{ [1] * 10 * 1000000 }}", "a repeated sequence would be 10,000,000 long"),
+    ("{{ '%0100000000d' % 1 }}", "a format width would be 100,000,000 long"),
+    ("{{ '{:0100000000}'.format(1) }}", "a format width would be 100,000,000 long"),
+    ("{{ '%0100000000d' | format(1) }}", "a format width"),
+    ("{{ 'x' | center(100000000) }}", "a centered string would be 100,000,000 long"),
+    ("{{ 'a\nb' | indent(100000000) }}", "an indented string"),
+    ("{{ range(100000) | join('x' * 20) }}", "a joined string"),
+    ("{{ ('x' * 500000) | replace('x', 'yyyy') }}", "a replaced string would be 2,000,000 long"),
+    ("{{ lipsum(100000) }}", "lorem ipsum text"),
+    ("{{ ((2 ** 1000) ** 1000) ** 1000 }}", "a power would be a 1,001,000-bit number"),
+    ("{{ ('x' * 900000) + ('y' * 900000) }}", "a joined sequence would be 1,800,000 long"),
+]
+
+
+@pytest.mark.parametrize(("template", "limit"), HOSTILE)
+def test_a_template_over_budget_fails_quickly_naming_the_limit(template, limit):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as info:
+        render_value(template, CONTEXT, "text")
+    assert time.monotonic() - started < 1.5  # the render budget is 0.5 s
+    assert "text: refused by the template sandbox: " in str(info.value)
+    assert limit in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{% for t in trigger.tags if t != 'hk' %}{{ t }};{% endfor %}", "vip;"),
+        ("{% for t in trigger.tags %}{{ loop.index }}/{{ loop.length }} {% endfor %}", "1/2 2/2 "),
+        ("{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% endfor %}", "a=1"),
+        ("{% for x in [[1, 2], [3]] %}{% for y in x %}{{ y }}{% endfor %}{% endfor %}", "123"),
+        (
+            "{% set ns = namespace(n=0) %}{% for t in trigger.tags %}{% set ns.n = ns.n + 1 %}"
+            "{% endfor %}{{ ns.n }}",
+            2,
+        ),
+        ("{{ '{:>6.1f}'.format(trigger.total) }}", "  42.5"),
+        ("{{ '%05.1f' % trigger.total }}", "042.5"),
+        ("{{ trigger.tags | join(', ') | upper }}", "VIP, HK"),
+        ("{{ 'ab' * 3 + 'c' }}", "abababc"),
+        ("{{ 2 ** 64 }}", 2**64),
+        ("{{ range(1000) | sum }}", 499500),
+    ],
+)
+def test_ordinary_templates_are_well_within_budget(template, expected):
+    assert render_value(template, CONTEXT) == expected

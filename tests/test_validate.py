@@ -219,3 +219,29 @@ def test_every_example_zap_reads_only_fields_its_steps_output():
 
     loaded, problems = load_all([EXAMPLE_ZAPS])
     assert problems == [] and len(loaded) == 5
+
+
+def test_templates_provably_over_budget_are_refused_when_loaded(write_zap):
+    problems = problems_of(
+        write_zap,
+        """\
+zap: bombs
+trigger: {app: builtin, event: catch_hook}
+steps:
+  - id: a
+    action: builtin.format_text
+    input:
+      transform: uppercase
+      value: "{{ 'x' * 10**9 }}{{ 10 ** 100000 }}{{ 'x' * 100000 * 2000 }}{{ 'ab' * 3 }}"
+  - id: b
+    action: builtin.format_text
+    input: {transform: uppercase, value: "{{ 'x' | center(100000000) }}"}
+""",
+    )
+    assert len(problems) == 4, problems
+    assert all("template is over its budget: " in p for p in problems)
+    text = "\n".join(problems)
+    assert "a repeated sequence would be 1,000,000,000 long" in text
+    assert "exponent 100000 is too large" in text
+    assert "a repeated sequence would be 200,000,000 long" in text
+    assert "steps[1].input.value: template is over its budget: a centered string" in text
