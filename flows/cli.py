@@ -66,6 +66,15 @@ def validate(
         raise typer.Exit(1)
     if not files:
         raise fail("no zap files found (*.yaml, *.yml)")
+    from flows.intake.folder import zap_secret
+
+    for item in loaded:
+        try:
+            zap_secret(item.zap)
+        except ZapError as exc:  # valid, but `zapflow serve` here would not serve it
+            err.print(
+                f"warning: {item.file}: {exc}: `zapflow serve` will not serve it", markup=False
+            )
     out.print(f"[green]ok[/green]: {len(loaded)} zap(s) valid")
 
 

@@ -178,13 +178,17 @@ async def delete_block(app: App, name: str) -> bool:
 
 async def block_connections(apps: dict[str, App]) -> list[ConnectionInfo]:
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     async with get_client() as client:
         try:
             docs = await client.read_block_documents_by_type(BLOCK_SLUG, include_secrets=False)
         except ObjectNotFound:
             return []
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code == 404:  # a fresh server: no connection saved yet
+                return []
+            raise
     out = []
     for doc in docs:
         data = doc.data

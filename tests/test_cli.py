@@ -246,3 +246,20 @@ def test_sizes_in_the_units_people_write():
     assert parse_size("512 KiB") == 512 * 1024
     assert parse_size("2MB") == 2_000_000
     assert parse_size("65536") == 65536
+
+
+def test_validate_warns_about_a_signing_secret_that_is_not_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZAPFLOW_TEST_NEVER_SET", raising=False)
+    (tmp_path / "signed.yaml").write_text(
+        ZAP.replace(
+            "event: catch_hook",
+            "event: catch_hook\n  options: {secret_env: ZAPFLOW_TEST_NEVER_SET}",
+        )
+    )
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "$ZAPFLOW_TEST_NEVER_SET" in result.output
+    assert "`zapflow serve` will not serve it" in result.output
+    monkeypatch.setenv("ZAPFLOW_TEST_NEVER_SET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    quiet = runner.invoke(app, ["validate", str(tmp_path)])
+    assert quiet.exit_code == 0 and "warning" not in quiet.output

@@ -149,3 +149,18 @@ def test_connect_asks_at_a_terminal_and_optional_fields_may_be_left_blank(monkey
     loaded = asyncio.run(connections.load_block(registry.app("http"), "from-terminal"))
     assert loaded.auth == "bearer" and loaded.token.get_secret_value() == "tok-terminal-9d1e"
     assert loaded.base_url == registry.app("http").connection.model_fields["base_url"].default
+
+
+def test_connections_on_a_fresh_server_lists_none(prefect_api):
+    """A Prefect server that never stored a connection has no block type for them yet."""
+    import httpx
+
+    with httpx.Client(base_url=prefect_api, timeout=10) as api:
+        found = api.get(f"/block_types/slug/{connections.BLOCK_SLUG}")
+        if found.status_code == 200:  # an earlier test stored one: make the server fresh again
+            assert api.delete(f"/block_types/{found.json()['id']}").status_code == 204
+    result = runner.invoke(app, ["connections"])
+    assert result.exit_code == 0, result.output
+    assert "no connections yet" in result.output
+    assert connect("after-fresh").exit_code == 0  # and the first one registers the type
+    assert "after-fresh" in runner.invoke(app, ["connections"]).output

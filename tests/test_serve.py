@@ -82,6 +82,10 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
     folder.mkdir()
     (folder / "greet.yaml").write_text(CATCH.format(zap_id="greet-serve"))
     (folder / "missed.yaml").write_text(MISSED)
+    signed = CATCH.format(zap_id="signed-serve").replace(
+        "event: catch_hook}", "event: catch_hook, options: {secret_env: ZAPFLOW_TEST_NEVER_SET}}"
+    )
+    (folder / "signed.yaml").write_text(signed)
     env = {
         "PREFECT_API_URL": prefect_api,
         "ZAPFLOW_CINNOX_SANDBOX_APP_ID": cinnox_sandbox.app_id,
@@ -92,6 +96,12 @@ def test_serve_runs_hooks_follows_the_folder_and_stops_gracefully(
     try:
         hook = serve.wait_for(r"catch hook of greet-serve: (\S+)").group(1)
         cinnox = serve.wait_for(r"cinnox connection sandbox: (\S+)/<channel>").group(1)
+        # A zap that cannot be served (its signing secret is not set) is that zap's problem.
+        serve.wait_for(
+            r"zap 'signed-serve' wants signed deliveries but \$ZAPFLOW_TEST_NEVER_SET .* is not "
+            r"set: zap 'signed-serve' is not served until it is"
+        )
+        assert not any("catch hook of signed-serve" in line for line in serve.seen)
 
         # A catch hook delivery becomes a recorded zap run.
         reply = httpx.post(hook, json={"customer": "chan tai man"}, timeout=10)

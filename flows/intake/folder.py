@@ -70,7 +70,11 @@ class ZapFolder:
         return changed
 
 
-async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
+async def build_hooks(
+    inbox: Inbox, zaps: list[Zap], report: Callable[[str], None] | None = None
+) -> Hooks:
+    """The hook table of the enabled zaps. A zap that cannot be served (its signing secret is
+    not set) is reported and left out; the others are served."""
     hooks = Hooks()
     for zap in zaps:
         if not zap.enabled:
@@ -78,8 +82,13 @@ async def build_hooks(inbox: Inbox, zaps: list[Zap]) -> Hooks:
         trig = zap.trigger
         owner = registry.app(trig.app)
         if (trig.app, trig.event) == CATCH_HOOK:
+            try:
+                secret = zap_secret(zap)
+            except ZapError as exc:
+                (report or print)(f"{exc}: zap {zap.zap!r} is not served until it is")
+                continue
             token = await inbox.hook_token("zap", zap.zap)
-            hooks.zaps[zap.zap] = ZapHook(zap.zap, token, zap_secret(zap), trig.connection)
+            hooks.zaps[zap.zap] = ZapHook(zap.zap, token, secret, trig.connection)
         elif owner.webhook is not None and trig.connection is not None:
             key = (trig.app, trig.connection)
             if key not in hooks.apps:

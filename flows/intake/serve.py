@@ -257,7 +257,7 @@ async def serve(
     args += ["--inbox", inbox_url] if inbox_url else []
     args += ["--max-body", str(max_body)] if max_body else []
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    hooks = await build_hooks(inbox, zaps.zaps)
+    hooks = await build_hooks(inbox, zaps.zaps, report)
     receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
 
     async def follow_folder() -> None:
@@ -266,7 +266,7 @@ async def serve(
             try:
                 if zaps.refresh():
                     pollers.update(zaps.zaps)
-                    hooks = await build_hooks(inbox, zaps.zaps)
+                    hooks = await build_hooks(inbox, zaps.zaps, report)
                     await receiver.update(hooks)
                     report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
             except Exception as exc:  # keep serving what was loaded
