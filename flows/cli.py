@@ -1347,7 +1347,7 @@ def _demo_show(rows: list[Any], sandbox: Any, slack: Any, sheets: Path) -> None:
 
 @server_app.command("start")
 def server_start() -> None:
-    """Start zapflow's Prefect server (UI on http://127.0.0.1:4200) if it is not running."""
+    """Start zapflow's Prefect server (UI on http://127.0.0.1:4200, or $ZAPFLOW_PREFECT_PORT)."""
     from flows import server
 
     try:
@@ -1371,7 +1371,10 @@ def server_status() -> None:
     from flows import server
 
     configured = server.configured_api_url()
-    url = configured or server.own_api_url()
+    try:
+        url = configured or server.own_api_url()
+    except server.ServerError as exc:
+        raise fail(str(exc)) from None
     state = "up" if server.healthy(url) else "down"
     whose = "PREFECT_API_URL" if configured else f"zapflow's own ({server.state_dir()})"
     out.print(f"{whose}: {url} is {state}")

@@ -3,7 +3,9 @@
 If ``PREFECT_API_URL`` is set (environment or Prefect profile), zapflow uses that server.
 Otherwise it runs its own: ``prefect server start`` on 127.0.0.1:4200 (UI included), detached,
 with its SQLite database under the project's state folder (``./.zapflow``, or ``$ZAPFLOW_HOME``),
-started on first use and reused by every later command until ``zapflow server stop``.
+started on first use and reused by every later command until ``zapflow server stop``. Its port
+is ``ZAPFLOW_PREFECT_PORT`` (4200 by default); a server another folder started is not shared
+unless ``ZAPFLOW_SHARE_PREFECT=1``.
 """
 
 from __future__ import annotations
@@ -70,8 +72,41 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def own_api_url(port: int = DEFAULT_PORT) -> str:
-    return f"http://127.0.0.1:{port}/api"
+def own_port() -> int:
+    """The port of this folder's own Prefect server: ``ZAPFLOW_PREFECT_PORT``, else 4200. Give
+    each zapflow folder on one machine its own, so their run histories stay apart."""
+    raw = os.environ.get("ZAPFLOW_PREFECT_PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ServerError(f"ZAPFLOW_PREFECT_PORT={raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def own_api_url(port: int | None = None) -> str:
+    return f"http://127.0.0.1:{port or own_port()}/api"
+
+
+OWNER_VARIABLE = "zapflow_home"
+"""A Prefect variable on zapflow's own server naming the state folder that started it."""
+
+
+def _owner(url: str) -> str | None:
+    try:
+        reply = httpx.get(f"{url}/variables/name/{OWNER_VARIABLE}", timeout=5.0)
+    except httpx.HTTPError:
+        return None
+    return str(reply.json().get("value")) if reply.status_code == 200 else None
+
+
+def _claim(url: str) -> None:
+    """Record on the server which folder's history it keeps (best effort)."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(
+            f"{url}/variables/",
+            json={"name": OWNER_VARIABLE, "value": str(state_dir())},
+            timeout=5.0,
+        )
 
 
 def running_pid() -> int | None:
@@ -93,10 +128,24 @@ def _lower_priority() -> None:
         os.nice(SERVER_NICENESS)
 
 
-def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
-    """Start zapflow's own Prefect server (if it is not running) and wait until it answers."""
+def start(port: int | None = None, *, announce: bool = True) -> str:
+    """Start zapflow's own Prefect server (if it is not running) and wait until it answers.
+
+    A server already answering on the port that another zapflow folder started keeps *that*
+    folder's history: it is refused (the two histories would mix) unless
+    ``ZAPFLOW_SHARE_PREFECT=1`` says to share it."""
+    port = port or own_port()
     url = own_api_url(port)
     if healthy(url):
+        owner = _owner(url)
+        sharing = os.environ.get("ZAPFLOW_SHARE_PREFECT", "").lower() in ("1", "true", "yes")
+        if owner is not None and owner != str(state_dir()) and not sharing:
+            raise ServerError(
+                f"the Prefect server on {ui_url(url)} keeps the run history of another "
+                f"zapflow folder ({owner}); give this one its own with "
+                "ZAPFLOW_PREFECT_PORT=<another port>, or share that server with "
+                "ZAPFLOW_SHARE_PREFECT=1"
+            )
         if running_pid() is None and announce:
             print(
                 f"Using the Prefect server already answering on {ui_url(url)} "
@@ -139,6 +188,7 @@ def start(port: int = DEFAULT_PORT, *, announce: bool = True) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if healthy(url):
+            _claim(url)
             return url
         if proc.poll() is not None:
             tail = log_file().read_text(errors="replace")[-2000:]

@@ -1,0 +1,50 @@
+"""zapflow's own Prefect server: one per folder, on the port the folder chooses, never another
+folder's history by accident."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from serve_process import free_port
+
+
+def zapflow(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.run(
+        [sys.executable, "-c", "from flows.cli import main; main()", *args],
+        env={**clean, "ZAPFLOW_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
+
+
+def test_two_folders_do_not_mix_their_histories_on_one_server(tmp_path):
+    port = str(free_port())
+    first, second = tmp_path / "first", tmp_path / "second"
+    started = zapflow(first, "server", "start", ZAPFLOW_PREFECT_PORT=port)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"127.0.0.1:{port}" in started.stdout
+
+        refused = zapflow(second, "server", "start", ZAPFLOW_PREFECT_PORT=port)
+        assert refused.returncode == 1
+        assert "keeps the run history of another zapflow folder" in refused.stdout + refused.stderr
+        assert str(first.resolve()) in refused.stdout + refused.stderr
+        assert "ZAPFLOW_PREFECT_PORT=<another port>" in refused.stdout + refused.stderr
+
+        shared = zapflow(
+            second, "server", "start", ZAPFLOW_PREFECT_PORT=port, ZAPFLOW_SHARE_PREFECT="1"
+        )
+        assert shared.returncode == 0, shared.stdout + shared.stderr
+        again = zapflow(first, "server", "start", ZAPFLOW_PREFECT_PORT=port)
+        assert again.returncode == 0  # its own folder uses it as before
+
+        bad = zapflow(first, "server", "status", ZAPFLOW_PREFECT_PORT="http")
+        assert bad.returncode == 1 and "is not a port number" in bad.stdout + bad.stderr
+    finally:
+        zapflow(first, "server", "stop", ZAPFLOW_PREFECT_PORT=port)
