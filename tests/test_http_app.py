@@ -360,6 +360,31 @@ async def test_each_auth_kind_sends_its_credentials_and_the_output_masks_them(
         assert value.split()[-1] not in json.dumps(dumped(out))
 
 
+async def test_a_secret_echoed_in_another_case_or_encoding_is_masked(service: Service) -> None:
+    """Peers echo credentials lowercased, base64- or URL-encoded: each form is masked."""
+    import base64
+    from urllib.parse import quote
+
+    secret = "Tok/" + "S3cr3t+" * 5
+    conn = HttpConnection.model_validate({"auth": "bearer", "token": secret})
+    forms = {
+        "lower": secret.lower(),
+        "upper": secret.upper(),
+        "b64": base64.b64encode(secret.encode()).decode(),
+        "b64url": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+        "quoted": quote(secret, safe=""),
+        "hex": secret.encode().hex(),
+    }
+    out = await call(
+        "request", {"method": "POST", "url": f"{service.url}/echo", "json": forms}, conn
+    )
+    echoed = json.loads(out.body["body"])
+    assert echoed == dict.fromkeys(forms, "********")
+    dumped_out = json.dumps(dumped(out))
+    for form in forms.values():
+        assert form not in dumped_out and form.lower() not in dumped_out.lower()
+
+
 async def test_a_secret_echoed_inside_json_arrays_is_masked_in_the_output(
     service: Service,
 ) -> None:

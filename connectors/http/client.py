@@ -12,12 +12,15 @@ an answer echoes back are masked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -75,16 +78,37 @@ class Answer:
     elapsed_ms: float
 
 
+MIN_SECRET = 4
+"""Shorter values are not masked: masking `abc` everywhere would garble answers, and a secret
+that short protects nothing anyway."""
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms in which a peer may echo ``secret``: as given, URL-encoded (``quote`` and
+    ``quote_plus``), base64 (standard and URL-safe, with and without padding) and hex; case is
+    handled by the masker. A peer that echoes a credential rarely does so verbatim."""
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), raw.hex()}
+    for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        forms.update({encoded, encoded.rstrip("=")})
+    return {f for f in forms if len(f) >= MIN_SECRET}
+
+
 class _Masker:
-    """Replaces a connection's secrets wherever an answer or a message shows them."""
+    """Replaces a connection's secrets wherever an answer or a message shows them: in any
+    letter case and in the encoded forms ``secret_forms`` lists."""
 
     def __init__(self, secrets: list[str]) -> None:
-        self.secrets = sorted(set(secrets), key=len, reverse=True)
+        forms = {f for s in secrets for f in secret_forms(s)}
+        self.secrets = sorted(forms, key=len, reverse=True)
+        self.pattern = (
+            re.compile("|".join(map(re.escape, self.secrets)), re.IGNORECASE)
+            if self.secrets
+            else None
+        )
 
     def text(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self.pattern.sub(MASK, text) if self.pattern is not None else text
 
     def value(self, value: Any) -> Any:
         if not self.secrets:
