@@ -44,7 +44,7 @@ def _row(run: LedgerRun) -> RunRow:
         event_id=run.event_id,
         zap=run.zap,
         event=f"{label}{run.event_id[:12]}",
-        state=run.state.capitalize(),
+        state="Waiting" if run.state == "abandoned" else run.state.capitalize(),
         started=run.started_at,
         duration=(run.finished_at - run.started_at) if run.finished_at else None,
         failing_step=run.failing_step,

@@ -121,6 +121,14 @@ async def test_events_wait_while_prefect_is_down_and_drain_when_it_is_back(tmp_p
     assert counts.get("done", 0) == 0 and counts.get("pending", 0) == 3  # nothing lost
     for event in events:  # abandoned, not marked as run: they may run once Prefect is back
         assert await inbox.run_state(event.id, "greet-dispatch") in (None, "abandoned")
+    waiting = [r for r in await inbox.recent_runs() if r.state == "abandoned"]
+    assert waiting and all(
+        r.message.startswith("Prefect unreachable (") and r.message.endswith("runs when it answers")
+        for r in waiting
+    )
+    from flows.history import _row
+
+    assert {_row(r).state for r in waiting} == {"Waiting"}  # what `zapflow runs` shows
 
     await asyncio.sleep(max(0.0, down._backoff))  # the events' release delay
     back = Dispatcher(inbox, lambda: [GREET])

@@ -294,9 +294,15 @@ class Dispatcher:
         if down or again:  # those runs did not happen; the event waits
             if down:  # Prefect down or failing: everyone waits
                 self._down(down[0][1])
-            await self._safely(
-                self.inbox.abandon_runs([(event.id, z.zap) for z, _ in down + again])
-            )
+            if down:
+                reason = f"Prefect unreachable ({type(down[0][1]).__name__}); runs when it answers"
+                await self._safely(
+                    self.inbox.abandon_runs([(event.id, z.zap) for z, _ in down], reason)
+                )
+            for zap, error in again:
+                tries = self._faults.get((event.id, zap.zap), 0)
+                reason = f"could not be run (try {tries} of {POISON_TRIES}): {type(error).__name__}"
+                await self._safely(self.inbox.abandon_runs([(event.id, zap.zap)], reason))
             tries = max((self._faults.get((event.id, z.zap), 0) for z, _ in again), default=0)
             own_delay = min(60.0, 2.0**tries) if again else 0.0  # this event's alone
             self._release.append((event.seq, max(self._backoff if down else 0.0, own_delay)))

@@ -1045,8 +1045,11 @@ class Inbox:
                 .on_conflict_do_nothing(index_elements=["event_id", "zap"])
             )
 
-    async def abandon_runs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """:meth:`abandon_run` for many pairs in one transaction."""
+    async def abandon_runs(
+        self, pairs: Sequence[tuple[str, str]], reason: str | None = None
+    ) -> None:
+        """:meth:`abandon_run` for many pairs in one transaction; ``reason`` says why the run
+        did not happen (``zapflow runs`` shows it while the event waits)."""
         if not pairs:
             return
         async with self._write_engine.begin() as conn:
@@ -1058,7 +1061,7 @@ class Inbox:
                         sa.tuple_(runs.c.event_id, runs.c.zap).in_(chunk),
                         runs.c.state == RUNNING,
                     )
-                    .values(state=ABANDONED, finished_at=_now())
+                    .values(state=ABANDONED, finished_at=_now(), message=reason)
                 )
 
     async def recent_runs(
