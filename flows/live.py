@@ -127,6 +127,10 @@ async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
     async def one(event: Event, future: asyncio.Future[EventRun]) -> None:
         try:
             result = await run_event(model, event, per_event=True)
+        except Exception as exc:  # the run's caller hears of it through its future
+            if not future.done():
+                future.set_exception(exc)
+            return
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -25,7 +25,7 @@ from flows.connections import ConnectionProblem
 from flows.errors import AuthError, StepInputError
 from flows.loader import format_path
 from flows.model import ActionStep, PathsStep, Zap, step_connection
-from flows.templating import evaluate_condition, render_value
+from flows.rendering import condition_holds, render
 
 
 class Event(BaseModel):
@@ -150,12 +150,12 @@ async def run_step(
     Returns ``(rendered input, output)``, or ``Skipped`` when the step's ``when`` is false.
     Under ``dry_run`` actions with side effects are not called: their output is a sample.
     """
-    if step.when is not None and not evaluate_condition(
+    if step.when is not None and not await condition_holds(
         step.when, context, f"steps.{step.id}.when"
     ):
         return Skipped(f"`when: {step.when}` was false")
     action = registry.action(step.action)
-    rendered = render_value(step.input, context, f"steps.{step.id}.input")
+    rendered = await render(step.input, context, f"steps.{step.id}.input")
     try:
         payload = action.input_model.model_validate(rendered)
     except ValidationError as exc:
@@ -238,7 +238,7 @@ class ZapRun:
     async def execute(self, runner: StepRunner | None = None) -> RunOutcome:
         runner = runner or self.direct
         for i, condition in enumerate(self.zap.filter):
-            if not evaluate_condition(condition, self.context, f"filter[{i}]"):
+            if not await condition_holds(condition, self.context, f"filter[{i}]"):
                 return RunOutcome("filtered", self.records, f"filter[{i}] `{condition}` was false")
         try:
             await self._run_steps(self.zap.steps, runner)
@@ -281,7 +281,7 @@ class ZapRun:
             if branch.fallback:
                 continue
             where = f"steps.{step.id}.paths.{branch.name}.when"
-            if branch.when is None or evaluate_condition(branch.when, self.context, where):
+            if branch.when is None or await condition_holds(branch.when, self.context, where):
                 ran.append(branch.name)
                 await self._run_steps(branch.steps, runner)
         if not ran:

@@ -39,6 +39,7 @@ from connectors._contract import ActionContext
 from flows.errors import ZapError, is_retryable
 from flows.model import ActionStep, StepPolicy
 from flows.runtime import Skipped, run_step
+from flows.template_budget import step_deadline
 
 SKIPPED = "Skipped"
 MAX_RETRY_AFTER = 300.0
@@ -174,13 +175,14 @@ async def run_step_as_task_run(
     while True:
         try:
             async with asyncio.timeout(timeout):
-                result = await run_step(
-                    step,
-                    context,
-                    replace(base, logger=logger),
-                    dry_run=dry_run,
-                    connection_name=connection_name,
-                )
+                with step_deadline(timeout):  # the template's budget ends with the step too
+                    result = await run_step(
+                        step,
+                        context,
+                        replace(base, logger=logger),
+                        dry_run=dry_run,
+                        connection_name=connection_name,
+                    )
         except TimeoutError as exc:
             error: Exception = StepTimedOut(f"the step took longer than its timeout ({timeout} s)")
             error.__cause__ = exc

@@ -12,8 +12,15 @@ gigabytes. zapflow renders every template under a budget, checked as it runs:
 - ``MAX_INT_BITS`` bits for an integer a power or product makes.
 
 A template over budget raises ``OverBudget`` (a ``SecurityError``): its step fails at once, not
-retried, with a message naming the limit. ``validate`` refuses the constant expressions it can
-prove over budget (``'x' * 10**9``, ``10 ** 100000``) before anything runs.
+retried, with a message naming the limit. A step's render also ends at the step's ``timeout``
+(``step_deadline``) when that comes first.
+
+A run renders on the event loop for at most ``INLINE_SECONDS``; a render still going then stops
+(``SliceSpent``) and is done again in a render process (``flows.rendering``), so one slow
+template never holds other zaps back.
+
+``validate`` refuses the constant expressions it can prove over budget (``'x' * 10**9``,
+``10 ** 100000``) before anything runs.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 
 RENDER_SECONDS = 0.5
+INLINE_SECONDS = 0.02
 MAX_STEPS = 1_000_000
 MAX_SIZE = 1_000_000
 MAX_INT_BITS = 100_000
@@ -40,30 +48,80 @@ class OverBudget(SecurityError):
     """A template went over one of its limits; the message names which."""
 
 
+class SliceSpent(BaseException):
+    """A render on the event loop used its slice: it is to be rendered again off the loop.
+
+    A ``BaseException``, so that no ``except Exception`` in Jinja or a filter swallows it."""
+
+
 @dataclass
 class Budget:
     deadline: float
+    why: str
     steps: int = 0
+    slice_end: float | None = None
 
     def tick(self) -> None:
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise OverBudget(f"the template did more than {MAX_STEPS:,} loop iterations and calls")
-        if self.steps % 64 == 0 and time.monotonic() > self.deadline:
-            raise OverBudget(f"the template ran longer than {RENDER_SECONDS} s")
+        if self.steps % 64 == 0:
+            moment = time.monotonic()
+            if self.slice_end is not None and moment > self.slice_end:
+                raise SliceSpent
+            if moment > self.deadline:
+                raise OverBudget(self.why)
 
 
 _current: ContextVar[Budget | None] = ContextVar("zapflow_template_budget", default=None)
+_step_deadline: ContextVar[tuple[float, float] | None] = ContextVar(
+    "zapflow_step_deadline", default=None
+)
 
 
 @contextmanager
-def spending(seconds: float = RENDER_SECONDS) -> Iterator[Budget]:
-    """Render under a fresh budget (nested renders share the outer one)."""
+def step_deadline(seconds: float | None) -> Iterator[None]:
+    """Renders inside end by the step's timeout (``seconds`` from now) if that comes first."""
+    if seconds is None:
+        yield
+        return
+    token = _step_deadline.set((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _step_deadline.reset(token)
+
+
+def step_deadline_now() -> tuple[float, float] | None:
+    """The step's deadline (monotonic time, which every process on the machine shares) and
+    timeout, to hand to a render process."""
+    return _step_deadline.get()
+
+
+@contextmanager
+def under_step_deadline(deadline: tuple[float, float] | None) -> Iterator[None]:
+    """In a render process: the deadline ``step_deadline_now`` gave."""
+    token = _step_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _step_deadline.reset(token)
+
+
+@contextmanager
+def spending(seconds: float = RENDER_SECONDS, *, inline: bool = False) -> Iterator[Budget]:
+    """Render under a fresh budget (nested renders share the outer one); ``inline``: on the
+    event loop, so a render past ``INLINE_SECONDS`` raises ``SliceSpent``."""
     outer = _current.get()
     if outer is not None:
         yield outer
         return
-    budget = Budget(time.monotonic() + seconds)
+    started = time.monotonic()
+    deadline, why = started + seconds, f"the template ran longer than {RENDER_SECONDS} s"
+    step = _step_deadline.get()
+    if step is not None and step[0] < deadline:
+        deadline, why = step[0], f"the template ran past the step's timeout ({step[1]:g} s)"
+    budget = Budget(deadline, why, slice_end=started + INLINE_SECONDS if inline else None)
     token = _current.set(budget)
     try:
         yield budget

@@ -314,18 +314,21 @@ def _compile(source: str) -> Any:
 
 
 def render_value(value: Any, context: dict[str, Any], path: str = "") -> Any:
-    """Render every template inside ``value`` (nested dicts and lists too) against ``context``."""
+    """Render every template inside ``value`` (nested dicts and lists too) against ``context``,
+    all of them under one budget (``flows.template_budget``)."""
+    with budget.spending():
+        return _render(value, context, path)
+
+
+def _render(value: Any, context: dict[str, Any], path: str) -> Any:
     if isinstance(value, dict):
-        return {
-            k: render_value(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()
-        }
+        return {k: _render(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [render_value(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     if not is_template(value):
         return value
     try:
-        with budget.spending():
-            return budget.checked(_compile(value).render(context), "the rendered value")
+        return budget.checked(_compile(value).render(context), "the rendered value")
     except SecurityError as exc:
         raise TemplateError(f"{path}: refused by the template sandbox: {exc}") from None
     except UndefinedError as exc:

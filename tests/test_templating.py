@@ -132,3 +132,71 @@ def test_a_template_over_budget_fails_quickly_naming_the_limit(template, limit):
 )
 def test_ordinary_templates_are_well_within_budget(template, expected):
     assert render_value(template, CONTEXT) == expected
+
+
+RUNAWAY = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+async def test_a_runaway_template_renders_off_the_event_loop_and_holds_nobody_back():
+    """A zap run renders on the event loop only briefly: a template still going after
+    INLINE_SECONDS is finished in a render process, so other zaps' work goes on meanwhile."""
+    import asyncio
+    import time
+
+    from flows.rendering import render
+    from flows.template_budget import INLINE_SECONDS
+
+    gaps: list[float] = []
+
+    async def other_zaps() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.002)
+            moment = time.monotonic()
+            gaps.append(moment - last)
+            last = moment
+
+    ticker = asyncio.create_task(other_zaps())
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    runaway = [render(RUNAWAY, CONTEXT, f"steps.s{i}.input.text") for i in range(3)]
+    results = await asyncio.gather(*runaway, return_exceptions=True)
+    took = time.monotonic() - started
+    ticker.cancel()
+
+    assert all(isinstance(r, TemplateError) for r in results), results
+    assert "steps.s2.input.text: refused by the template sandbox" in str(results[2])
+    assert took < 3
+    # the loop was never held for more than the inline slice (plus scheduling slack)
+    assert max(gaps) < INLINE_SECONDS + 0.1, max(gaps)
+    assert len(gaps) > took / 0.05  # it kept turning throughout
+    assert await render({"a": "{{ trigger.total * 2 }}"}, CONTEXT) == {"a": 85.0}
+
+
+async def test_a_step_timeout_ends_its_render_too():
+    import time
+
+    from flows.rendering import render
+    from flows.template_budget import step_deadline
+
+    started = time.monotonic()
+    with step_deadline(0.15), pytest.raises(TemplateError) as info:
+        await render({"text": RUNAWAY}, CONTEXT, "steps.s.input")
+    assert time.monotonic() - started < 0.4
+    assert str(info.value) == (
+        "steps.s.input.text: refused by the template sandbox: "
+        "the template ran past the step's timeout (0.15 s)"
+    )
+
+
+def test_all_templates_of_a_step_share_one_budget():
+    import time
+
+    from flows.template_budget import RENDER_SECONDS
+
+    # 300,000 iterations: under the limit alone, ten times over it together
+    slow = "{% for i in range(300) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match="loop iterations and calls"):
+        render_value({f"f{i}": slow for i in range(10)}, CONTEXT, "steps.s.input")
+    assert time.monotonic() - started < RENDER_SECONDS * 3

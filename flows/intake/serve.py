@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import httpx
 
+from flows import rendering
 from flows.errors import ZapError
 from flows.intake import unrecognised
 from flows.intake.dispatcher import Dispatcher
@@ -342,6 +343,7 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await dispatching
         wake.close()
+        rendering.shutdown()
         await claims.close()
         await inbox.close()
         report("stopped; events not yet run stay in the inbox for the next start")
