@@ -184,3 +184,75 @@ async def test_a_poison_event_fails_after_bounded_tries_and_holds_nobody_back(tm
     counts = await inbox.counts()
     assert counts.get("pending", 0) == 0 and counts.get("done") == 4
     await inbox.close()
+
+
+def test_a_dead_dispatcher_is_known_by_its_process_identity_not_its_pid_alone():
+    """A zombie, or a live process that got the dead one's PID (it started at another time),
+    is a dead dispatcher; the live one itself is not."""
+    import subprocess
+    import sys
+
+    from flows.intake.dispatcher import HOST, dead_local_workers, process_started
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while process_started(zombie.pid) != "Z":  # exited, not yet reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = process_started(alive.pid)
+        assert started and started.isdigit()
+        same = f"{HOST}:{alive.pid}:{started}"
+        reused = f"{HOST}:{alive.pid}:{int(started) - 1}"  # its PID, another process's start
+        dead_zombie = f"{HOST}:{zombie.pid}:{started}"
+        elsewhere = f"other-host:{alive.pid}:1"
+        assert sorted(dead_local_workers({same, reused, dead_zombie, elsewhere})) == sorted(
+            [reused, dead_zombie]
+        )
+        assert dead_local_workers({f"{HOST}:{alive.pid}"}) == []  # the old naming: PID only
+    finally:
+        alive.kill()
+        alive.wait()
+        zombie.wait()
+    assert dead_local_workers({same}) == [same]  # gone
+
+
+async def test_runs_of_a_dispatcher_whose_heartbeat_stopped_are_taken_over(tmp_path):
+    """On another host (its process cannot be looked at), a dispatcher is dead once its
+    heartbeat stopped SILENT_AFTER ago: its run is taken over at once, not after stale_after.
+    One whose heartbeat goes on keeps its run."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from flows.intake import dispatcher as dispatcher_module
+    from flows.intake.inbox import workers
+
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    quiet, busy = hook_event("quiet"), hook_event("busy")
+    await inbox.put_many([quiet, busy])
+    await inbox.start_runs([(quiet.id, "greet-dispatch")], worker="far-host:77:1")
+    await inbox.start_runs([(busy.id, "greet-dispatch")], worker="near-host:78:1")
+    await inbox.heartbeat("far-host:77:1", "far-host")
+    await inbox.heartbeat("near-host:78:1", "near-host")
+    long_ago = datetime.now(UTC) - timedelta(seconds=dispatcher_module.SILENT_AFTER + 5)
+    async with inbox._write_engine.begin() as conn:
+        await conn.execute(
+            sa.update(workers).where(workers.c.worker == "far-host:77:1").values(seen_at=long_ago)
+        )
+    dispatcher = Dispatcher(inbox, lambda: [GREET], lease=4.0)
+    task = asyncio.create_task(dispatcher.run())
+    deadline = time.monotonic() + 20
+    while await inbox.run_state(quiet.id, "greet-dispatch") != "completed":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    dispatcher.stop()
+    await task
+    assert await inbox.run_state(busy.id, "greet-dispatch") == "running"  # still its own
+    assert dispatcher.stats.runs == 1
+    async with inbox._engine.connect() as conn:  # a dispatcher that stops signs off
+        names = {w for (w,) in await conn.execute(sa.select(workers.c.worker))}
+    assert dispatcher.worker not in names and "near-host:78:1" in names
+    await inbox.close()

@@ -252,9 +252,15 @@ async def test_cinnox_challenge_and_events_in_the_seed_keys(receiver):
 
 async def test_health_readiness_and_openapi(receiver):
     assert (await receiver.client.get("/healthz")).json() == {"status": "ok"}
-    ready = (await receiver.client.get("/readyz")).json()
-    assert ready["ready"] is True and "inbox" in ready
+    ready = await receiver.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["ready"] is True and isinstance(body["accepting"]["inbox"], dict)
+    assert body["running"] == {"ok": True, "reason": "runs drain"}
+    accepting = await receiver.client.get("/readyz/accepting")
+    assert accepting.status_code == 200 and accepting.json()["ok"] is True
     paths = (await receiver.client.get("/openapi.json")).json()["paths"]
+    assert {"/readyz", "/readyz/accepting", "/readyz/running"} <= set(paths)
     assert "/hooks/zap/{zap_id}/{token}" in paths
     assert "/hooks/{app_name}/{connection}/{token}/{channel}" in paths
     catch = paths["/hooks/zap/{zap_id}/{token}"]["post"]
@@ -349,3 +355,32 @@ def test_the_receiver_process_takes_its_hooks_and_body_limit_from_serve_and_exit
 async def _migrated(inbox_url: str) -> None:
     inbox = await Inbox.open(inbox_url)
     await inbox.close()
+
+
+async def test_readiness_says_which_part_fails(tmp_path):
+    """Prefect away: deliveries are still safe (accepting 200, for load balancers) but the
+    whole is not ready (503, for monitoring), saying why; an inbox that cannot be read fails
+    accepting too."""
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    why = "Prefect unreachable since 10:00:00 (ConnectError: refused)"
+    app = create_app(inbox, lambda: Hooks(zaps={}, apps={}), running=lambda: (False, why))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+        whole = await client.get("/readyz")
+        assert whole.status_code == 503
+        assert whole.json()["error"] == f"running: {why}"
+        assert whole.json()["accepting"]["ok"] is True
+        assert (await client.get("/readyz/accepting")).status_code == 200
+        running = await client.get("/readyz/running")
+        assert running.status_code == 503 and running.json() == {"ok": False, "error": why}
+
+        async def unreadable() -> dict[str, int]:
+            raise OSError("disk I/O error")
+
+        inbox.counts = unreadable  # type: ignore[method-assign]  # the inbox's disk fails too
+        whole = await client.get("/readyz")
+        assert whole.status_code == 503
+        assert whole.json()["error"].startswith("accepting: the inbox cannot be read: ")
+        assert f"; running: {why}" in whole.json()["error"]
+        assert (await client.get("/readyz/accepting")).status_code == 503
+    await Inbox.close(inbox)

@@ -2,9 +2,12 @@
 
 Each (event, zap) runs once: the inbox's run ledger is written before a run starts and closed
 when it ends, so a dispatcher that crashes and restarts (or a second dispatcher sharing the
-inbox) never runs a finished zap run again; events a dead dispatcher had claimed come back when
-their lease expires, and runs it left half-done are taken over as soon as it is known dead (same
-host, process gone) or after ``stale_after``. If Prefect's server is down or failing, events go
+inbox) never runs a finished zap run again. A dispatcher is a worker ``host:pid:start``: every
+HEARTBEAT_EVERY seconds it notes it is alive and extends its leases on the events it is running.
+The events and half-done runs of a dead one are taken over as soon as it is known dead — on this
+host, its process is gone, a zombie, or another process with its PID (the start time differs);
+anywhere, its heartbeat stopped SILENT_AFTER seconds ago — else when its leases expire or after
+``stale_after``. If Prefect's server is down or failing, events go
 back to the inbox and wait, and the dispatcher backs off until the server answers again.
 
 Runs go to each zap's live flow run (``flows.live``): the dispatcher keeps claiming while runs
@@ -21,8 +24,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from flows.compiler import EventRun
 from flows.intake.events import StoredEvent
@@ -34,6 +38,12 @@ from flows.runtime import Event
 
 log = logging.getLogger("zapflow.dispatcher")
 HOST = socket.gethostname()
+HEARTBEAT_EVERY = 5.0
+"""Seconds between two heartbeats of a dispatcher (each extends its leases on the events it is
+still running)."""
+SILENT_AFTER = 60.0
+"""A dispatcher whose heartbeat stopped this long ago is dead, wherever it ran: its events and
+runs are taken over (one on this host is known dead at once, by its process identity)."""
 POISON_TRIES = 3
 """Times an event may fail to become a run through its own fault before its run is marked
 failed (in this process; a restart gives it as many again)."""
@@ -83,19 +93,56 @@ async def _pace(last: float, gap: float) -> None:
         await asyncio.sleep(wait)
 
 
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), "Z" for a zombie, or
+    None if there is no such process; "" where /proc is not there to say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else _signal_zero(pid)
+    except OSError:
+        return ""
+    if not fields or fields[0] in ("Z", "X"):
+        return "Z"
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _signal_zero(pid: int) -> str | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, someone else's
+    return ""
+
+
+def worker_identity() -> str:
+    """This process as a worker: ``host:pid:start``, the start time telling this process from
+    a later one given the same PID."""
+    pid = os.getpid()
+    return f"{HOST}:{pid}:{process_started(pid) or 0}"
+
+
 def dead_local_workers(workers: set[str]) -> list[str]:
-    """Those of ``host:pid`` workers that ran on this host in a process that is gone."""
+    """Those of the workers that ran on this host in a process that is gone: no process with
+    that PID, a zombie, or a process with the PID that started at another time (the PID was
+    reused). Workers named the old way (``host:pid``) are judged by their PID alone."""
     dead = []
     for worker in workers:
-        host, _, pid = worker.rpartition(":")
-        if host != HOST or not pid.isdigit() or int(pid) == os.getpid():
+        parts = worker.split(":")
+        if len(parts) >= 3 and parts[-1].isdigit() and parts[-2].isdigit():
+            host, pid, start = ":".join(parts[:-2]), int(parts[-2]), parts[-1]
+        elif len(parts) >= 2 and parts[-1].isdigit():
+            host, pid, start = ":".join(parts[:-1]), int(parts[-1]), None
+        else:
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if host != HOST or pid == os.getpid():
+            continue
+        now = process_started(pid)
+        if now is None or now == "Z" or (start not in (None, "0") and now not in ("", start)):
             dead.append(worker)
-        except PermissionError:
-            pass  # alive, someone else's
     return dead
 
 
@@ -139,7 +186,7 @@ class Dispatcher:
         self.inbox, self.zaps = inbox, zaps
         self.batch, self.lease, self.idle_poll = batch, lease, idle_poll
         self.in_flight, self.stale_after = in_flight, stale_after
-        self.worker = worker or f"{HOST}:{os.getpid()}"
+        self.worker = worker or worker_identity()
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
         self.wake = asyncio.Event()
         self.intake = IntakePressure()
@@ -149,6 +196,9 @@ class Dispatcher:
         self._backoff = 0.0
         self._faults: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._side: set[asyncio.Task[None]] = set()
+        self._in_hand: set[int] = set()
+        self._recovered = asyncio.Event()
         self._room = asyncio.Event()
         self._results: list[RunResult] = []
         self._done: list[int] = []
@@ -162,6 +212,33 @@ class Dispatcher:
     def alive(self) -> bool:
         return self._running and not self._stopping
 
+    def health(self) -> tuple[bool, str]:
+        """Whether events are being run, and if not why (for ``/readyz/running``)."""
+        if not self.alive:
+            return False, "the dispatcher is not running"
+        if self._backoff:
+            return False, (
+                f"Prefect's server failed ({self.stats.last_error}); "
+                "accepted events wait in the inbox and run when it answers"
+            )
+        return True, "runs drain"
+
+    def prefect_back(self) -> None:
+        """Prefect answers again (a run went through, or serve's probe of its server): every
+        event waiting for it may run now, at full speed — each was given back with the backoff
+        of its moment, up to 30 s, and would otherwise trickle back one at a time."""
+        if not self._backoff:
+            return
+        self._backoff = 0.0
+        self._recovered.set()
+        self._spawn(self._hurry())
+
+    async def _hurry(self) -> None:
+        hurried = await self.inbox.hurry()
+        if hurried:
+            log.info("Prefect answers again: %d waiting events run now", hurried)
+        self.wake.set()
+
     def stop(self) -> None:
         """Stop claiming; the events in hand are finished (``run`` returns after them)."""
         self._stopping = True
@@ -171,6 +248,7 @@ class Dispatcher:
     async def run(self) -> None:
         self._running = True
         flusher = asyncio.create_task(self._flush_loop())
+        beating = asyncio.create_task(self._heartbeat())
         try:
             await self._claim_loop()
             if self._tasks:
@@ -181,12 +259,33 @@ class Dispatcher:
             self._flush_wanted.set()
             with contextlib.suppress(Exception):
                 await flusher
+            beating.cancel()
+            with contextlib.suppress(BaseException):
+                await beating
+            await self._safely(self.inbox.sign_off(self.worker))
             self._running = False
+
+    async def _heartbeat(self) -> None:
+        """Say this dispatcher is alive, and keep the leases of the events it runs, every
+        HEARTBEAT_EVERY seconds."""
+        while True:
+            await self._safely(
+                self.inbox.heartbeat(self.worker, HOST, sorted(self._in_hand), self.lease)
+            )
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _dead(self, workers: set[str]) -> list[str]:
+        """Those of ``workers`` that are dead: on this host, their process is gone; anywhere,
+        their heartbeat stopped SILENT_AFTER seconds ago."""
+        workers = workers - {self.worker}
+        dead = set(dead_local_workers(workers))
+        dead |= await self.inbox.silent_workers(workers - dead, SILENT_AFTER)
+        return sorted(dead)
 
     async def _release_dead(self) -> None:
         """Take back at once the events of dispatchers on this host whose process is gone
         (a crash or SIGKILL), instead of waiting for their leases to run out."""
-        for worker in dead_local_workers(await self.inbox.claiming_workers()):
+        for worker in await self._dead(await self.inbox.claiming_workers()):
             count = await self.inbox.release_worker(worker)
             if count:
                 log.warning("took back %d events claimed by %s, which is gone", count, worker)
@@ -195,7 +294,7 @@ class Dispatcher:
         next_check = 0.0
         while not self._stopping:
             if time.monotonic() >= next_check:
-                next_check = time.monotonic() + 30.0
+                next_check = time.monotonic() + 2 * HEARTBEAT_EVERY
                 try:
                     await self._release_dead()
                 except Exception as exc:
@@ -205,8 +304,10 @@ class Dispatcher:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            if self._backoff:
-                await asyncio.sleep(self._backoff)
+            if self._backoff:  # cut short when Prefect is seen back (prefect_back)
+                self._recovered.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._recovered.wait(), self._backoff)
                 if self._stopping:
                     return
             # Under a burst the receiver nudges hundreds of times a second: claiming that often
@@ -244,9 +345,19 @@ class Dispatcher:
                     await asyncio.wait_for(self.wake.wait(), self.idle_poll)
                 continue
             for event in claimed:
+                self._in_hand.add(event.seq)
                 task = asyncio.create_task(self._one(event, matching(zaps, event), started))
+                task.add_done_callback(functools.partial(self._out_of_hand, event.seq))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._safely(work))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    def _out_of_hand(self, seq: int, _: asyncio.Task[None]) -> None:
+        self._in_hand.discard(seq)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -257,7 +368,7 @@ class Dispatcher:
         updated) if the dispatcher running them is known to have died."""
         busy = [p for p, s in states.items() if s == "running"]
         if busy:
-            dead = dead_local_workers(await self.inbox.running_workers(busy))
+            dead = await self._dead(await self.inbox.running_workers(busy))
             if dead:
                 log.info("taking over runs left by %s", ", ".join(dead))
                 states.update(
@@ -311,7 +422,7 @@ class Dispatcher:
             # a while; its ledger row tells when it is finished or stale.
             self._release.append((event.seq, self.lease / 4))
         else:
-            self._backoff = 0.0
+            self.prefect_back()  # if this is the first run since Prefect came back
             self._done.append(event.seq)
         self._flush_wanted.set()
 

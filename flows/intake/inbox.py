@@ -65,7 +65,7 @@ import secrets
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -176,6 +176,15 @@ runs = sa.Table(
     sa.Column("message", sa.Text(), nullable=True),
     sa.Column("worker", sa.Text(), nullable=True),
     sa.Index("ix_zapflow_runs_started", "started_at"),
+)
+
+workers = sa.Table(
+    "zapflow_workers",
+    metadata,
+    sa.Column("worker", sa.Text(), primary_key=True),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
 )
 
 hook_tokens = sa.Table(
@@ -769,6 +778,53 @@ class Inbox:
                     .values(available_at=until)
                 )
 
+    # -- dispatchers' heartbeats ------------------------------------------------------------
+
+    async def heartbeat(
+        self, worker: str, host: str, seqs: Sequence[int] = (), lease: float = 120.0
+    ) -> None:
+        """``worker`` is alive: note it, and extend its leases on the events in ``seqs`` (those
+        it is still running), so nobody takes them while it works on them."""
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                insert(workers)
+                .values(worker=worker, host=host, started_at=now, seen_at=now)
+                .on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
+            )
+            until = now + timedelta(seconds=lease)
+            for chunk in _chunks(list(seqs)):
+                await conn.execute(
+                    events.update()
+                    .where(
+                        events.c.seq.in_(chunk),
+                        events.c.state == CLAIMED,
+                        events.c.claimed_by == worker,
+                    )
+                    .values(available_at=until)
+                )
+
+    async def sign_off(self, worker: str) -> None:
+        """``worker`` stops (gracefully): it holds nothing any more."""
+        async with self._write_engine.begin() as conn:
+            await conn.execute(workers.delete().where(workers.c.worker == worker))
+
+    async def silent_workers(self, candidates: Iterable[str], silent_for: float) -> set[str]:
+        """Those of ``candidates`` whose heartbeat stopped more than ``silent_for`` seconds
+        ago (a worker with no heartbeat row at all is not judged here)."""
+        wanted = list(candidates)
+        if not wanted:
+            return set()
+        since = _now() - timedelta(seconds=silent_for)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(workers.c.worker).where(
+                    workers.c.worker.in_(wanted[:CHUNK]), workers.c.seen_at < since
+                )
+            )
+            return {str(w) for (w,) in rows.all()}
+
     async def claiming_workers(self) -> set[str]:
         """The workers holding claimed events (leases expired or not)."""
         async with self._engine.connect() as conn:
@@ -808,6 +864,18 @@ class Inbox:
                     .where(events.c.seq.in_(chunk), events.c.state == CLAIMED)
                     .values(state=PENDING, available_at=available, claimed_by=None)
                 )
+
+    async def hurry(self) -> int:
+        """Make every waiting event claimable now (those given back with a delay while Prefect
+        was down, which would otherwise trickle back one delay at a time). Returns how many."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            result = await conn.execute(
+                events.update()
+                .where(events.c.state == PENDING, events.c.available_at > now)
+                .values(available_at=now)
+            )
+            return int(result.rowcount or 0)
 
     async def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id (in any state), e.g. to replay it."""
@@ -1113,7 +1181,8 @@ class Inbox:
     # -- retention, tokens, health ---------------------------------------------------------
 
     async def purge(self, older_than: timedelta) -> int:
-        """Delete events done more than ``older_than`` ago, with their ledger rows.
+        """Delete events done more than ``older_than`` ago, with their ledger rows (and the
+        heartbeats of dispatchers silent as long).
 
         Returns how many events were deleted. Works in chunks, so a large purge never holds
         SQLite's write lock for long. A purged event's id is forgotten: keep processed events
@@ -1139,7 +1208,10 @@ class Inbox:
                     )
             total += len(rows)
             if len(rows) < CHUNK:
-                return total
+                break
+        async with self._write_engine.begin() as conn:  # dispatchers long gone
+            await conn.execute(workers.delete().where(workers.c.seen_at < cutoff))
+        return total
 
     async def hook_token(self, kind: str, name: str) -> str:
         """The secret token in the URL of a webhook (``kind``: e.g. ``cinnox``, ``catch``).

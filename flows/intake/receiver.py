@@ -145,10 +145,11 @@ def create_app(
     *,
     max_body: int = DEFAULT_MAX_BODY,
     on_accept: Callable[[], None] = lambda: None,
-    ready: Callable[[], bool] = lambda: True,
+    running: Callable[[], tuple[bool, str]] = lambda: (True, "runs drain"),
 ) -> Starlette:
     """The receiver as an ASGI app. ``hooks()`` gives the current hook table; ``on_accept`` is
-    called after events are committed (it wakes the dispatcher)."""
+    called after events are committed (it wakes the dispatcher); ``running()`` says whether
+    the events accepted are being run, and if not why (for ``/readyz``)."""
 
     async def store(events: list[NewEvent]) -> list[bool]:
         try:
@@ -233,14 +234,34 @@ def create_app(
     async def healthz(_: Request) -> Response:
         return json_response({"status": "ok"})
 
-    async def readyz(_: Request) -> Response:
+    async def accepting() -> dict[str, Any]:
         try:
-            counts = await inbox.counts()
+            return {"ok": True, "inbox": await inbox.counts()}
         except Exception as exc:
-            return json_response({"ready": False, "error": f"inbox: {exc}"}, 503)
-        if not ready():
-            return json_response({"ready": False, "error": "dispatcher not running"}, 503)
-        return json_response({"ready": True, "inbox": counts})
+            return {"ok": False, "error": f"the inbox cannot be read: {type(exc).__name__}: {exc}"}
+
+    def runs() -> dict[str, Any]:
+        ok, reason = running()
+        return {"ok": ok, "reason" if ok else "error": reason}
+
+    async def readyz(_: Request) -> Response:
+        """Both: deliveries are committed, and the events committed are run."""
+        report = {"accepting": await accepting(), "running": runs()}
+        failing = [k for k in ("accepting", "running") if not report[k]["ok"]]
+        body: dict[str, Any] = {"ready": not failing, **report}
+        if failing:
+            body["error"] = "; ".join(f"{k}: {report[k]['error']}" for k in failing)
+        return json_response(body, 503 if failing else 200)
+
+    async def readyz_accepting(_: Request) -> Response:
+        """Deliveries are safe here (what a load balancer in front of receivers asks)."""
+        report = await accepting()
+        return json_response(report, 200 if report["ok"] else 503)
+
+    async def readyz_running(_: Request) -> Response:
+        """The events accepted are being run (Prefect reachable, the dispatcher at work)."""
+        report = runs()
+        return json_response(report, 200 if report["ok"] else 503)
 
     async def openapi(_: Request) -> Response:
         return json_response(OPENAPI)
@@ -254,6 +275,8 @@ def create_app(
             Route("/hooks/{app_name}/{connection}/{token}/{channel}", app_hook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/readyz/accepting", readyz_accepting, methods=["GET"]),
+            Route("/readyz/running", readyz_running, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
         ]
@@ -315,6 +338,26 @@ def _hook_post(
     }
 
 
+_PART: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "error": {"type": "string"},
+        "reason": {"type": "string"},
+        "inbox": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+    "required": ["ok"],
+}
+_READINESS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "ready": {"type": "boolean"},
+        "accepting": _PART,
+        "running": _PART,
+        "error": {"type": "string"},
+    },
+    "required": ["ready", "accepting", "running"],
+}
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -354,10 +397,32 @@ OPENAPI: dict[str, Any] = {
         },
         "/readyz": {
             "get": {
-                "summary": "Ready to accept: inbox writable, dispatcher running",
+                "summary": "Ready: deliveries are committed (accepting) and run (running)",
+                "description": "Both parts, each with `ok` and, when not, `error`; `error` at the "
+                "top names the failing part(s). `accepting` carries the inbox's event counts.",
                 "responses": {
-                    "200": _json("Ready, with the inbox's event counts", {"type": "object"}),
-                    "503": _json("Not ready, and why", {"type": "object"}),
+                    "200": _json("Accepting and running", _READINESS),
+                    "503": _json("Not ready, and which part fails", _READINESS),
+                },
+            }
+        },
+        "/readyz/accepting": {
+            "get": {
+                "summary": "Deliveries are committed to the inbox (for load balancers)",
+                "description": "200 even while Prefect is down: what is accepted waits and runs "
+                "when it is back.",
+                "responses": {
+                    "200": _json("Accepting, with the inbox's event counts", _PART),
+                    "503": _json("The inbox cannot be written", _PART),
+                },
+            }
+        },
+        "/readyz/running": {
+            "get": {
+                "summary": "The events accepted are being run (for monitoring)",
+                "responses": {
+                    "200": _json("Running", _PART),
+                    "503": _json("Not running (Prefect unreachable, dispatcher stopped …)", _PART),
                 },
             }
         },

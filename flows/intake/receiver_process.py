@@ -22,14 +22,27 @@ import contextlib
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+import orjson
 import uvicorn
 
 from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
 from flows.intake.receiver import DEFAULT_MAX_BODY, create_app
+
+STATUS_LINE = b'{"status":'
+STATUS_EVERY = 2.0
+"""Seconds between two status lines from serve (whether the accepted events are being run)."""
+STATUS_STALE = 10.0
+"""A status older than this is no status: serve's loop is hung, or serve is gone."""
+
+
+def status_line(ok: bool, reason: str) -> bytes:
+    """What serve writes to the receiver's standard input to say whether runs drain."""
+    return orjson.dumps({"status": {"ok": ok, "reason": reason}}) + b"\n"
 
 
 class Server(uvicorn.Server):
@@ -72,12 +85,29 @@ async def receive(
     first = await table.readline()
     if not first:
         return  # serve was gone before it sent the hooks
-    state = {"hooks": Hooks.from_line(first)}
+    state: dict[str, Any] = {
+        "hooks": Hooks.from_line(first),
+        "running": (False, "zapflow serve has not yet said whether runs drain", time.monotonic()),
+    }
+
+    def running() -> tuple[bool, str]:
+        ok, reason, at = state["running"]
+        silent = time.monotonic() - at
+        if silent > STATUS_STALE:
+            return False, f"no word from zapflow serve for {silent:.0f} s: is it hung?"
+        return ok, reason
+
     # The dispatcher's process folds the write-ahead log into the database (checkpoints), so
     # no acknowledgement waits for one.
     # `zapflow serve` opened (and migrated) the inbox before starting this process.
     inbox = await Inbox.open(inbox_url, batch_wait=0.0, checkpoints=False, migrate=False)
-    app = create_app(inbox, lambda: state["hooks"], max_body=max_body, on_accept=Nudge(wake_port))
+    app = create_app(
+        inbox,
+        lambda: state["hooks"],
+        max_body=max_body,
+        on_accept=Nudge(wake_port),
+        running=running,
+    )
     server = Server(
         uvicorn.Config(
             app,
@@ -93,9 +123,14 @@ async def receive(
         loop.add_signal_handler(sig, server.request_exit)
 
     async def follow() -> None:
-        """New hook tables as serve sends them; the end of input means serve is gone."""
+        """New hook tables and run status lines as serve sends them; the end of input means
+        serve is gone."""
         while line := await table.readline():
             try:
+                if line.startswith(STATUS_LINE):
+                    status = orjson.loads(line)["status"]
+                    state["running"] = (bool(status["ok"]), str(status["reason"]), time.monotonic())
+                    continue
                 state["hooks"] = Hooks.from_line(line)
             except (ValueError, TypeError, KeyError) as exc:  # keeps answering the last good one
                 print(f"zapflow receiver: a hook table it could not read: {exc}", file=sys.stderr)

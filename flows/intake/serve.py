@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from flows.intake.folder import ZapFolder, build_hooks, hook_urls
 from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
+from flows.intake.receiver_process import STATUS_EVERY, status_line
 from flows.intake.threaded import ThreadedInbox
 
 log = logging.getLogger("zapflow.serve")
@@ -153,6 +154,14 @@ class ReceiverProcess:
         if proc is not None and proc.returncode is None and proc.stdin is not None:
             with contextlib.suppress(OSError):  # it died: it is restarted with the new table
                 proc.stdin.write(self.table)
+                await proc.stdin.drain()
+
+    async def status(self, ok: bool, reason: str) -> None:
+        """Tell it whether the events it accepts are being run (its ``/readyz/running``)."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.write(status_line(ok, reason))
                 await proc.stdin.drain()
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -295,6 +304,50 @@ async def serve(
                 report(f"{exc}; trying again")
                 await asyncio.sleep(1.0)
 
+    async def tell_running() -> None:
+        """Every STATUS_EVERY seconds: is Prefect's server there, and are runs draining? The
+        receiver answers ``/readyz/running`` from it; when Prefect answers again after being
+        away, the events waiting for it run at once."""
+        from prefect.client.orchestration import get_client
+
+        down_since: datetime | None = None
+        async with get_client() as client:
+            while True:
+                try:
+                    async with asyncio.timeout(3.0):
+                        error = await client.api_healthcheck()
+                except TimeoutError:
+                    error = TimeoutError("no answer within 3 s")
+                if error is None:
+                    if down_since is not None:
+                        report("Prefect's server answers again; the events waiting run now")
+                        dispatcher.prefect_back()
+                    down_since = None
+                    ok, reason = dispatcher.health()
+                else:
+                    if down_since is None:
+                        down_since = datetime.now().astimezone()
+                        report(
+                            f"Prefect's server does not answer ({type(error).__name__}); "
+                            "deliveries are still accepted and wait in the inbox"
+                        )
+                    ok = False
+                    reason = (
+                        f"Prefect unreachable since {down_since:%H:%M:%S} "
+                        f"({type(error).__name__}: {error}); "
+                        "accepted events wait in the inbox and run when it answers"
+                    )
+                await receiver.status(ok, reason)
+                await asyncio.sleep(STATUS_EVERY)
+
+    async def keep_telling() -> None:
+        while True:  # a probe that breaks is reported and started again
+            try:
+                await tell_running()
+            except Exception as exc:
+                report(f"watching Prefect's server failed ({type(exc).__name__}: {exc})")
+                await asyncio.sleep(STATUS_EVERY)
+
     async def purge_old() -> None:
         """Forget events (and their runs in the ledger) processed longer ago than `retention`."""
         while retention is not None:
@@ -329,6 +382,7 @@ async def serve(
             asyncio.create_task(follow_folder()),
             asyncio.create_task(keep_receiving()),
             asyncio.create_task(purge_old()),
+            asyncio.create_task(keep_telling()),
         ]
         await stopping.wait()
     finally:
