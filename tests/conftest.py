@@ -35,6 +35,39 @@ def zapflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
+class Figures:
+    """What the reliability tests measured, printed at the end of the run (CI shows them, and
+    the README quotes them): ``record(section, what, value)``."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, dict[str, Any]] = {}
+
+    def record(self, section: str, what: str, value: Any) -> None:
+        self.sections.setdefault(section, {})[what] = value
+
+    def count(self, section: str, what: str, by: int = 1) -> None:
+        figures = self.sections.setdefault(section, {})
+        figures[what] = figures.get(what, 0) + by
+
+
+FIGURES = Figures()
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES.sections:
+        return
+    terminalreporter.section("zapflow reliability figures")
+    for section, figures in FIGURES.sections.items():
+        terminalreporter.write_line(f"{section}:")
+        for what, value in figures.items():
+            terminalreporter.write_line(f"  {what}: {value}")
+
+
 @pytest.fixture(scope="session")
 def prefect_api() -> Any:
     """One throwaway Prefect server (SQLite) for the whole test session."""

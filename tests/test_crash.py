@@ -93,7 +93,7 @@ class Sender:
                 time.sleep(0.005)
 
 
-def test_sigkill_while_events_arrive_loses_none_and_runs_none_twice(tmp_path, prefect_api):
+def test_sigkill_while_events_arrive_loses_none_and_runs_none_twice(tmp_path, prefect_api, figures):
     sink = Sink()
     folder = tmp_path / "zaps"
     folder.mkdir()
@@ -144,4 +144,14 @@ def test_sigkill_while_events_arrive_loses_none_and_runs_none_twice(tmp_path, pr
         n: keys for n, keys in arrived.items() if len(set(keys)) > 1
     }
     repeated = [n for n, keys in arrived.items() if len(keys) > 1]
+    section = "SIGKILL of zapflow serve mid-stream"
+    figures.record(section, "events delivered (acknowledged)", len(sender.acked))
+    figures.record(section, "acknowledged before the kill", acked_before_kill)
+    figures.record(section, "events lost", 400 - len(set(arrived) & sender.acked))
+    figures.record(section, "events sent to the app again (same idempotency key)", len(repeated))
+    figures.record(
+        section,
+        "events sent under two keys",
+        sum(1 for keys in arrived.values() if len(set(keys)) > 1),
+    )
     assert len(repeated) <= 60, f"{len(repeated)} events were repeated: more than were in flight"

@@ -110,7 +110,7 @@ def state_folder(home: Path) -> Iterator[tuple[str, str]]:
             yield str(path), path.read_bytes().decode("utf-8", "replace")
 
 
-def test_no_secret_in_any_store_after_every_example_zap_ran(zapflow_home, monkeypatch):
+def test_no_secret_in_any_store_after_every_example_zap_ran(zapflow_home, monkeypatch, figures):
     from conftest import EXAMPLE_ZAPS
 
     secrets: dict[str, str] = {}
@@ -143,6 +143,12 @@ def test_no_secret_in_any_store_after_every_example_zap_ran(zapflow_home, monkey
         for where, text in stores.items()
         if form in text
     ]
+    section = "secrets (canaries) after every example zap ran"
+    figures.record(
+        section, "secrets x forms looked for", sum(len(forms(s)) for s in secrets.values())
+    )
+    figures.record(section, "stores searched", len(stores))
+    figures.record(section, "found", len(found))
     print(
         f"secrets looked for: {len(secrets)} in {sum(len(forms(s)) for s in secrets.values())}"
         f" forms, across {len(stores)} stores; found: {len(found)}"
