@@ -119,6 +119,17 @@ def test_the_receiver_answers_every_generated_case_as_its_openapi_says(
 
             return send
 
+        # What CINNOX itself sends first: its URL verification challenge.
+        deliveries = schema["/hooks/{app_name}/{connection}/{token}/{channel}"]["POST"]
+        challenge = deliveries.Case(
+            path_parameters={**real, "token": app_token, "channel": "inquiry"},
+            body={"challenge": "c-7f3a"},
+            media_type="application/json",
+        )
+        answer = challenge.call(base_url=base, timeout=30)
+        assert answer.json() == {"code": 0, "result": {"challenge": "c-7f3a"}}
+        challenge.validate_response(answer, checks=checks)
+
         for operation in operations:
             fuzz(operation, GenerationMode.POSITIVE)()
             # A GET without parameters has nothing to make invalid.

@@ -12,9 +12,12 @@ import base64
 import binascii
 import contextlib
 import json
+import secrets as secrets_module
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +113,68 @@ def state_folder(home: Path) -> Iterator[tuple[str, str]]:
             yield str(path), path.read_bytes().decode("utf-8", "replace")
 
 
-def test_no_secret_in_any_store_after_every_example_zap_ran(zapflow_home, monkeypatch, figures):
+ECHO_ZAP = """\
+zap: echo-secret
+trigger: {{app: builtin, event: catch_hook}}
+steps:
+  - id: call
+    action: http.request
+    connection: echo
+    retries: 1
+    retry_delay: 0.1s
+    input: {{method: POST, url: "{url}/echo", json: {{}}}}
+"""
+
+
+class Echo:
+    """An HTTP peer that echoes the Authorization it got: lower- and upper-cased, URL-encoded,
+    base64 and hex, in its body and a header — in a 503 the first time, then in a 200."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        echo = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                echo.calls += 1
+                token = self.headers.get("authorization", "").removeprefix("Bearer ")
+                raw = token.encode()
+                body = json.dumps(
+                    {
+                        "seen": token,
+                        "lower": token.lower(),
+                        "upper": token.upper(),
+                        "quoted": urllib.parse.quote(token, safe=""),
+                        "b64": base64.b64encode(raw).decode(),
+                        "urlsafe": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+                        "hex": raw.hex(),
+                        "list": [token, {"deep": token.lower()}],
+                    }
+                ).encode()
+                self.send_response(503 if echo.calls == 1 else 200)
+                self.send_header("content-type", "application/json")
+                self.send_header("x-echo", base64.b64encode(raw).decode())
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Echo:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+def test_no_secret_in_any_store_after_every_example_zap_ran(
+    zapflow_home, tmp_path, monkeypatch, figures
+):
     from conftest import EXAMPLE_ZAPS
 
     secrets: dict[str, str] = {}
@@ -130,7 +194,24 @@ def test_no_secret_in_any_store_after_every_example_zap_ran(zapflow_home, monkey
     assert "Failed" not in result.output
     assert len(secrets) == 3 and all(len(s) >= 16 for s in secrets.values())
 
-    stores = {"the demo's output": result.output, **prefect_history()}
+    # A peer that echoes an HTTP connection's bearer token back in every form it can, first in
+    # an error (retried), then in its answer: the step's log, state and output get it masked.
+    canary = "zf-canary-" + secrets_module.token_urlsafe(24)
+    secrets["HTTP bearer token"] = canary
+    with Echo() as echo:
+        zap = tmp_path / "echo.yaml"
+        zap.write_text(ECHO_ZAP.format(url=echo.url))
+        monkeypatch.setenv("ZAPFLOW_HTTP_ECHO_AUTH", "bearer")
+        monkeypatch.setenv("ZAPFLOW_HTTP_ECHO_TOKEN", canary)
+        echoed = CliRunner().invoke(app, ["run", str(zap), "--sample", "1"])
+    assert echoed.exit_code == 0, echoed.output
+    assert echo.calls == 2, "the peer failed once, then echoed"
+
+    stores = {
+        "the demo's output": result.output,
+        "zapflow run's output": echoed.output,
+        **prefect_history(),
+    }
     assert "cinnox.send_sms" in stores["task runs"] or "sms" in stores["task runs"]
     assert len(stores["logs"]) > 1000  # the steps' logs were read
     stores.update(state_folder(zapflow_home))

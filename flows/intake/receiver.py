@@ -312,18 +312,30 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _exactly(**fields: Any) -> dict[str, Any]:
+    """An object with exactly these fields (name: JSON type, or a schema), all present."""
+    return {
+        "type": "object",
+        "properties": {
+            name: kind if isinstance(kind, dict) else {"type": kind}
+            for name, kind in fields.items()
+        },
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
 def _hook_post(
     summary: str,
     description: str,
     parameters: list[str],
     ok: str,
-    answer: dict[str, str],
+    answer: dict[str, Any],
     *,
     refusals: tuple[int, ...],
 ) -> dict[str, Any]:
-    """A hook URL's OpenAPI path item: POST a JSON object, 200 with ``answer``'s fields (name:
-    JSON type), or one of ``refusals`` with ``{"error": ...}``."""
-    fields = {name: {"type": kind} for name, kind in answer.items()}
+    """A hook URL's OpenAPI path item: POST a JSON object, 200 with ``answer`` (a schema), or
+    one of ``refusals`` with ``{"error": ...}``."""
     return {
         "post": {
             "summary": summary,
@@ -331,7 +343,7 @@ def _hook_post(
             "parameters": _path(*parameters),
             "requestBody": _JSON_BODY,
             "responses": {
-                "200": _json(ok, {"type": "object", "properties": fields}),
+                "200": _json(ok, answer),
                 **{str(code): _ERROR for code in refusals},
             },
         }
@@ -374,7 +386,7 @@ OPENAPI: dict[str, Any] = {
             "Webhooks-signed deliveries (`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
             ["zap_id", "token"],
             "Committed to the inbox",
-            {"accepted": "boolean", "event_id": "string", "duplicate": "boolean"},
+            _exactly(accepted="boolean", event_id="string", duplicate="boolean"),
             refusals=(400, 401, 404, 413, 415),
         ),
         "/hooks/{app_name}/{connection}/{token}/{channel}": _hook_post(
@@ -386,7 +398,20 @@ OPENAPI: dict[str, Any] = {
             "reprocessed with `zapflow reprocess`, and answered 200 all the same.",
             ["app_name", "connection", "token", "channel"],
             "Committed to the inbox (or the app's answer to a challenge)",
-            {"code": "integer", "accepted": "integer", "unrecognised": "string"},
+            {
+                "oneOf": [
+                    _exactly(code="integer", accepted="integer"),
+                    _exactly(code="integer", accepted="integer", unrecognised="string"),
+                    _exactly(
+                        code="integer",
+                        result=_exactly(challenge="string"),
+                    ),
+                ],
+                "description": "A delivery: how many events it carried were committed (and, "
+                "if it was kept unread, the id it is kept under); a URL verification "
+                'challenge: CINNOX\'s expected answer, `{"code": 0, "result": '
+                '{"challenge": …}}`.',
+            },
             refusals=(400, 404, 413, 415),
         ),
         "/healthz": {
