@@ -25,7 +25,7 @@ from prefect.states import Completed, Failed
 
 from flows.errors import ZapError
 from flows.model import ActionStep, Zap, effective_policy, step_connection
-from flows.runtime import Event, RunOutcome, ZapRun
+from flows.runtime import Event, Journal, RunOutcome, ZapRun
 from flows.task_runs import run_step_as_task_run
 
 ZAPFLOW_TAG = "zapflow"
@@ -73,14 +73,26 @@ class EventRun:
 
 
 async def run_event(
-    model: Zap, event: Event, *, dry_run: bool = False, per_event: bool = False
+    model: Zap,
+    event: Event,
+    *,
+    dry_run: bool = False,
+    per_event: bool = False,
+    journal: Journal | None = None,
 ) -> EventRun:
     """Run the zap on one event inside the current flow run: each step a task run (with
-    ``per_event``, named ``<step> ← <app.trigger> <event id's first 12>``)."""
+    ``per_event``, named ``<step> ← <app.trigger> <event id's first 12>``); ``journal``: its
+    step checkpoints."""
     ctx = FlowRunContext.get()
     flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     try:
-        run = ZapRun(model, event, run_id=flow_run_id if not per_event else None, dry_run=dry_run)
+        run = ZapRun(
+            model,
+            event,
+            run_id=flow_run_id if not per_event else None,
+            dry_run=dry_run,
+            journal=journal,
+        )
     except ZapError as exc:  # the event does not fit the trigger: this run fails, not the batch
         failed = RunOutcome("failed", [], f"{type(exc).__name__}: {exc}")
         return EventRun(event.id, failed, flow_run_id)

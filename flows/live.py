@@ -47,7 +47,7 @@ from prefect.states import Crashed, Running, to_state_create
 
 from flows.compiler import EventRun, batch_summary, compile_zap, run_event, run_tags
 from flows.model import Zap
-from flows.runtime import Event
+from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.live")
 
@@ -64,7 +64,7 @@ class Feed:
     max_events: int
     max_age: float
     concurrency: int
-    queue: asyncio.Queue[tuple[Event, asyncio.Future[EventRun]]] = field(
+    queue: asyncio.Queue[tuple[Event, Journal | None, asyncio.Future[EventRun]]] = field(
         default_factory=asyncio.Queue
     )
     accepting: bool = True
@@ -72,14 +72,16 @@ class Feed:
     opened: float = field(default_factory=time.monotonic)
     waiting: set[asyncio.Future[EventRun]] = field(default_factory=set)
 
-    def offer(self, event: Event) -> asyncio.Future[EventRun] | None:
+    def offer(
+        self, event: Event, journal: Journal | None = None
+    ) -> asyncio.Future[EventRun] | None:
         """Hand the live run an event; None if it no longer takes events."""
         if not self.accepting:
             return None
         future: asyncio.Future[EventRun] = asyncio.get_running_loop().create_future()
         self.waiting.add(future)
         future.add_done_callback(self.waiting.discard)
-        self.queue.put_nowait((event, future))
+        self.queue.put_nowait((event, journal, future))
         self.offered += 1
         if self.offered >= self.max_events:
             self.accepting = False
@@ -89,7 +91,7 @@ class Feed:
         self.accepting = False
         self.queue.put_nowait(_CLOSE)  # type: ignore[arg-type]
 
-    async def next(self) -> tuple[Event, asyncio.Future[EventRun]] | None:
+    async def next(self) -> tuple[Event, Journal | None, asyncio.Future[EventRun]] | None:
         """The next event, or None once the feed is closed and empty."""
         while True:
             if not self.queue.empty():
@@ -124,9 +126,9 @@ async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
     results: list[EventRun] = []
     running: set[asyncio.Task[None]] = set()
 
-    async def one(event: Event, future: asyncio.Future[EventRun]) -> None:
+    async def one(event: Event, journal: Journal | None, future: asyncio.Future[EventRun]) -> None:
         try:
-            result = await run_event(model, event, per_event=True)
+            result = await run_event(model, event, per_event=True, journal=journal)
         except Exception as exc:  # the run's caller hears of it through its future
             if not future.done():
                 future.set_exception(exc)
@@ -223,15 +225,16 @@ class LiveRuns:
         flow_run.parameters = parameters
         return flow_run
 
-    async def run(self, zap: Zap, event: Event) -> EventRun:
-        """Run the zap on the event in the zap's live flow run (opening one if needed).
+    async def run(self, zap: Zap, event: Event, journal: Journal | None = None) -> EventRun:
+        """Run the zap on the event in the zap's live flow run (opening one if needed), with
+        ``journal``'s step checkpoints.
 
         Raises whatever kept the flow run from starting or running (e.g. Prefect's server is
         unreachable): the event then did not run.
         """
         while True:
             live = await self._current(zap)
-            future = live.feed.offer(event)
+            future = live.feed.offer(event, journal)
             if future is not None:
                 return await future
 

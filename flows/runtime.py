@@ -43,6 +43,7 @@ class Event(BaseModel):
 
 
 StepStatus = Literal["completed", "skipped", "failed", "sampled"]
+RESUMED = "done before the run was resumed (its checkpoint)"
 
 
 @dataclass
@@ -191,6 +192,17 @@ async def run_step(
 StepRunner = Callable[[ActionStep, dict[str, Any]], Awaitable[tuple[Any, Any] | Skipped]]
 
 
+@dataclass
+class Journal:
+    """A run's step checkpoints: the steps done before (a resumed run skips them, reading their
+    outputs from here), and where each step's outcome is committed before the next starts."""
+
+    done: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    """step id → ("completed", output) or ("skipped", None), from before."""
+    save: Callable[[str, str, Any], Awaitable[None]] | None = None
+    """``save(step id, status, output)``: returns once it is committed."""
+
+
 class ZapRun:
     """One run of one zap on one event."""
 
@@ -202,9 +214,12 @@ class ZapRun:
         run_id: str | None = None,
         dry_run: bool = False,
         testing: bool = False,
+        journal: Journal | None = None,
     ) -> None:
-        """``dry_run``: call no app (sample outputs); ``testing``: call apps but never wait."""
+        """``dry_run``: call no app (sample outputs); ``testing``: call apps but never wait;
+        ``journal``: step checkpoints (steps done before are not run again)."""
         self.zap, self.event, self.dry_run = zap, event, dry_run
+        self.journal = journal or Journal()
         self.run_id = run_id or uuid.uuid4().hex
         self.base = ActionContext(
             zap_id=zap.zap,
@@ -256,6 +271,20 @@ class ZapRun:
                 await self._run_action(step, runner)
 
     async def _run_action(self, step: ActionStep, runner: StepRunner) -> None:
+        if step.id in self.journal.done:  # done before this run was resumed: not again
+            status, output = self.journal.done[step.id]
+            skipped = status == "skipped"
+            self.records.append(
+                StepRecord(
+                    step.id,
+                    step.action,
+                    "skipped" if skipped else "completed",
+                    output=None if skipped else output,
+                    error=RESUMED,
+                )
+            )
+            self.context["steps"][step.id] = None if skipped else output
+            return
         started = time.perf_counter()
         record = StepRecord(step.id, step.action, "completed")
         self.records.append(record)
@@ -269,11 +298,15 @@ class ZapRun:
         if isinstance(result, Skipped):
             record.status, record.error = "skipped", result.reason
             self.context["steps"][step.id] = None
+            if self.journal.save is not None:
+                await self.journal.save(step.id, "skipped", None)
             return
         record.input, record.output = result
         if self.dry_run and registry.action(step.action).side_effects:
             record.status = "sampled"
         self.context["steps"][step.id] = record.output
+        if self.journal.save is not None and not self.dry_run:
+            await self.journal.save(step.id, "completed", record.output)
 
     async def _run_paths(self, step: PathsStep, runner: StepRunner) -> None:
         ran: list[str] = []

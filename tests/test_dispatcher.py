@@ -146,12 +146,12 @@ async def test_a_poison_event_fails_after_bounded_tries_and_holds_nobody_back(tm
     real_run = dispatcher.live.run
     tries = 0
 
-    async def run(zap, event):
+    async def run(zap, event, journal=None):
         nonlocal tries
         if event.payload["name"] == "poison":
             tries += 1
             raise ValueError("Maximum serialization depth exceeded")
-        return await real_run(zap, event)
+        return await real_run(zap, event, journal)
 
     dispatcher.live.run = run  # type: ignore[method-assign]
     poison = hook_event("poison")

@@ -357,7 +357,7 @@ async def test_hook_tokens_are_stable_and_distinct(backend: Backend) -> None:
 
 async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) -> None:
     first = await backend.open()
-    assert first.applied_migrations == ("0001", "0002", "0003", "0004", "0005", "0006")
+    assert first.applied_migrations == ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
     await first.put(event("kept"))
     await first.close()
     again = await backend.open()
@@ -368,7 +368,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0006"
+        assert context.get_current_revision() == "0007"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -381,7 +381,7 @@ async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend:
     assert sorted(inbox.applied_migrations for inbox in opened) == [
         (),
         (),
-        ("0001", "0002", "0003", "0004", "0005", "0006"),
+        ("0001", "0002", "0003", "0004", "0005", "0006", "0007"),
     ]
 
 

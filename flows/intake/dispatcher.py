@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.compiler import EventRun
+from flows.intake.checkpoints import Checkpoints
 from flows.intake.events import StoredEvent
 from flows.intake.inbox import Inbox, RunResult
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
 from flows.model import Zap
-from flows.runtime import Event
+from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.dispatcher")
 HOST = socket.gethostname()
@@ -188,6 +189,7 @@ class Dispatcher:
         self.in_flight, self.stale_after = in_flight, stale_after
         self.worker = worker or worker_identity()
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
+        self.checkpoints = Checkpoints(inbox)
         self.wake = asyncio.Event()
         self.intake = IntakePressure()
         self.stats = DispatchStats()
@@ -255,6 +257,7 @@ class Dispatcher:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.live.close()
         finally:
+            await self.checkpoints.close()
             self._stopping = True
             self._flush_wanted.set()
             with contextlib.suppress(Exception):
@@ -389,8 +392,27 @@ class Dispatcher:
             1 for z in zaps if states.get((event.id, z.zap)) not in ("started", "running")
         )
         trigger_event = _as_event(event)
+        done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+        if mine and event.attempts > 1:  # claimed before: a run may be resumed mid-way
+            try:
+                done = await self.inbox.load_steps([(event.id, z.zap) for z in mine])
+            except Exception as exc:  # then its runs cannot start safely now: they wait
+                self.stats.inbox_errors += 1
+                self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
+                await self._safely(self.inbox.abandon_runs([(event.id, z.zap) for z in mine]))
+                self._release.append((event.seq, 1.0))
+                self._flush_wanted.set()
+                return
         outcomes = await asyncio.gather(
-            *(self._run(zap, trigger_event) for zap in mine), return_exceptions=True
+            *(
+                self._run(
+                    zap,
+                    trigger_event,
+                    self.checkpoints.journal(event.id, zap.zap, done.get((event.id, zap.zap))),
+                )
+                for zap in mine
+            ),
+            return_exceptions=True,
         )
         down: list[tuple[Zap, BaseException]] = []
         again: list[tuple[Zap, BaseException]] = []
@@ -465,10 +487,17 @@ class Dispatcher:
         self.intake.nudged()
         self.wake.set()
 
-    async def _run(self, zap: Zap, event: Event) -> EventRun:
+    async def _run(self, zap: Zap, event: Event, journal: Journal) -> EventRun:
         await self.intake.calm()
         started = time.perf_counter()
-        result = await self.live.run(zap, event)
+        if journal.done:
+            log.warning(
+                "%s on %s resumed: step(s) %s done before are not run again",
+                zap.zap,
+                event.id,
+                ", ".join(journal.done),
+            )
+        result = await self.live.run(zap, event, journal)
         log.info(
             "%s on %s: %s in %.3f s",
             zap.zap,

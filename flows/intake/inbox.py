@@ -178,6 +178,18 @@ runs = sa.Table(
     sa.Index("ix_zapflow_runs_started", "started_at"),
 )
 
+steps = sa.Table(
+    "zapflow_steps",
+    metadata,
+    sa.Column("event_id", sa.Text(), primary_key=True),
+    sa.Column("zap", sa.Text(), primary_key=True),
+    sa.Column("step", sa.Text(), primary_key=True),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("output", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("status IN ('completed', 'skipped')", name="ck_zapflow_steps_status"),
+)
+
 workers = sa.Table(
     "zapflow_workers",
     metadata,
@@ -425,6 +437,17 @@ class InboxStats:
     new: int = 0
     """Events that were new."""
     largest_batch: int = 0
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One step of one zap run, done: ``completed`` with its output, or ``skipped``."""
+
+    event_id: str
+    zap: str
+    step: str
+    status: str
+    output: Any = None
 
 
 @dataclass(frozen=True)
@@ -777,6 +800,54 @@ class Inbox:
                     )
                     .values(available_at=until)
                 )
+
+    # -- step checkpoints ------------------------------------------------------------------
+
+    async def save_steps(self, rows: Sequence[StepOutcome]) -> None:
+        """Commit steps' outcomes (one transaction): a resumed run skips these steps."""
+        if not rows:
+            return
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        now = _now()
+        stmt = insert(steps)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["event_id", "zap", "step"],
+            set_={"status": stmt.excluded.status, "output": stmt.excluded.output},
+        )
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                stmt,
+                [
+                    {
+                        "event_id": r.event_id,
+                        "zap": r.zap,
+                        "step": r.step,
+                        "status": r.status,
+                        "output": r.output,
+                        "finished_at": now,
+                    }
+                    for r in rows
+                ],
+            )
+
+    async def load_steps(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, tuple[str, Any]]]:
+        """The steps already done of these (event, zap) runs: step id → (status, output)."""
+        found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+        wanted = list(dict.fromkeys(pairs))
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), CHUNK // 2):
+                chunk = wanted[start : start + CHUNK // 2]
+                rows = await conn.execute(
+                    sa.select(steps).where(sa.tuple_(steps.c.event_id, steps.c.zap).in_(chunk))
+                )
+                for row in rows.all():
+                    found.setdefault((row.event_id, row.zap), {})[row.step] = (
+                        row.status,
+                        row.output,
+                    )
+        return found
 
     # -- dispatchers' heartbeats ------------------------------------------------------------
 
@@ -1200,9 +1271,9 @@ class Inbox:
                     )
                 ).all()
                 if rows:
-                    await conn.execute(
-                        runs.delete().where(runs.c.event_id.in_([r.id for r in rows]))
-                    )
+                    ids = [r.id for r in rows]
+                    await conn.execute(steps.delete().where(steps.c.event_id.in_(ids)))
+                    await conn.execute(runs.delete().where(runs.c.event_id.in_(ids)))
                     await conn.execute(
                         events.delete().where(events.c.seq.in_([r.seq for r in rows]))
                     )

@@ -1,0 +1,96 @@
+"""Step checkpoints: each step's outcome committed to the inbox before the run's next step.
+
+A zap run that is resumed — its dispatcher crashed, or was stopped mid-run, and the run is taken
+over here or by another dispatcher sharing the inbox — starts after its last completed step,
+reading the earlier outputs from its checkpoints (``flows.runtime.Journal``): a completed step
+never runs again. The step in flight at a crash has no checkpoint and runs again, with the same
+idempotency key: that one step is at-least-once.
+
+Every step of every run waits for its checkpoint, so the writes are group commits: one writer
+takes whatever steps finished while the previous commit was being made and commits them in one
+transaction (on the dispatcher's inbox thread, ``flows.intake.threaded``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from flows.intake.inbox import Inbox, StepOutcome
+from flows.runtime import Journal
+
+log = logging.getLogger("zapflow.checkpoints")
+TRIES = 3
+
+
+class Checkpoints:
+    """The dispatcher's step checkpoints: ``journal(event, zap, done)`` for a run."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self._queue: list[tuple[StepOutcome, asyncio.Future[None]]] = []
+        self._wanted = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.saved = 0
+
+    def journal(
+        self, event_id: str, zap: str, done: dict[str, tuple[str, Any]] | None = None
+    ) -> Journal:
+        async def save(step: str, status: str, output: Any) -> None:
+            await self.save(StepOutcome(event_id, zap, step, status, output))
+
+        return Journal(done=done or {}, save=save)
+
+    async def save(self, outcome: StepOutcome) -> None:
+        """Return once ``outcome`` is committed (or, if the inbox keeps failing, once that is
+        logged: the run goes on, that step then being at-least-once like the step in flight)."""
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="step checkpoints")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((outcome, future))
+        self._wanted.set()
+        await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            error: Exception | None = None
+            for attempt in range(TRIES):
+                try:
+                    await self.inbox.save_steps([outcome for outcome, _ in batch])
+                    error = None
+                    break
+                except Exception as exc:
+                    error = exc
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            if error is not None:
+                log.warning(
+                    "could not checkpoint %d steps (%s: %s); a crash now would run them again",
+                    len(batch),
+                    type(error).__name__,
+                    error,
+                )
+            else:
+                self.commits += 1
+                self.saved += len(batch)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+        for _, future in self._queue:
+            if not future.done():
+                future.set_result(None)
+        self._queue = []
