@@ -195,12 +195,18 @@ StepRunner = Callable[[ActionStep, dict[str, Any]], Awaitable[tuple[Any, Any] | 
 @dataclass
 class Journal:
     """A run's step checkpoints: the steps done before (a resumed run skips them, reading their
-    outputs from here), and where each step's outcome is committed before the next starts."""
+    outputs from here), and where each step's outcome is kept, committed before the next step
+    acts (``before_step``). The last step's outcome is committed with the run's end (``end``
+    lets it go), so a one-step zap costs no extra commit."""
 
     done: dict[str, tuple[str, Any]] = field(default_factory=dict)
     """step id → ("completed", output) or ("skipped", None), from before."""
-    save: Callable[[str, str, Any], Awaitable[None]] | None = None
-    """``save(step id, status, output)``: returns once it is committed."""
+    save: Callable[[str, str, Any], None] | None = None
+    """``save(step id, status, output)``: note a step's outcome, to be committed."""
+    before_step: Callable[[], Awaitable[None]] | None = None
+    """Returns once every outcome noted so far is committed."""
+    end: Callable[[], None] | None = None
+    """The run ended: outcomes not committed yet need not be."""
 
 
 class ZapRun:
@@ -261,6 +267,9 @@ class ZapRun:
             failed = next((r for r in self.records if r.status == "failed"), None)
             where = f"step {failed.id!r} ({failed.action}) failed: " if failed else ""
             return RunOutcome("failed", self.records, f"{where}{type(exc).__name__}: {exc}")
+        finally:
+            if self.journal.end is not None:
+                self.journal.end()
         return RunOutcome("completed", self.records)
 
     async def _run_steps(self, steps: list[ActionStep | PathsStep], runner: StepRunner) -> None:
@@ -285,6 +294,8 @@ class ZapRun:
             )
             self.context["steps"][step.id] = None if skipped else output
             return
+        if self.journal.before_step is not None:
+            await self.journal.before_step()  # the steps before this one are committed
         started = time.perf_counter()
         record = StepRecord(step.id, step.action, "completed")
         self.records.append(record)
@@ -299,14 +310,14 @@ class ZapRun:
             record.status, record.error = "skipped", result.reason
             self.context["steps"][step.id] = None
             if self.journal.save is not None:
-                await self.journal.save(step.id, "skipped", None)
+                self.journal.save(step.id, "skipped", None)
             return
         record.input, record.output = result
         if self.dry_run and registry.action(step.action).side_effects:
             record.status = "sampled"
         self.context["steps"][step.id] = record.output
         if self.journal.save is not None and not self.dry_run:
-            await self.journal.save(step.id, "completed", record.output)
+            self.journal.save(step.id, "completed", record.output)
 
     async def _run_paths(self, step: PathsStep, runner: StepRunner) -> None:
         ran: list[str] = []

@@ -6,9 +6,12 @@ reading the earlier outputs from its checkpoints (``flows.runtime.Journal``): a 
 never runs again. The step in flight at a crash has no checkpoint and runs again, with the same
 idempotency key: that one step is at-least-once.
 
-Every step of every run waits for its checkpoint, so the writes are group commits: one writer
-takes whatever steps finished while the previous commit was being made and commits them in one
-transaction (on the dispatcher's inbox thread, ``flows.intake.threaded``).
+A step's outcome is noted when it ends and committed before the run's next step acts, as a group
+commit: one writer takes whatever outcomes were noted while the previous commit was being made
+and commits them in one transaction (on the dispatcher's inbox thread,
+``flows.intake.threaded``). A run's last step needs no checkpoint of its own: the run's end,
+written to the ledger, says it completed (until then, it is the step in flight) — so a one-step
+zap costs no extra commit.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class Checkpoints:
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
-        self._queue: list[tuple[StepOutcome, asyncio.Future[None]]] = []
+        self._queue: dict[asyncio.Future[None], StepOutcome] = {}
         self._wanted = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
@@ -39,32 +42,47 @@ class Checkpoints:
     def journal(
         self, event_id: str, zap: str, done: dict[str, tuple[str, Any]] | None = None
     ) -> Journal:
-        async def save(step: str, status: str, output: Any) -> None:
-            await self.save(StepOutcome(event_id, zap, step, status, output))
+        mine: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
 
-        return Journal(done=done or {}, save=save)
+        def save(step: str, status: str, output: Any) -> None:
+            future: asyncio.Future[None] = loop.create_future()
+            self._queue[future] = StepOutcome(event_id, zap, step, status, output)
+            mine.append(future)
 
-    async def save(self, outcome: StepOutcome) -> None:
-        """Return once ``outcome`` is committed (or, if the inbox keeps failing, once that is
-        logged: the run goes on, that step then being at-least-once like the step in flight)."""
+        async def before_step() -> None:
+            waiting = [f for f in mine if not f.done()]
+            if waiting:
+                self._start()
+                self._wanted.set()
+                await asyncio.gather(*waiting)
+            mine.clear()
+
+        def end() -> None:
+            """The run is over: its last outcomes go with the run's end in the ledger."""
+            for future in mine:
+                self._queue.pop(future, None)
+                if not future.done():
+                    future.set_result(None)
+            mine.clear()
+
+        return Journal(done=done or {}, save=save, before_step=before_step, end=end)
+
+    def _start(self) -> None:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="step checkpoints")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((outcome, future))
-        self._wanted.set()
-        await future
 
     async def _write_loop(self) -> None:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            batch, self._queue = self._queue, []
+            batch, self._queue = self._queue, {}
             if not batch:
                 continue
             error: Exception | None = None
             for attempt in range(TRIES):
                 try:
-                    await self.inbox.save_steps([outcome for outcome, _ in batch])
+                    await self.inbox.save_steps(list(batch.values()))
                     error = None
                     break
                 except Exception as exc:
@@ -80,7 +98,7 @@ class Checkpoints:
             else:
                 self.commits += 1
                 self.saved += len(batch)
-            for _, future in batch:
+            for future in batch:
                 if not future.done():
                     future.set_result(None)
 
@@ -90,7 +108,7 @@ class Checkpoints:
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
-        for _, future in self._queue:
+        for future in self._queue:
             if not future.done():
                 future.set_result(None)
-        self._queue = []
+        self._queue = {}
