@@ -473,3 +473,55 @@ async def test_bulk_ledger_starts_finishes_and_lists_runs(backend: Backend) -> N
     await inbox.abandon_runs([("b", "z1"), ("b", "z2")])
     assert await inbox.run_state("b", "z1") == "abandoned"
     await inbox.close()
+
+
+# -- step checkpoints and dispatchers' heartbeats --------------------------------------------
+
+
+async def test_step_checkpoints_are_read_by_another_dispatcher_and_purged_with_their_runs(
+    backend: Backend,
+) -> None:
+    """What one dispatcher checkpointed, another sharing the inbox reads (to resume the run);
+    JSON outputs come back as written; a step written again keeps its last outcome; purging a
+    done event forgets its checkpoints too."""
+    from flows.intake.inbox import StepOutcome
+
+    first, second = await backend.open(), await backend.open()
+    await first.put(event("e1"))
+    output = {"status": 200, "body": {"id": "sms-1", "parts": [1, 2]}, "ok": True, "n": None}
+    await first.save_steps(
+        [
+            StepOutcome("e1", "z", "sms", "completed", output),
+            StepOutcome("e1", "z", "check", "skipped", None),
+            StepOutcome("e1", "other", "sms", "completed", {"status": 500}),
+        ]
+    )
+    await first.save_steps([StepOutcome("e1", "other", "sms", "completed", {"status": 201})])
+    found = await second.load_steps([("e1", "z"), ("e1", "other"), ("e2", "z")])
+    assert found == {
+        ("e1", "z"): {"sms": ("completed", output), "check": ("skipped", None)},
+        ("e1", "other"): {"sms": ("completed", {"status": 201})},
+    }
+    (claimed,) = await first.claim("w")
+    assert await first.start_run("e1", "z")
+    await first.finish_run("e1", "z", "completed")
+    await first.done([claimed.seq])
+    await asyncio.sleep(0.01)
+    assert await first.purge(timedelta(0)) == 1
+    assert await second.load_steps([("e1", "z"), ("e1", "other")]) == {}
+
+
+async def test_a_heartbeat_keeps_a_workers_leases_and_silence_is_seen(backend: Backend) -> None:
+    inbox = await backend.open()
+    await inbox.put_many([event("a"), event("b")])
+    a, b = await inbox.claim("host:1:5", lease=0.3)
+    await inbox.heartbeat("host:1:5", "host", [a.seq], lease=60)
+    await asyncio.sleep(0.4)
+    # b's lease ran out; a's was extended by the heartbeat
+    assert [e.id for e in await inbox.claim("host:2:9")] == ["b"]
+    assert await inbox.silent_workers({"host:1:5", "never-seen:3:1"}, silent_for=0.2) == {
+        "host:1:5"
+    }
+    assert await inbox.silent_workers({"host:1:5"}, silent_for=60) == set()
+    await inbox.sign_off("host:1:5")
+    assert await inbox.silent_workers({"host:1:5"}, silent_for=0.0) == set()
