@@ -25,7 +25,7 @@ ZAP = """\
 zap: bench-missed-enquiry
 trigger: {{app: builtin, event: catch_hook}}
 steps:
-  - id: sms
+{before}  - id: sms
     action: http.request
     input:
       method: POST
@@ -38,11 +38,23 @@ steps:
 """
 
 
+BEFORE_STEP = """\
+  - id: tidy{i}
+    action: builtin.format_text
+    input: {{transform: titlecase, value: "case {{{{ trigger.displayCaseNumber }}}}"}}
+"""
+
+
 def start_zapflow(sink_url: str) -> tuple[str, MakeBody, list[int], Callable[[], None]]:
+    """``ZAPFLOW_BENCH_STEPS=N`` (default 1) puts N-1 formatter steps before the SMS: each of
+    them is checkpointed before the next step acts (the SMS, the last, goes with the run's
+    end), so it measures what step checkpoints cost."""
     prefect = ThrowawayPrefect("zapflow-bench-zapflow-")
     home = prefect.home
     (home / "zaps").mkdir()
-    (home / "zaps" / "bench.yaml").write_text(ZAP.format(sink=sink_url))
+    steps = int(os.environ.get("ZAPFLOW_BENCH_STEPS", "1"))
+    before = "".join(BEFORE_STEP.format(i=i) for i in range(1, steps))
+    (home / "zaps" / "bench.yaml").write_text(ZAP.format(sink=sink_url, before=before))
     port = free_port()
     env = {
         **os.environ,

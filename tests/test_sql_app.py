@@ -651,7 +651,7 @@ async def test_serve_polls_a_table_and_stores_each_new_row_as_one_event(
     """As `zapflow serve` runs it: the connection from the environment, the cursor in the
     inbox, one event per new row."""
     from flows import connections
-    from flows.intake.inbox import Inbox, events
+    from flows.intake.inbox import Inbox, events, poll_state
     from flows.intake.pollers import Pollers
 
     monkeypatch.setenv("ZAPFLOW_SQL_SHOP_URL", db.connection.url.get_secret_value())
@@ -675,7 +675,16 @@ async def test_serve_polls_a_table_and_stores_each_new_row_as_one_event(
                 found = await conn.execute(sa.select(events).order_by(events.c.seq))
                 return [row.payload for row in found.all()]
 
-        await asyncio.sleep(0.3)  # the first poll notes customers 1 and 2
+        # The first poll notes customers 1 and 2 (its cursor is then in the inbox): wait for
+        # it, not a fixed time — on a loaded machine (CI) it may take longer than 0.3 s.
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            async with inbox.engine.connect() as conn:
+                polled = (await conn.execute(sa.select(poll_state.c.cursor))).first()
+            if polled is not None and polled.cursor is not None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the first poll never ran"
+            await asyncio.sleep(0.05)
         await seed_more(db, 3, 4)
         deadline = asyncio.get_running_loop().time() + 10
         while len(await stored()) < 2 and asyncio.get_running_loop().time() < deadline:
