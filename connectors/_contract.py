@@ -51,6 +51,9 @@ class ActionContext:
     """The step's connection (the app's connection model), when the app has one."""
     connection_name: str | None = None
     testing: bool = False
+    can_park: bool = False
+    """The run can be parked (``zapflow serve``): a long wait raises ``RunParked`` instead of
+    sleeping, and the run resumes after this step when it is due."""
     logger: logging.Logger | logging.LoggerAdapter[Any] = field(
         default_factory=lambda: logging.getLogger("zapflow.action")
     )

@@ -471,6 +471,9 @@ def run(
 def runs(
     zap: str = typer.Option(None, "--zap", help="Only this zap's runs"),
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first"),
+    waiting: bool = typer.Option(
+        False, "--waiting", help="Only the runs parked in a delay, the soonest due first"
+    ),
     inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
 ) -> None:
     """List recent zap runs, one per event and zap: state, duration, failing step."""
@@ -478,7 +481,7 @@ def runs(
     from flows.intake.inbox import InboxError
 
     try:
-        rows = asyncio.run(recent_runs(limit, zap, inbox_url=inbox_url))
+        rows = asyncio.run(recent_runs(limit, zap, inbox_url=inbox_url, waiting=waiting))
     except InboxError as exc:
         raise fail(str(exc)) from None
     table = Table(
@@ -493,18 +496,20 @@ def runs(
     for row in rows:
         took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
         started = row.started.strftime("%m-%d %H:%M:%S") if row.started else "-"
-        colour = {"Completed": "green", "Failed": "red", "Filtered": "yellow"}.get(row.state, "")
+        colour = {"Completed": "green", "Failed": "red", "Filtered": "yellow"}.get(
+            row.state, "cyan" if row.state.startswith("Waiting") else ""
+        )
         state = f"[{colour}]{row.state}[/{colour}]" if colour else row.state
         table.add_row(
             row.event_id[:12], row.zap, state, started, took, row.failing_step or "", row.message
         )
     out.print(table)
     if not rows:
-        out.print("no zap runs yet")
-    waiting = asyncio.run(_unrecognised_waiting(inbox_url))
-    if waiting:
+        out.print("no run waits in a delay" if waiting else "no zap runs yet")
+    kept = asyncio.run(_unrecognised_waiting(inbox_url))
+    if kept:
         out.print(
-            f"[yellow]{waiting} deliveries kept as unrecognised[/yellow] (their app could not "
+            f"[yellow]{kept} deliveries kept as unrecognised[/yellow] (their app could not "
             "read them yet): zapflow events --unrecognised"
         )
 
@@ -644,6 +649,46 @@ def reprocess(
         out.print("their zaps run in `zapflow serve` (now, if it is running; else when it starts)")
     if still:
         raise typer.Exit(1)
+
+
+@app.command()
+def resume(
+    event_ref: str = typer.Argument(
+        ..., metavar="EVENT", help="The waiting run's event id (or its first characters)"
+    ),
+    zap: str = typer.Option(None, "--zap", help="Which zap's run, if the event has several"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """End a waiting run's delay now: `zapflow serve` runs its next steps within a second."""
+    from flows.history import resume_waiting
+
+    try:
+        run, was = asyncio.run(resume_waiting(event_ref, zap=zap, inbox_url=inbox_url))
+    except ZapError as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"{run.zap} on {run.event_id}: its delay (until {was:%Y-%m-%d %H:%M:%S} UTC) ends now; "
+        "`zapflow serve` runs its next steps"
+    )
+
+
+@app.command()
+def cancel(
+    event_ref: str = typer.Argument(
+        ..., metavar="EVENT", help="The waiting run's event id (or its first characters)"
+    ),
+    zap: str = typer.Option(None, "--zap", help="Which zap's run, if the event has several"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Cancel a run waiting in a delay: its later steps never run."""
+    from flows.history import cancel_waiting
+
+    with prefect_api():
+        try:
+            run = asyncio.run(cancel_waiting(event_ref, zap=zap, inbox_url=inbox_url))
+        except ZapError as exc:
+            raise fail(str(exc)) from None
+    out.print(f"{run.zap} on {run.event_id}: cancelled; its later steps will not run")
 
 
 @app.command()

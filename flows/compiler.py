@@ -26,7 +26,7 @@ from prefect.states import Completed, Failed
 from flows.errors import ZapError
 from flows.model import ActionStep, Zap, effective_policy, step_connection
 from flows.runtime import Event, Journal, RunOutcome, ZapRun
-from flows.task_runs import run_step_as_task_run
+from flows.task_runs import close_waiting_task_run, run_step_as_task_run
 
 ZAPFLOW_TAG = "zapflow"
 FILTERED = "Filtered"
@@ -92,11 +92,14 @@ async def run_event(
             run_id=flow_run_id if not per_event else None,
             dry_run=dry_run,
             journal=journal,
+            # Parking needs somewhere to keep the run: the dispatcher's step checkpoints.
+            can_park=journal is not None and journal.save is not None,
         )
     except ZapError as exc:  # the event does not fit the trigger: this run fails, not the batch
         failed = RunOutcome("failed", [], f"{type(exc).__name__}: {exc}")
         return EventRun(event.id, failed, flow_run_id)
     event_ref = f"{event.app}.{event.trigger} {event.id[:12]}"
+    run.wait_over = close_waiting_task_run
 
     async def as_task_run(step: ActionStep, context: dict[str, Any]) -> Any:
         return await run_step_as_task_run(
@@ -119,7 +122,9 @@ async def run_event(
 def batch_summary(results: list[EventRun]) -> State:
     """The final state of a flow run that carried many events."""
     counts: Counter[str] = Counter(r.outcome.status for r in results)
-    parts = [f"{counts[s]} {s}" for s in ("completed", "filtered", "failed") if counts[s]]
+    parts = [
+        f"{counts[s]} {s}" for s in ("completed", "filtered", "waiting", "failed") if counts[s]
+    ]
     message = f"{len(results)} events: " + ", ".join(parts) if results else "no events"
     data = {r.event_id: r.outcome.status for r in results}
     if counts["failed"]:

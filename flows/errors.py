@@ -10,6 +10,8 @@ stop at once (``PermanentError``), or stop and ask the user to re-enter credenti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 
 class ZapError(Exception):
@@ -47,6 +49,25 @@ class StepInputError(ZapError):
     """A step's rendered input does not fit its action's input model; retrying cannot help."""
 
 
+class RunParked(ZapError):
+    """Not a failure: a step (a delay) ends the run's turn here. The run is stored as waiting
+    and resumed at ``resume_at`` after this step, whatever happens to the process meanwhile;
+    nothing is held in memory while it waits; ``output`` is the step's output once it is over.
+    Raised only where the run can be parked (``ActionContext.can_park``)."""
+
+    def __init__(
+        self, resume_at: datetime, *, since: datetime, output: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"waits until {resume_at.isoformat(timespec='seconds')}")
+        self.resume_at, self.since = resume_at, since
+        self.checkpoint: dict[str, Any] = {
+            "resume_at": resume_at.isoformat(),
+            "since": since.isoformat(),
+            "output": output,
+        }
+        """What the step's checkpoint keeps while the run waits (the task run adds itself)."""
+
+
 class ConnectorError(ZapError):
     """An app call failed. Subclasses say whether retrying can help."""
 
@@ -73,4 +94,6 @@ def is_retryable(exc: BaseException) -> bool:
     Errors we know to be permanent (bad input, a refused request, rejected credentials) never
     are; anything else, including timeouts and unexpected crashes, is treated as transient.
     """
-    return not isinstance(exc, PermanentError | StepInputError | TemplateError | ZapValidationError)
+    return not isinstance(
+        exc, PermanentError | StepInputError | TemplateError | ZapValidationError | RunParked
+    )

@@ -44,7 +44,7 @@ def _row(run: LedgerRun) -> RunRow:
         event_id=run.event_id,
         zap=run.zap,
         event=f"{label}{run.event_id[:12]}",
-        state="Waiting" if run.state == "abandoned" else run.state.capitalize(),
+        state=_state(run),
         started=run.started_at,
         duration=(run.finished_at - run.started_at) if run.finished_at else None,
         failing_step=run.failing_step,
@@ -53,13 +53,26 @@ def _row(run: LedgerRun) -> RunRow:
     )
 
 
+def _state(run: LedgerRun) -> str:
+    if run.state == "abandoned":  # it did not run (Prefect away …): the event waits to run
+        return "Queued"
+    if run.state == "waiting" and run.resume_at is not None:
+        return f"Waiting until {run.resume_at.astimezone(UTC):%m-%d %H:%M:%S}"
+    return run.state.capitalize()
+
+
 async def recent_runs(
-    limit: int = 20, zap: str | None = None, *, inbox_url: str | None = None
+    limit: int = 20,
+    zap: str | None = None,
+    *,
+    inbox_url: str | None = None,
+    waiting: bool = False,
 ) -> list[RunRow]:
-    """The most recent zap runs, newest first (one per event and zap)."""
+    """The most recent zap runs, newest first (one per event and zap); ``waiting``: the runs
+    parked in a delay, soonest due first."""
     inbox = await Inbox.open(inbox_url)
     try:
-        return [_row(r) for r in await inbox.recent_runs(limit=limit, zap=zap)]
+        return [_row(r) for r in await inbox.recent_runs(limit=limit, zap=zap, waiting=waiting)]
     finally:
         await inbox.close()
 
@@ -117,11 +130,16 @@ def current_definition(zap_id: str, zap_dirs: list[Path]) -> Zap | None:
     return next((z.zap for z in loaded if z.zap.zap == zap_id), None)
 
 
-async def find_run(inbox: Inbox, ref: str, zap: str | None = None) -> LedgerRun:
-    """A ledger run by its event id (or the id's first characters), and zap if several."""
-    found = await inbox.recent_runs(limit=50, zap=zap, event_prefix=ref)
+async def find_run(
+    inbox: Inbox, ref: str, zap: str | None = None, *, waiting: bool = False
+) -> LedgerRun:
+    """A ledger run by its event id (or the id's first characters), and zap if several;
+    ``waiting``: among the runs parked in a delay."""
+    found = await inbox.recent_runs(limit=50, zap=zap, event_prefix=ref, waiting=waiting)
     if not found:
-        raise ZapError(f"no zap run whose event id starts with {ref!r} (see `zapflow runs`)")
+        where = "waiting run" if waiting else "zap run"
+        see = "zapflow runs --waiting" if waiting else "zapflow runs"
+        raise ZapError(f"no {where} whose event id starts with {ref!r} (see `{see}`)")
     pairs = {(r.event_id, r.zap) for r in found}
     if len(pairs) > 1:
         listed = ", ".join(sorted(f"{e[:12]} ({z})" for e, z in pairs)[:5])
@@ -162,3 +180,44 @@ async def replay(
         return old, model, event, state
     finally:
         await inbox.close()
+
+
+async def resume_waiting(
+    ref: str, *, zap: str | None = None, inbox_url: str | None = None
+) -> tuple[LedgerRun, datetime]:
+    """Make a run parked in a delay go on now (``zapflow resume``): a running ``zapflow serve``
+    sharing the inbox takes it within a second. Returns the run and the time it waited for."""
+    inbox = await Inbox.open(inbox_url)
+    try:
+        run = await find_run(inbox, ref, zap, waiting=True)
+        was = await inbox.resume_waiting(run.event_id, run.zap)
+        if was is None:
+            raise ZapError(f"the run of {run.zap} on {run.event_id} is not waiting any more")
+        return run, was
+    finally:
+        await inbox.close()
+
+
+async def cancel_waiting(
+    ref: str, *, zap: str | None = None, inbox_url: str | None = None
+) -> LedgerRun:
+    """End a run parked in a delay for good (``zapflow cancel``): the ledger says
+    ``cancelled``, its later steps never run, and its waiting step's task run is Cancelled."""
+    from prefect.client.orchestration import get_client
+
+    from flows.task_runs import set_task_run_final_state
+
+    inbox = await Inbox.open(inbox_url)
+    try:
+        run = await find_run(inbox, ref, zap, waiting=True)
+        saved = await inbox.cancel_waiting(run.event_id, run.zap, "cancelled by zapflow cancel")
+        if saved is None:
+            raise ZapError(f"the run of {run.zap} on {run.event_id} is not waiting any more")
+    finally:
+        await inbox.close()
+    if saved.get("task_run"):
+        async with get_client() as client:
+            await set_task_run_final_state(
+                client, saved["task_run"], "cancelled by zapflow cancel", cancel=True
+            )
+    return run

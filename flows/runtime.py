@@ -7,6 +7,7 @@ around it (``zapflow run``, deployments), which adds retries, timeouts and run h
 
 from __future__ import annotations
 
+import asyncio
 import time
 import types
 import typing
@@ -22,7 +23,7 @@ from connectors import registry
 from connectors._contract import ActionContext
 from flows import connections
 from flows.connections import ConnectionProblem
-from flows.errors import AuthError, StepInputError
+from flows.errors import AuthError, RunParked, StepInputError
 from flows.loader import format_path
 from flows.model import ActionStep, PathsStep, Zap, step_connection
 from flows.rendering import condition_holds, render
@@ -42,8 +43,11 @@ class Event(BaseModel):
         return f"{self.app}.{self.trigger} {self.id[:12]}"
 
 
-StepStatus = Literal["completed", "skipped", "failed", "sampled"]
+StepStatus = Literal["completed", "skipped", "failed", "sampled", "waiting"]
 RESUMED = "done before the run was resumed (its checkpoint)"
+WAIT_OVER = "its wait is over: the run resumed after it"
+DUE_SLACK = 0.05
+"""A waiting step whose resume time is this close (seconds) is due."""
 
 
 @dataclass
@@ -61,9 +65,13 @@ class StepRecord:
 
 @dataclass
 class RunOutcome:
-    status: Literal["completed", "filtered", "failed"]
+    status: Literal["completed", "filtered", "failed", "waiting"]
     steps: list[StepRecord] = field(default_factory=list)
     message: str = ""
+    resume_at: datetime | None = None
+    """A waiting run's resume time: it is parked in a delay step until then."""
+    unsaved: list[Any] = field(default_factory=list)
+    """A waiting run's step outcomes not committed yet (``Journal.hand_over``)."""
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -179,6 +187,7 @@ async def run_step(
         connection=connection,
         connection_name=connection_name,
         testing=base.testing or dry_run,
+        can_park=base.can_park and not dry_run,
         logger=base.logger,
     )
     try:
@@ -207,6 +216,9 @@ class Journal:
     """Returns once every outcome noted so far is committed."""
     end: Callable[[], None] | None = None
     """The run ended: outcomes not committed yet need not be."""
+    hand_over: Callable[[], list[Any]] | None = None
+    """The run parks: the outcomes not committed yet, taken from the queue, to be committed
+    with the run's ledger row (``RunOutcome.unsaved``)."""
 
 
 class ZapRun:
@@ -221,9 +233,11 @@ class ZapRun:
         dry_run: bool = False,
         testing: bool = False,
         journal: Journal | None = None,
+        can_park: bool = False,
     ) -> None:
         """``dry_run``: call no app (sample outputs); ``testing``: call apps but never wait;
-        ``journal``: step checkpoints (steps done before are not run again)."""
+        ``journal``: step checkpoints (steps done before are not run again); ``can_park``: a
+        delay ends the run's turn (``RunParked``, status ``waiting``) instead of sleeping."""
         self.zap, self.event, self.dry_run = zap, event, dry_run
         self.journal = journal or Journal()
         self.run_id = run_id or uuid.uuid4().hex
@@ -233,7 +247,11 @@ class ZapRun:
             run_id=self.run_id,
             event_id=event.id,
             testing=testing or dry_run,
+            can_park=can_park and not (testing or dry_run),
         )
+        self.wait_over: Callable[[dict[str, Any], str], Awaitable[None]] | None = None
+        """Called when a parked step's wait is over (with its checkpoint and a message), e.g.
+        to show its task run completed."""
         self.records: list[StepRecord] = []
         self.context: dict[str, Any] = {
             "trigger": trigger_context(zap, event),
@@ -263,6 +281,17 @@ class ZapRun:
                 return RunOutcome("filtered", self.records, f"filter[{i}] `{condition}` was false")
         try:
             await self._run_steps(self.zap.steps, runner)
+        except RunParked as park:  # the run waits, stored with its last checkpoints
+            unsaved = self.journal.hand_over() if self.journal.hand_over is not None else []
+            waiting = next(r for r in reversed(self.records) if r.status == "waiting")
+            when = park.resume_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            return RunOutcome(
+                "waiting",
+                self.records,
+                f"step {waiting.id!r} waits until {when}",
+                resume_at=park.resume_at,
+                unsaved=unsaved,
+            )
         except Exception as exc:  # the failing step is recorded; the caller decides what to raise
             failed = next((r for r in self.records if r.status == "failed"), None)
             where = f"step {failed.id!r} ({failed.action}) failed: " if failed else ""
@@ -280,6 +309,9 @@ class ZapRun:
                 await self._run_action(step, runner)
 
     async def _run_action(self, step: ActionStep, runner: StepRunner) -> None:
+        if step.id in self.journal.done and self.journal.done[step.id][0] == "waiting":
+            await self._waited(step)
+            return
         if step.id in self.journal.done:  # done before this run was resumed: not again
             status, output = self.journal.done[step.id]
             skipped = status == "skipped"
@@ -301,6 +333,12 @@ class ZapRun:
         self.records.append(record)
         try:
             result = await runner(step, self.context)
+        except RunParked as park:
+            record.status, record.output = "waiting", park.checkpoint
+            record.seconds = time.perf_counter() - started
+            if self.journal.save is not None:
+                self.journal.save(step.id, "waiting", park.checkpoint)
+            raise
         except Exception as exc:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             record.seconds = time.perf_counter() - started
@@ -318,6 +356,27 @@ class ZapRun:
         self.context["steps"][step.id] = record.output
         if self.journal.save is not None and not self.dry_run:
             self.journal.save(step.id, "completed", record.output)
+
+    async def _waited(self, step: ActionStep) -> None:
+        """A step the run was parked in: its wait is over (the step completes with the output
+        it gave when it parked), or not yet (the run parks again until then)."""
+        saved: dict[str, Any] = self.journal.done[step.id][1] or {}
+        resume_at = datetime.fromisoformat(saved.get("resume_at") or datetime.now(UTC).isoformat())
+        left = (resume_at - datetime.now(UTC)).total_seconds()
+        if left > DUE_SLACK and self.base.can_park:  # resumed early (a crash mid-park): again
+            self.records.append(StepRecord(step.id, step.action, "waiting", output=saved))
+            park = RunParked(resume_at, since=datetime.fromisoformat(saved["since"]))
+            park.checkpoint = saved
+            raise park
+        if left > 0:
+            await asyncio.sleep(left)
+        output = saved.get("output")
+        self.records.append(StepRecord(step.id, step.action, "completed", output=output))
+        self.context["steps"][step.id] = output
+        if self.journal.save is not None:
+            self.journal.save(step.id, "completed", output)
+        if self.wait_over is not None:
+            await self.wait_over(saved, WAIT_OVER)
 
     async def _run_paths(self, step: PathsStep, runner: StepRunner) -> None:
         ran: list[str] = []

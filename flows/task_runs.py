@@ -25,23 +25,33 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from prefect.client.schemas.objects import State, TaskRun, TaskRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging.loggers import task_run_logger
-from prefect.states import AwaitingRetry, Completed, Failed, Pending, Retrying, Running
+from prefect.states import (
+    AwaitingRetry,
+    Completed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    Scheduled,
+)
 from prefect.types._datetime import now
 from prefect.utilities.engine import emit_task_run_state_change_event
 from prefect.utilities.math import clamped_poisson_interval
 
 from connectors._contract import ActionContext
-from flows.errors import ZapError, is_retryable
+from flows.errors import RunParked, ZapError, is_retryable
 from flows.model import ActionStep, StepPolicy
 from flows.runtime import Skipped, run_step
 from flows.template_budget import step_deadline
 
 SKIPPED = "Skipped"
+WAITING = "Waiting"
+log = logging.getLogger("zapflow.task_runs")
 MAX_RETRY_AFTER = 300.0
 """The longest an app's Retry-After may hold a step's retry back (seconds)."""
 _LOG_LIMIT = 4000
@@ -183,6 +193,17 @@ async def run_step_as_task_run(
                         dry_run=dry_run,
                         connection_name=connection_name,
                     )
+        except RunParked as park:
+            when = park.resume_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+            logger.info("waits until %s: the run is parked, its slot free, until then", when)
+            # Scheduled, named Waiting, with its time: the UI shows when it goes on.
+            record.set_state(
+                Scheduled(
+                    scheduled_time=park.resume_at, name=WAITING, message=f"Waiting until {when}"
+                )
+            )
+            park.checkpoint["task_run"] = str(record.task_run.id)
+            raise
         except TimeoutError as exc:
             error: Exception = StepTimedOut(f"the step took longer than its timeout ({timeout} s)")
             error.__cause__ = exc
@@ -229,3 +250,33 @@ async def _wait_before_retry(
         f"in {delay:.1f} s" if delay else "now",
     )
     return delay
+
+
+async def close_waiting_task_run(
+    saved: dict[str, Any], message: str, *, cancel: bool = False
+) -> None:
+    """End the task run of a step a run was parked in (its id is in the step's checkpoint):
+    Completed when the run resumed after it, Cancelled when the run was cancelled. Recorded
+    through the current flow run's client; the UI shows it in the flow run it parked in."""
+    task_run_id = saved.get("task_run")
+    ctx = FlowRunContext.get()
+    if not task_run_id or ctx is None or ctx.client is None:
+        return
+    await set_task_run_final_state(ctx.client, task_run_id, message, cancel=cancel)
+
+
+async def set_task_run_final_state(
+    client: Any, task_run_id: str, message: str, *, cancel: bool = False
+) -> None:
+    """Set a recorded task run's final state (best effort: a failure is only logged)."""
+    from prefect.states import Cancelled
+
+    state: State[Any] = Cancelled(message=message) if cancel else Completed(message=message)
+    try:
+        await client.set_task_run_state(UUID(task_run_id), state, force=True)
+    except Exception as exc:  # the run goes on; the UI shows the step still waiting
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404:  # its process stopped before the server recorded it
+            log.info("the waiting task run %s was never recorded; nothing to end", task_run_id)
+        else:
+            log.warning("could not end the waiting task run %s: %s", task_run_id, exc)

@@ -128,7 +128,7 @@ async def test_events_wait_while_prefect_is_down_and_drain_when_it_is_back(tmp_p
     )
     from flows.history import _row
 
-    assert {_row(r).state for r in waiting} == {"Waiting"}  # what `zapflow runs` shows
+    assert {_row(r).state for r in waiting} == {"Queued"}  # what `zapflow runs` shows
 
     await asyncio.sleep(max(0.0, down._backoff))  # the events' release delay
     back = Dispatcher(inbox, lambda: [GREET])

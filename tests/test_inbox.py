@@ -46,7 +46,7 @@ async def test_put_returns_once_a_new_inbox_can_see_the_event(backend: Backend) 
     assert stored is not None
     assert (stored.app, stored.trigger, stored.payload) == ("test", "thing_happened", {"n": 1})
     assert stored.received_at.tzinfo is not None
-    assert await reader.counts() == {"pending": 1, "claimed": 0, "done": 0}
+    assert await reader.counts() == {"pending": 1, "claimed": 0, "parked": 0, "done": 0}
 
 
 CRASHING_WRITER = """
@@ -79,7 +79,7 @@ async def test_acknowledged_events_survive_the_process_dying(backend: Backend) -
     out, _ = await child.communicate()
     assert out.decode().strip() == "50"
     inbox = await backend.open()
-    assert await inbox.counts() == {"pending": 50, "claimed": 0, "done": 0}
+    assert await inbox.counts() == {"pending": 50, "claimed": 0, "parked": 0, "done": 0}
 
 
 async def test_duplicates_are_recognised_and_stored_once(backend: Backend) -> None:
@@ -95,7 +95,7 @@ async def test_duplicates_are_recognised_and_stored_once(backend: Backend) -> No
     ]
     racing = await asyncio.gather(*(inbox.put(event("race")) for _ in range(20)))
     assert sorted(racing) == [False] * 19 + [True]
-    assert await inbox.counts() == {"pending": 4, "claimed": 0, "done": 0}
+    assert await inbox.counts() == {"pending": 4, "claimed": 0, "parked": 0, "done": 0}
     stored = await inbox.get("dup")
     assert stored is not None and stored.payload == {"n": 1}  # the first delivery is kept
 
@@ -146,7 +146,7 @@ async def test_one_bad_event_does_not_fail_its_batch(backend: Backend) -> None:
     assert results[0] is True and results[2] is True
     assert isinstance(results[1], Exception)
     assert await inbox.get("bad") is None
-    assert await inbox.counts() == {"pending": 2, "claimed": 0, "done": 0}
+    assert await inbox.counts() == {"pending": 2, "claimed": 0, "parked": 0, "done": 0}
 
 
 async def test_a_payload_nested_too_deep_is_refused_whoever_puts_it(backend: Backend) -> None:
@@ -163,7 +163,7 @@ async def test_a_payload_nested_too_deep_is_refused_whoever_puts_it(backend: Bac
         await inbox.put_many([event("ok"), event("deep-2", x=[deep])])
     assert await inbox.put(event("at-limit", x=deep["a"])) is True
     assert await inbox.get("deep") is None and await inbox.get("ok") is None
-    assert await inbox.counts() == {"pending": 1, "claimed": 0, "done": 0}
+    assert await inbox.counts() == {"pending": 1, "claimed": 0, "parked": 0, "done": 0}
 
 
 async def test_close_writes_pending_puts_first(backend: Backend) -> None:
@@ -207,7 +207,7 @@ async def test_each_event_goes_to_exactly_one_of_two_claimers(backend: Backend) 
     assert one and two, "both claimers should have taken part"
     assert not set(one) & set(two)
     assert len(one) + len(two) == 300
-    assert await first.counts() == {"pending": 0, "claimed": 300, "done": 0}
+    assert await first.counts() == {"pending": 0, "claimed": 300, "parked": 0, "done": 0}
 
 
 async def test_claim_takes_the_oldest_first(backend: Backend) -> None:
@@ -239,7 +239,7 @@ async def test_extend_keeps_a_lease_alive(backend: Backend) -> None:
     await inbox.extend("w", [claimed.seq], 60)
     await asyncio.sleep(0.25)
     assert await inbox.claim("other") == []
-    assert await inbox.counts() == {"pending": 0, "claimed": 1, "done": 0}
+    assert await inbox.counts() == {"pending": 0, "claimed": 1, "parked": 0, "done": 0}
 
 
 async def test_done_events_are_not_claimed_again(backend: Backend) -> None:
@@ -248,7 +248,7 @@ async def test_done_events_are_not_claimed_again(backend: Backend) -> None:
     await inbox.done([e.seq for e in await inbox.claim("w", lease=0.01)])
     await asyncio.sleep(0.02)  # past the lease: done is done regardless
     assert await inbox.claim("w") == []
-    assert await inbox.counts() == {"pending": 0, "claimed": 0, "done": 2}
+    assert await inbox.counts() == {"pending": 0, "claimed": 0, "parked": 0, "done": 2}
 
 
 async def test_release_with_delay_hides_the_event_until_then(backend: Backend) -> None:
@@ -257,7 +257,7 @@ async def test_release_with_delay_hides_the_event_until_then(backend: Backend) -
     later, now = await inbox.claim("w")
     await inbox.release([later.seq], delay=0.3)
     await inbox.release([now.seq])
-    assert await inbox.counts() == {"pending": 2, "claimed": 0, "done": 0}
+    assert await inbox.counts() == {"pending": 2, "claimed": 0, "parked": 0, "done": 0}
     [again] = await inbox.claim("w")
     assert (again.id, again.attempts) == ("now", 2)
     await asyncio.sleep(0.35)
@@ -331,7 +331,7 @@ async def test_purge_deletes_old_done_events_and_their_ledger_rows(backend: Back
     assert await inbox.purge(timedelta(hours=1)) == 0  # not old enough yet
     await asyncio.sleep(0.01)
     assert await inbox.purge(timedelta(0)) == 2
-    assert await inbox.counts() == {"pending": 0, "claimed": 1, "done": 0}
+    assert await inbox.counts() == {"pending": 0, "claimed": 1, "parked": 0, "done": 0}
     assert await inbox.get("old-1") is None
     assert await inbox.run_state("old-1", "z") is None
     assert await inbox.run_state("open", "z") == "running"
@@ -357,7 +357,16 @@ async def test_hook_tokens_are_stable_and_distinct(backend: Backend) -> None:
 
 async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) -> None:
     first = await backend.open()
-    assert first.applied_migrations == ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+    assert first.applied_migrations == (
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0008",
+    )
     await first.put(event("kept"))
     await first.close()
     again = await backend.open()
@@ -368,7 +377,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0007"
+        assert context.get_current_revision() == "0008"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -376,12 +385,72 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         assert await conn.run_sync(differences) == []
 
 
+async def test_an_inbox_made_before_parking_upgrades_keeping_its_events(backend: Backend) -> None:
+    """Migration 0008 copies SQLite's events table (to change its state CHECK): events, runs
+    and checkpoints survive, seqs go on after the highest ever used, and claims use the new
+    index of claimable events."""
+    from alembic import command
+
+    from flows.intake.inbox import _alembic_config, make_engine
+
+    engine = make_engine(backend.url, schema=backend.schema)
+
+    def to_0007(conn: sa.Connection) -> None:
+        if backend.schema:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{backend.schema}"')
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007")
+
+    async with engine.execution_options(zapflow_write=True).begin() as conn:
+        await conn.run_sync(to_0007)
+        for seq in (1, 2, 3):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO zapflow_events (id, app, trigger, payload, received_at, "
+                    "state, available_at, attempts) VALUES (:id, 'a', 't', '{}', "
+                    "CURRENT_TIMESTAMP, :state, CURRENT_TIMESTAMP, 0)"
+                ),
+                {"id": f"old-{seq}", "state": "done" if seq == 3 else "pending"},
+            )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO zapflow_steps (event_id, zap, step, status, output, finished_at) "
+                "VALUES ('old-1', 'z', 's', 'completed', '{\"n\": 1}', CURRENT_TIMESTAMP)"
+            )
+        )
+        # The newest event was purged: its seq must not be given again.
+        purged = await conn.execute(
+            sa.text("DELETE FROM zapflow_events WHERE id = 'old-3' RETURNING seq")
+        )
+        highest = purged.scalar_one()
+    await engine.dispose()
+    inbox = await backend.open()
+    assert inbox.applied_migrations == ("0008",)
+    assert await inbox.put(event("new"))
+    new = await inbox.get("new")
+    assert new is not None and new.seq > highest
+    claimed = await inbox.claim("w", limit=10)
+    assert [e.id for e in claimed] == ["old-1", "old-2", "new"]
+    assert (await inbox.load_steps([("old-1", "z")]))[("old-1", "z")] == {
+        "s": ("completed", {"n": 1})
+    }
+    if backend.name == "sqlite":
+        async with inbox.engine.connect() as conn:
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT seq FROM zapflow_events WHERE "
+                "state <> 'done' AND state <> 'parked' AND available_at <= '2100-01-01' "
+                "ORDER BY seq LIMIT 10"
+            )
+            assert "ix_zapflow_events_waiting" in " ".join(str(r) for r in plan.all())
+
+
 async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend: Backend) -> None:
     opened = await asyncio.gather(*(backend.open() for _ in range(3)))
     assert sorted(inbox.applied_migrations for inbox in opened) == [
         (),
         (),
-        ("0001", "0002", "0003", "0004", "0005", "0006", "0007"),
+        ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"),
     ]
 
 

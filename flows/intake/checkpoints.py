@@ -11,7 +11,8 @@ commit: one writer takes whatever outcomes were noted while the previous commit 
 and commits them in one transaction (on the dispatcher's inbox thread,
 ``flows.intake.threaded``). A run's last step needs no checkpoint of its own: the run's end,
 written to the ledger, says it completed (until then, it is the step in flight) — so a one-step
-zap costs no extra commit.
+zap costs no extra commit. Likewise a run that parks in a delay hands its last outcomes (the
+waiting step's among them) to the ledger write that parks it: one transaction.
 """
 
 from __future__ import annotations
@@ -66,7 +67,16 @@ class Checkpoints:
                     future.set_result(None)
             mine.clear()
 
-        return Journal(done=done or {}, save=save, before_step=before_step, end=end)
+        def hand_over() -> list[StepOutcome]:
+            """The run parks: its outcomes not committed yet go with its ledger row, in the
+            same transaction (parking costs no commit of its own)."""
+            taken = [o for o in (self._queue.pop(f, None) for f in mine) if o is not None]
+            end()
+            return taken
+
+        return Journal(
+            done=done or {}, save=save, before_step=before_step, end=end, hand_over=hand_over
+        )
 
     def _start(self) -> None:
         if self._writer is None or self._writer.done():

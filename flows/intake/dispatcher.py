@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import os
 import socket
@@ -204,6 +205,8 @@ class Dispatcher:
         self._room = asyncio.Event()
         self._results: list[RunResult] = []
         self._done: list[int] = []
+        self._parked: list[int] = []
+        self._due: list[float] = []  # a heap of when runs parked here are due
         self._release: list[tuple[int, float]] = []
         self._flush_wanted = asyncio.Event()
         self._last_claim = 0.0
@@ -345,7 +348,7 @@ class Dispatcher:
             self._claim_gap = WRITE_GAP_BUSY if len(claimed) >= BUSY_BATCH else WRITE_GAP
             if not claimed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+                    await asyncio.wait_for(self.wake.wait(), self._idle_wait())
                 continue
             for event in claimed:
                 self._in_hand.add(event.seq)
@@ -353,6 +356,18 @@ class Dispatcher:
                 task.add_done_callback(functools.partial(self._out_of_hand, event.seq))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
+
+    def _idle_wait(self) -> float:
+        """How long to wait for a nudge when nothing was claimable: ``idle_poll``, or less
+        when a run this dispatcher parked is due sooner."""
+        now = time.time()
+        if self._due and self._due[0] <= now:
+            while self._due and self._due[0] <= now:  # due: the claim just made took them
+                heapq.heappop(self._due)
+            return 0.0
+        if not self._due:
+            return self.idle_poll
+        return min(self.idle_poll, self._due[0] - now + 0.005)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._safely(work))
@@ -388,8 +403,13 @@ class Dispatcher:
     ) -> None:
         mine = [z for z in zaps if states.get((event.id, z.zap)) == "started"]
         elsewhere = any(states.get((event.id, z.zap)) == "running" for z in zaps)
+        # A run parked in a delay and not due yet (the event came back for another's): the
+        # event parks again until the earliest of them.
+        parked = any(states.get((event.id, z.zap)) == "waiting" for z in zaps)
         self.stats.skipped += sum(
-            1 for z in zaps if states.get((event.id, z.zap)) not in ("started", "running")
+            1
+            for z in zaps
+            if states.get((event.id, z.zap)) not in ("started", "running", "waiting")
         )
         trigger_event = _as_event(event)
         done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
@@ -419,6 +439,7 @@ class Dispatcher:
         for zap, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, EventRun):
                 self._record(zap, outcome)
+                parked = parked or outcome.outcome.status == "waiting"
             elif isinstance(outcome, BaseException):
                 if is_infrastructure(outcome):
                     down.append((zap, outcome))
@@ -443,6 +464,9 @@ class Dispatcher:
             # Another dispatcher is running one of them (or died doing so): look again after
             # a while; its ledger row tells when it is finished or stale.
             self._release.append((event.seq, self.lease / 4))
+        elif parked:  # stored until its earliest waiting run is due (the ledger knows when)
+            self.prefect_back()
+            self._parked.append(event.seq)
         else:
             self.prefect_back()  # if this is the first run since Prefect came back
             self._done.append(event.seq)
@@ -490,7 +514,10 @@ class Dispatcher:
     async def _run(self, zap: Zap, event: Event, journal: Journal) -> EventRun:
         await self.intake.calm()
         started = time.perf_counter()
-        if journal.done:
+        waited = [step for step, (status, _) in journal.done.items() if status == "waiting"]
+        if waited:
+            log.info("%s on %s resumes after its %s step", zap.zap, event.id, waited[0])
+        elif journal.done:
             log.warning(
                 "%s on %s resumed: step(s) %s done before are not run again",
                 zap.zap,
@@ -519,8 +546,12 @@ class Dispatcher:
                 flow_run_id=result.flow_run_id,
                 failing_step=result.failing_step,
                 message=result.outcome.message or None,
+                resume_at=result.outcome.resume_at,
+                steps=result.outcome.unsaved,
             )
         )
+        if result.outcome.resume_at is not None:  # wake up for it (other serves' within 1 s)
+            heapq.heappush(self._due, result.outcome.resume_at.timestamp())
 
     async def _safely(self, write: object) -> None:
         try:
@@ -538,11 +569,12 @@ class Dispatcher:
             last = time.monotonic()
             self._flush_wanted.clear()
             results, done, release = self._results, self._done, self._release
-            self._results, self._done, self._release = [], [], []
+            parked = self._parked
+            self._results, self._done, self._release, self._parked = [], [], [], []
             gap = WRITE_GAP_BUSY if len(done) >= BUSY_BATCH else WRITE_GAP
-            while results or done:
+            while results or done or parked:
                 try:
-                    await self.inbox.finish_runs(results, done)
+                    await self.inbox.finish_runs(results, done, parked)
                     break
                 except Exception as exc:
                     self.stats.inbox_errors += 1
@@ -551,7 +583,7 @@ class Dispatcher:
                     await asyncio.sleep(0.2)
             for seq, delay in release:
                 await self._safely(self.inbox.release([seq], delay=delay))
-            pending = self._results or self._done or self._release
+            pending = self._results or self._done or self._release or self._parked
             if self._stopping and not pending and not self._tasks:
                 return
 

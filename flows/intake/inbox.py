@@ -23,16 +23,27 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     ``seq`` (autoincrement primary key: arrival order), ``id`` (unique: the de-duplication key),
     ``app``, ``trigger``, ``connection``, ``zap`` (set when the event is for that zap only),
     ``payload`` (JSON; JSONB on PostgreSQL), ``received_at``, ``state`` (``pending`` → ``claimed``
-    → ``done``), ``claimed_by`` (the worker, while claimed), ``available_at`` (when the event may
-    next be claimed: on arrival, when a release's delay ends, or — while it is claimed — when the
-    lease ends), ``attempts`` (times claimed), ``done_at``. One partial index on ``seq`` over the
-    events not done yet serves claiming; ``(state, done_at)`` serves purging.
+    → ``done``, or ``parked`` while each of its runs is finished or waiting in a delay),
+    ``claimed_by`` (the worker, while claimed), ``available_at`` (when the event may next be
+    claimed: on arrival, when a release's delay ends, when its earliest parked run is due, or —
+    while it is claimed — when the lease ends), ``attempts`` (times claimed), ``done_at``. One
+    partial index on ``seq`` over the claimable events (pending or claimed) serves claiming, one
+    on ``available_at`` over the parked ones wakes them when due; ``(state, done_at)`` serves
+    purging.
 ``zapflow_runs`` — the ledger of zap runs, primary key ``(event_id, zap)``.
     ``state`` (``running``; then how it ended — ``completed``, ``filtered``, ``failed``,
-    ``crashed`` …, all final — or ``abandoned``: it did not run and may be started again),
-    ``flow_run_id`` (the Prefect flow run that recorded it), ``started_at``, ``finished_at``,
-    ``failing_step`` and ``message`` (why it failed or was filtered), ``worker`` (the
-    dispatcher running it: ``host:pid``). Indexed by ``started_at`` for ``zapflow runs``.
+    ``cancelled`` …, all final — or ``abandoned``: it did not run and may be started again, or
+    ``waiting``: parked in a delay until ``resume_at``), ``flow_run_id`` (the Prefect flow run
+    that recorded it), ``started_at``, ``finished_at``, ``failing_step`` and ``message`` (why it
+    failed or was filtered), ``worker`` (the dispatcher running it: ``host:pid:start``),
+    ``resume_at`` (kept after the run went on). Indexed by ``started_at`` for ``zapflow runs``,
+    and by ``resume_at`` over the waiting runs for ``zapflow runs --waiting``.
+``zapflow_steps`` — step checkpoints (``flows.intake.checkpoints``), primary key
+    ``(event_id, zap, step)``: ``status`` (``completed``, ``skipped``, or ``waiting``: the delay
+    step a parked run waits in, its ``output`` holding the resume time), ``output`` (JSON),
+    ``finished_at``.
+``zapflow_workers`` — dispatchers' heartbeats: ``worker`` (``host:pid:start``), ``host``,
+    ``started_at``, ``seen_at``.
 ``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
 ``zapflow_poll_state`` — one row per polling or schedule trigger (``flows.intake.pollers``),
     primary key ``poller`` (the zap id). ``fingerprint`` (of the trigger settings the row is
@@ -84,8 +95,11 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "zapflow_inbox_version"
 
-PENDING, CLAIMED, DONE = "pending", "claimed", "done"
-RUNNING, ABANDONED = "running", "abandoned"
+PENDING, CLAIMED, PARKED, DONE = "pending", "claimed", "parked", "done"
+RUNNING, ABANDONED, WAITING = "running", "abandoned", "waiting"
+CLAIMABLE = "state <> 'done' AND state <> 'parked'"
+"""The claim's condition, written as the claim index's WHERE clause: SQLite and PostgreSQL use
+a partial index only when the query repeats its condition."""
 
 # Waiting this long for SQLite's write lock (another process committing, a long purge chunk)
 # beats failing an acknowledgement; a lock held longer than this means something is wrong.
@@ -151,14 +165,22 @@ events = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("done_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("id", name="uq_zapflow_events_id"),
-    sa.CheckConstraint("state IN ('pending', 'claimed', 'done')", name="ck_zapflow_events_state"),
+    sa.CheckConstraint(
+        "state IN ('pending', 'claimed', 'parked', 'done')", name="ck_zapflow_events_state"
+    ),
     sa.Index(
         "ix_zapflow_events_waiting",
         "seq",
-        sqlite_where=sa.text("state <> 'done'"),
-        postgresql_where=sa.text("state <> 'done'"),
+        sqlite_where=sa.text(CLAIMABLE),
+        postgresql_where=sa.text(CLAIMABLE),
     ),
     sa.Index("ix_zapflow_events_done", "state", "done_at"),
+    sa.Index(
+        "ix_zapflow_events_parked",
+        "available_at",
+        sqlite_where=sa.text("state = 'parked'"),
+        postgresql_where=sa.text("state = 'parked'"),
+    ),
     # Seqs are never reused after a purge, so "oldest first" stays true for good.
     sqlite_autoincrement=True,
 )
@@ -175,7 +197,14 @@ runs = sa.Table(
     sa.Column("failing_step", sa.Text(), nullable=True),
     sa.Column("message", sa.Text(), nullable=True),
     sa.Column("worker", sa.Text(), nullable=True),
+    sa.Column("resume_at", UTCDateTime(), nullable=True),
     sa.Index("ix_zapflow_runs_started", "started_at"),
+    sa.Index(
+        "ix_zapflow_runs_waiting",
+        "resume_at",
+        sqlite_where=sa.text("state = 'waiting'"),
+        postgresql_where=sa.text("state = 'waiting'"),
+    ),
 )
 
 steps = sa.Table(
@@ -187,7 +216,9 @@ steps = sa.Table(
     sa.Column("status", sa.Text(), nullable=False),
     sa.Column("output", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=False),
-    sa.CheckConstraint("status IN ('completed', 'skipped')", name="ck_zapflow_steps_status"),
+    sa.CheckConstraint(
+        "status IN ('completed', 'skipped', 'waiting')", name="ck_zapflow_steps_status"
+    ),
 )
 
 workers = sa.Table(
@@ -462,6 +493,10 @@ class RunResult:
     message: str | None = None
     started_at: datetime | None = None
     """When the run started (``record_run``; ``finish_runs`` keeps the ledger's own)."""
+    resume_at: datetime | None = None
+    """A ``waiting`` run's resume time (it is parked in a delay until then)."""
+    steps: Sequence[StepOutcome] = ()
+    """Step checkpoints committed with this row (a parked run's last ones)."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +513,7 @@ class LedgerRun:
     message: str | None
     app: str | None
     trigger: str | None
+    resume_at: datetime | None = None
 
 
 @dataclass
@@ -735,13 +771,14 @@ class Inbox:
         if limit < 1:
             return []
         now = _now()
+        await self._wake_parked(conn, now)
         # A pending event's available_at is when it may be taken; a claimed one's is the end of
-        # its lease. So one condition covers both, and it walks the partial index of events not
-        # done in seq order, stopping after `limit` rows. The literal 'done' (not a bound
-        # parameter) is what lets SQLite and PostgreSQL match that index's WHERE clause.
+        # its lease. So one condition covers both, and it walks the partial index of claimable
+        # events in seq order, stopping after `limit` rows. The condition is literal text (no
+        # bound parameters) so that SQLite and PostgreSQL match that index's WHERE clause.
         picked = (
             sa.select(events.c.seq)
-            .where(events.c.state != sa.literal_column(f"'{DONE}'"), events.c.available_at <= now)
+            .where(sa.text(CLAIMABLE), events.c.available_at <= now)
             .order_by(events.c.seq)
             .limit(limit)
         )
@@ -763,6 +800,24 @@ class Inbox:
         stmt = stmt.values(values).returning(*events.c)
         rows = (await conn.execute(stmt)).all()
         return sorted((_stored(row) for row in rows), key=lambda e: e.seq)
+
+    async def _wake_parked(self, conn: AsyncConnection, now: datetime) -> None:
+        """Parked events whose resume time has come become claimable (their own index finds
+        them: a claim costs nothing more however many runs are parked)."""
+        await conn.execute(
+            events.update()
+            .where(events.c.state == PARKED, events.c.available_at <= now)
+            .values(state=PENDING)
+        )
+
+    async def next_resume(self) -> datetime | None:
+        """When the earliest parked event is due (None when nothing is parked)."""
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(
+                    sa.select(sa.func.min(events.c.available_at)).where(events.c.state == PARKED)
+                )
+            ).scalar_one_or_none()
 
     async def claim_and_start(
         self,
@@ -807,6 +862,10 @@ class Inbox:
         """Commit steps' outcomes (one transaction): a resumed run skips these steps."""
         if not rows:
             return
+        async with self._write_engine.begin() as conn:
+            await self._save_steps(conn, rows)
+
+    async def _save_steps(self, conn: AsyncConnection, rows: Sequence[StepOutcome]) -> None:
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         now = _now()
         stmt = insert(steps)
@@ -814,21 +873,20 @@ class Inbox:
             index_elements=["event_id", "zap", "step"],
             set_={"status": stmt.excluded.status, "output": stmt.excluded.output},
         )
-        async with self._write_engine.begin() as conn:
-            await conn.execute(
-                stmt,
-                [
-                    {
-                        "event_id": r.event_id,
-                        "zap": r.zap,
-                        "step": r.step,
-                        "status": r.status,
-                        "output": r.output,
-                        "finished_at": now,
-                    }
-                    for r in rows
-                ],
-            )
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "event_id": r.event_id,
+                    "zap": r.zap,
+                    "step": r.step,
+                    "status": r.status,
+                    "output": r.output,
+                    "finished_at": now,
+                }
+                for r in rows
+            ],
+        )
 
     async def load_steps(
         self, pairs: Sequence[tuple[str, str]]
@@ -1058,6 +1116,7 @@ class Inbox:
                     pair.in_(rest),
                     sa.or_(
                         runs.c.state == ABANDONED,
+                        sa.and_(runs.c.state == WAITING, runs.c.resume_at <= now),
                         sa.and_(
                             runs.c.state == RUNNING,
                             sa.or_(
@@ -1107,12 +1166,19 @@ class Inbox:
             )
             return {str(w) for (w,) in rows.all() if w}
 
-    async def finish_runs(self, results: Sequence[RunResult], done: Sequence[int] = ()) -> None:
-        """Record how many zap runs ended and mark events done, in one transaction."""
-        if not results and not done:
+    async def finish_runs(
+        self, results: Sequence[RunResult], done: Sequence[int] = (), parked: Sequence[int] = ()
+    ) -> None:
+        """Record how many zap runs ended (or parked: ``waiting`` with a resume time), mark
+        events done, and park events (``parked``: each is claimed again when the earliest of
+        its waiting runs is due), in one transaction."""
+        if not results and not done and not parked:
             return
         now = _now()
+        checkpoints = [step for r in results for step in r.steps]
         async with self._write_engine.begin() as conn:
+            if checkpoints:
+                await self._save_steps(conn, checkpoints)
             if results:
                 await conn.execute(
                     runs.update()
@@ -1125,6 +1191,10 @@ class Inbox:
                         flow_run_id=sa.bindparam("b_flow_run"),
                         failing_step=sa.bindparam("b_step"),
                         message=sa.bindparam("b_message"),
+                        # A run that waited keeps when it resumed (for `zapflow runs`).
+                        resume_at=sa.func.coalesce(
+                            sa.bindparam("b_resume", type_=UTCDateTime()), runs.c.resume_at
+                        ),
                         finished_at=now,
                     ),
                     [
@@ -1135,6 +1205,7 @@ class Inbox:
                             "b_flow_run": r.flow_run_id,
                             "b_step": r.failing_step,
                             "b_message": r.message,
+                            "b_resume": r.resume_at,
                         }
                         for r in results
                     ],
@@ -1145,6 +1216,26 @@ class Inbox:
                     .where(events.c.seq.in_(chunk))
                     .values(state=DONE, done_at=now, claimed_by=None)
                 )
+            await self._park(conn, parked, now)
+
+    async def _park(self, conn: AsyncConnection, seqs: Sequence[int], now: datetime) -> None:
+        """Park events until the earliest resume time of their waiting runs (now, if none
+        waits any more: the next claim finds that every run is over)."""
+        earliest = (
+            sa.select(sa.func.min(runs.c.resume_at))
+            .where(runs.c.event_id == events.c.id, runs.c.state == WAITING)
+            .scalar_subquery()
+        )
+        for chunk in _chunks(list(seqs)):
+            await conn.execute(
+                events.update()
+                .where(events.c.seq.in_(chunk))
+                .values(
+                    state=PARKED,
+                    claimed_by=None,
+                    available_at=sa.func.coalesce(earliest, sa.literal(now, UTCDateTime())),
+                )
+            )
 
     async def record_run(self, event: NewEvent, result: RunResult) -> None:
         """Record a zap run made outside the dispatcher (``zapflow run``, ``replay``, the demo):
@@ -1204,15 +1295,26 @@ class Inbox:
                 )
 
     async def recent_runs(
-        self, *, limit: int = 20, zap: str | None = None, event_prefix: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        zap: str | None = None,
+        event_prefix: str | None = None,
+        waiting: bool = False,
     ) -> list[LedgerRun]:
-        """The ledger's zap runs, most recently started first, with their events' trigger."""
+        """The ledger's zap runs, most recently started first, with their events' trigger;
+        ``waiting``: only the runs parked in a delay, the soonest due first."""
         stmt = (
             sa.select(runs, events.c.app, events.c.trigger)
             .join(events, events.c.id == runs.c.event_id, isouter=True)
-            .order_by(runs.c.started_at.desc(), runs.c.event_id)
             .limit(limit)
         )
+        if waiting:
+            stmt = stmt.where(runs.c.state == WAITING).order_by(
+                runs.c.resume_at, runs.c.event_id, runs.c.zap
+            )
+        else:
+            stmt = stmt.order_by(runs.c.started_at.desc(), runs.c.event_id)
         if zap is not None:
             stmt = stmt.where(runs.c.zap == zap)
         if event_prefix:
@@ -1232,9 +1334,72 @@ class Inbox:
                 message=row.message,
                 app=row.app,
                 trigger=row.trigger,
+                resume_at=row.resume_at,
             )
             for row in rows
         ]
+
+    async def resume_waiting(self, event_id: str, zap: str) -> datetime | None:
+        """Make a run parked in a delay due now (``zapflow resume``): its delay step ends at
+        once and the next claim runs it on. Returns the resume time it had, None if the run
+        was not waiting."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            mine = (runs.c.event_id == event_id, runs.c.zap == zap, runs.c.state == WAITING)
+            look = sa.select(runs.c.resume_at).where(*mine)
+            if self._is_postgresql:
+                look = look.with_for_update()
+            was = (await conn.execute(look)).scalar_one_or_none()
+            if was is None:
+                return None
+            await conn.execute(runs.update().where(*mine).values(resume_at=now))
+            waiting = await conn.execute(
+                sa.select(steps.c.step, steps.c.output).where(
+                    steps.c.event_id == event_id, steps.c.zap == zap, steps.c.status == WAITING
+                )
+            )
+            for step, output in waiting.all():
+                await conn.execute(
+                    steps.update()
+                    .where(steps.c.event_id == event_id, steps.c.zap == zap, steps.c.step == step)
+                    .values(output={**(output or {}), "resume_at": now.isoformat()})
+                )
+            await conn.execute(
+                events.update()
+                .where(events.c.id == event_id, events.c.state == PARKED)
+                .values(state=PENDING, available_at=now)
+            )
+        return was
+
+    async def cancel_waiting(self, event_id: str, zap: str, reason: str) -> dict[str, Any] | None:
+        """End a run parked in a delay for good (``zapflow cancel``): it is ``cancelled`` and
+        never resumes. Returns the waiting step's checkpoint (to close its task run), None if
+        the run was not waiting."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            changed = await conn.execute(
+                runs.update()
+                .where(runs.c.event_id == event_id, runs.c.zap == zap, runs.c.state == WAITING)
+                .values(state="cancelled", finished_at=now, resume_at=None, message=reason)
+            )
+            if not changed.rowcount:
+                return None
+            output = (
+                await conn.execute(
+                    sa.select(steps.c.output).where(
+                        steps.c.event_id == event_id, steps.c.zap == zap, steps.c.status == WAITING
+                    )
+                )
+            ).scalar()
+            # The event is parked until its earliest waiting run: now, if none is left.
+            seq = (
+                await conn.execute(
+                    sa.select(events.c.seq).where(events.c.id == event_id, events.c.state == PARKED)
+                )
+            ).scalar_one_or_none()
+            if seq is not None:
+                await self._park(conn, [seq], now)
+        return output if isinstance(output, dict) else {}
 
     async def run_state(self, event_id: str, zap: str) -> str | None:
         """The ledger's state for the pair (``running``, ``completed`` …), None if never run.
@@ -1328,4 +1493,4 @@ class Inbox:
                 )
             ).all()
         found = {row.state: row.n for row in rows}
-        return {state: found.get(state, 0) for state in (PENDING, CLAIMED, DONE)}
+        return {state: found.get(state, 0) for state in (PENDING, CLAIMED, PARKED, DONE)}
