@@ -694,28 +694,89 @@ def cancel(
 @app.command()
 def replay(
     event_ref: str = typer.Argument(
-        ..., metavar="EVENT", help="The run's event id (or its first characters: `zapflow runs`)"
+        None, metavar="[EVENT]", help="The run's event id (or its first characters: `zapflow runs`)"
     ),
-    zap: str = typer.Option(None, "--zap", help="Which zap's run, if the event ran several"),
+    zap: str = typer.Option(None, "--zap", help="Which zap's run (with --failed: whose runs)"),
+    from_start: bool = typer.Option(
+        False, "--from-start", help="Run every step again, as a new run with a new event id"
+    ),
+    version: str = typer.Option(
+        "current",
+        "--zap-version",
+        help="current: the zap's file now; recorded: the version the run ran",
+    ),
+    failed: bool = typer.Option(False, "--failed", help="Replay every failed run of --zap"),
+    since: str = typer.Option(None, "--since", help="With --failed: runs started within, e.g. 2h"),
     zaps: Path = ZapsOption,
     inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
 ) -> None:
-    """Run a recorded zap run again on its stored event, with the zap's current file."""
-    from flows.history import replay as replay_run
+    """Run a recorded zap run again on its stored event: from its failed step (the steps before
+    it are not run again), or --from-start."""
+    from pydantic import TypeAdapter, ValidationError
 
+    from flows.history import Replayed, replay_failed
+    from flows.history import replay as replay_run
+    from flows.model import Duration
+
+    if version not in ("current", "recorded"):
+        raise fail(f"--zap-version is current or recorded, not {version!r}")
+    if failed == bool(event_ref):
+        raise fail("give an EVENT, or --failed --zap ID (every failed run of a zap)")
+    if failed and not zap:
+        raise fail("--failed needs --zap ID: whose failed runs to replay")
+    window = None
+    if since is not None:
+        if not failed:
+            raise fail("--since goes with --failed")
+        try:
+            window = TypeAdapter(Duration).validate_python(since)
+        except ValidationError:
+            raise fail(f"--since {since!r} is not a duration (e.g. 30m, 2h, 1d)") from None
     with prefect_api() as url:
         try:
-            old, zap_model, event, state = asyncio.run(
-                replay_run(event_ref, [zaps], zap=zap, inbox_url=inbox_url)
-            )
+            if failed:
+                done = asyncio.run(
+                    replay_failed(
+                        zap,
+                        [zaps],
+                        since=window,
+                        inbox_url=inbox_url,
+                        from_start=from_start,
+                        version=version,
+                    )
+                )
+            else:
+                done = [
+                    asyncio.run(
+                        replay_run(
+                            event_ref,
+                            [zaps],
+                            zap=zap,
+                            inbox_url=inbox_url,
+                            from_start=from_start,
+                            version=version,
+                        )
+                    )
+                ]
         except ZapError as exc:
             raise fail(str(exc)) from None
-        out.print(
-            f"replayed {zap_model.zap} on event {old.event_id} (was {old.state}) "
-            f"as event {event.id}"
-        )
-        _report_state(state, url, event.id)
-    if not state.is_completed():
+        bad = 0
+        for item in done:
+            if not isinstance(item, Replayed):
+                run, error = item
+                err.print(f"{run.zap} on {run.event_id}: not replayed: {error}", markup=False)
+                bad += 1
+                continue
+            out.print(
+                f"replayed {item.zap.zap} on event {item.old.event_id} (was {item.old.state}) "
+                f"{item.how}"
+                + ("" if item.event.id == item.old.event_id else f" as event {item.event.id}")
+            )
+            _report_state(item.state, url, item.event.id)
+            bad += 0 if item.state.is_completed() else 1
+        if failed:
+            out.print(f"{len(done)} failed run(s) of {zap} replayed; {len(done) - bad} completed")
+    if bad:
         raise typer.Exit(1)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -24,9 +25,14 @@ from prefect.flow_engine import run_flow_async
 from prefect.states import Completed, Failed
 
 from flows.errors import ZapError
-from flows.model import ActionStep, Zap, effective_policy, step_connection
+from flows.model import ActionStep, Zap, effective_policy, step_connection, zap_version
 from flows.runtime import Event, Journal, RunOutcome, ZapRun
 from flows.task_runs import close_waiting_task_run, run_step_as_task_run
+
+RUN_JOURNAL: ContextVar[Journal | None] = ContextVar("zapflow_run_journal", default=None)
+"""Set by ``zapflow run`` and ``replay`` around their flow run: the steps done before (a replay
+from the failed step reads them from the run's checkpoints) and where this run's outcomes are
+noted (recorded with its ledger row)."""
 
 ZAPFLOW_TAG = "zapflow"
 FILTERED = "Filtered"
@@ -93,7 +99,7 @@ async def run_event(
             dry_run=dry_run,
             journal=journal,
             # Parking needs somewhere to keep the run: the dispatcher's step checkpoints.
-            can_park=journal is not None and journal.save is not None,
+            can_park=journal is not None and journal.save is not None and journal.can_park,
         )
     except ZapError as exc:  # the event does not fit the trigger: this run fails, not the batch
         failed = RunOutcome("failed", [], f"{type(exc).__name__}: {exc}")
@@ -152,7 +158,9 @@ async def run_zap(
         return batch_summary(list(results))
     if event is None:
         raise ZapError("run_zap needs an event, events or a feed")
-    result = await run_event(model, Event.model_validate(event), dry_run=dry_run)
+    result = await run_event(
+        model, Event.model_validate(event), dry_run=dry_run, journal=RUN_JOURNAL.get()
+    )
     outcome = result.outcome
     if outcome.status == "failed":
         raise ZapRunFailed(outcome)
@@ -163,13 +171,14 @@ async def run_zap(
 
 
 @lru_cache(maxsize=1024)
-def _named_flow(zap_id: str) -> Flow[..., Any]:
-    return run_zap.with_options(name=zap_id)
+def _named_flow(zap_id: str, version: str) -> Flow[..., Any]:
+    return run_zap.with_options(name=zap_id, version=version)
 
 
 def compile_zap(zap: Zap) -> Flow[..., Any]:
-    """The zap as a Prefect flow named after it (the definition travels as a parameter)."""
-    return _named_flow(zap.zap)
+    """The zap as a Prefect flow named after it, its version the zap's (a hash of its content:
+    each flow run shows the version it ran); the definition travels as a parameter."""
+    return _named_flow(zap.zap, zap_version(zap))
 
 
 def prefect_session() -> AbstractAsyncContextManager[Any]:

@@ -13,16 +13,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prefect.client.schemas.objects import State
 
-from flows.compiler import ZapRunFailed, run_with_history
+from flows.compiler import RUN_JOURNAL, ZapRunFailed, run_with_history
 from flows.errors import ZapError
 from flows.intake.events import NewEvent
-from flows.intake.inbox import Inbox, LedgerRun, RunResult
+from flows.intake.inbox import Inbox, LedgerRun, RunResult, StepOutcome
 from flows.loader import load_all
-from flows.model import Zap
-from flows.runtime import Event
+from flows.model import Zap, zap_version
+from flows.runtime import Event, Journal
 
 
 @dataclass
@@ -77,7 +78,9 @@ async def recent_runs(
         await inbox.close()
 
 
-async def result_of(zap: Zap, event: Event, state: State, started: datetime) -> RunResult:
+async def result_of(
+    zap: Zap, event: Event, state: State, started: datetime, steps: list[StepOutcome] | None = None
+) -> RunResult:
     """How a run made by ``run_with_history`` ended, as a ledger row."""
     status = "filtered" if state.name == "Filtered" else "completed"
     failing_step, message = None, state.message
@@ -95,15 +98,18 @@ async def result_of(zap: Zap, event: Event, state: State, started: datetime) -> 
         failing_step=failing_step,
         message=message or None,
         started_at=started,
+        zap_version=zap_version(zap),
+        steps=steps or (),
     )
 
 
 async def run_and_record(
     zap: Zap, event: Event, *, inbox: Inbox | None = None, connection: str | None = None
 ) -> State:
-    """Run a zap once with full history (``run_with_history``) and enter it in the ledger."""
+    """Run a zap once with full history (``run_with_history``) and enter it in the ledger,
+    with its steps' checkpoints (so a failed run can be replayed from its failed step)."""
     started = datetime.now(UTC)
-    state = await run_with_history(zap, event)
+    state, saved = await _run_noting_steps(zap, event, {})
     own = inbox is None
     ledger = inbox or await Inbox.open()
     try:
@@ -117,7 +123,7 @@ async def run_and_record(
                 zap=zap.zap,
                 received_at=event.received_at,
             ),
-            await result_of(zap, event, state, started),
+            await result_of(zap, event, state, started, saved),
         )
     finally:
         if own:
@@ -148,27 +154,87 @@ async def find_run(
     return found[0]
 
 
-async def replay(
-    ref: str, zap_dirs: list[Path], *, zap: str | None = None, inbox_url: str | None = None
-) -> tuple[LedgerRun, Zap, Event, State]:
-    """Run a recorded zap run again on its stored event, as a new run with a new event id
-    (so apps do not take it for a retry of the first and drop it).
+@dataclass
+class Replayed:
+    """One replayed run: the run it replayed, the zap and event it ran, how it ended."""
 
-    Uses the zap's current file (so a fixed zap can be replayed). Returns (old run, zap, the
-    replayed event, new state).
+    old: LedgerRun
+    zap: Zap
+    event: Event
+    state: State
+    how: str
+    """``from step 'x'`` (the same event and ledger row, earlier steps from checkpoints) or
+    ``from the start`` (a new event id)."""
+
+
+async def replay(
+    ref: str,
+    zap_dirs: list[Path],
+    *,
+    zap: str | None = None,
+    inbox_url: str | None = None,
+    from_start: bool = False,
+    version: str = "current",
+) -> Replayed:
+    """Run a recorded zap run again on its stored event.
+
+    By default from its failed step: the same event and ledger row, the steps before it read
+    from their checkpoints (not run again), the failed step and those after it run again — with
+    the same idempotency keys, so an app that took the failed step's request after all does
+    not act twice. ``from_start``: every step, as a new run with a new event id (so apps do not
+    take it for a retry of the first and drop it). ``version``: ``current`` (the zap's file
+    now, so a fixed zap can be replayed) or ``recorded`` (the version the run ran).
     """
     inbox = await Inbox.open(inbox_url)
     try:
         old = await find_run(inbox, ref, zap)
-        stored = await inbox.get(old.event_id)
-        if stored is None:
-            raise ZapError(
-                f"event {old.event_id} was purged from the inbox (retention), so its run "
-                "cannot be replayed"
-            )
-        model = current_definition(old.zap, zap_dirs)
-        if model is None:
-            raise ZapError(f"zap {old.zap!r} is not in {', '.join(map(str, zap_dirs))}")
+        return await _replay(inbox, old, zap_dirs, from_start=from_start, version=version)
+    finally:
+        await inbox.close()
+
+
+async def replay_failed(
+    zap_id: str,
+    zap_dirs: list[Path],
+    *,
+    since: timedelta | None = None,
+    inbox_url: str | None = None,
+    from_start: bool = False,
+    version: str = "current",
+) -> list[Replayed | tuple[LedgerRun, ZapError]]:
+    """Replay every failed run of a zap (started within ``since``), oldest first."""
+    inbox = await Inbox.open(inbox_url)
+    try:
+        cutoff = datetime.now(UTC) - since if since is not None else None
+        found = [
+            run
+            for run in await inbox.recent_runs(limit=10_000, zap=zap_id)
+            if run.state == "failed" and (cutoff is None or run.started_at >= cutoff)
+        ]
+        done: list[Replayed | tuple[LedgerRun, ZapError]] = []
+        for run in reversed(found):
+            try:
+                done.append(
+                    await _replay(inbox, run, zap_dirs, from_start=from_start, version=version)
+                )
+            except ZapError as exc:
+                done.append((run, exc))
+        return done
+    finally:
+        await inbox.close()
+
+
+async def _replay(
+    inbox: Inbox, old: LedgerRun, zap_dirs: list[Path], *, from_start: bool, version: str
+) -> Replayed:
+    stored = await inbox.get(old.event_id)
+    if stored is None:
+        raise ZapError(
+            f"event {old.event_id} was purged from the inbox (retention), so its run "
+            "cannot be replayed"
+        )
+    model = await _zap_for(inbox, old, zap_dirs, version)
+    if from_start:
         event = Event(
             id=uuid.uuid4().hex,
             app=stored.app,
@@ -177,9 +243,68 @@ async def replay(
             payload=stored.payload,
         )
         state = await run_and_record(model, event, inbox=inbox, connection=stored.connection)
-        return old, model, event, state
+        return Replayed(old, model, event, state, "from the start")
+    if old.state != "failed":
+        raise ZapError(
+            f"the run of {old.zap} on {old.event_id} is {old.state}: no step failed to replay "
+            "from (--from-start runs it all again)"
+        )
+    pair = (old.event_id, old.zap)
+    kept = (await inbox.load_steps([pair])).get(pair, {})
+    done = {  # in the zap's order
+        scope.step.id: kept[scope.step.id]
+        for scope in model.walk()
+        if scope.step.id in kept and kept[scope.step.id][0] in ("completed", "skipped")
+    }
+    event = Event(
+        id=stored.id,
+        app=stored.app,
+        trigger=stored.trigger,
+        received_at=stored.received_at,
+        payload=stored.payload,
+    )
+    started = datetime.now(UTC)
+    state, saved = await _run_noting_steps(model, event, done)
+    await inbox.rerecord_run(await result_of(model, event, state, started, saved))
+    how = f"from step {old.failing_step!r}" if old.failing_step else "from the start"
+    if done:
+        how += f" ({', '.join(done)} done before, not run again)"
+    return Replayed(old, model, event, state, how)
+
+
+async def _run_noting_steps(
+    zap: Zap, event: Event, done: dict[str, tuple[str, Any]]
+) -> tuple[State, list[StepOutcome]]:
+    """``run_with_history``, skipping the steps ``done`` before and noting each step's outcome
+    (checkpoints, recorded with the run's ledger row)."""
+    saved: list[StepOutcome] = []
+
+    def save(step: str, status: str, output: object) -> None:
+        saved.append(StepOutcome(event.id, zap.zap, step, status, output))
+
+    token = RUN_JOURNAL.set(Journal(done=done, save=save, can_park=False))
+    try:
+        state = await run_with_history(zap, event)
     finally:
-        await inbox.close()
+        RUN_JOURNAL.reset(token)
+    return state, saved
+
+
+async def _zap_for(inbox: Inbox, old: LedgerRun, zap_dirs: list[Path], version: str) -> Zap:
+    if version == "recorded":
+        if old.zap_version is None:
+            raise ZapError(
+                f"the run of {old.zap} on {old.event_id} recorded no zap version (it ran before "
+                "zapflow recorded them); use --zap-version current"
+            )
+        kept = await inbox.zap_version(old.zap_version)
+        if kept is None:
+            raise ZapError(f"zap version {old.zap_version} of {old.zap} was not kept")
+        return Zap.model_validate(kept[0])
+    model = current_definition(old.zap, zap_dirs)
+    if model is None:
+        raise ZapError(f"zap {old.zap!r} is not in {', '.join(map(str, zap_dirs))}")
+    return model
 
 
 async def resume_waiting(

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -216,6 +218,24 @@ class Zap(_Strict):
         default_factory=lambda: StepPolicy(), description="Retry and timeout policy for every step"
     )
     steps: list[Step] = Field(min_length=1)
+    autoreplay: Literal["standard", "off"] | list[Duration] = Field(
+        "off",
+        description=(
+            "Replay a run that finally failed from its failed step, later: `standard` (5 tries "
+            "at 5m, 30m, 1h, 3h, 6h, as Zapier's) or a list of waits, e.g. [1m, 10m]. A "
+            "permanent error (rejected input or credentials) is not replayed"
+        ),
+    )
+
+    @field_validator("autoreplay")
+    @classmethod
+    def _autoreplay_waits(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not 1 <= len(value) <= 10:
+                raise ValueError("give 1 to 10 waits, e.g. [5m, 30m, 1h]")
+            if any(not timedelta(seconds=1) <= wait <= timedelta(days=31) for wait in value):
+                raise ValueError("each wait is between 1s and 31 days")
+        return value
 
     def walk(self) -> Iterator[StepScope]:
         """Every step, depth first, with the path and the steps it may read."""
@@ -262,3 +282,65 @@ def effective_policy(zap: Zap, step: ActionStep) -> StepPolicy:
 
 
 ZAP_ADAPTER: TypeAdapter[Zap] = TypeAdapter(Zap)
+
+
+def zap_version(zap: Zap) -> str:
+    """The zap's version: the first 12 hex digits of the SHA-256 of its content (canonical
+    JSON, defaults left out), the same for the same zap wherever and whenever it is loaded.
+    Each run records it (``zapflow runs``, the Prefect flow run's version)."""
+    import hashlib
+    import json
+
+    content = json.dumps(
+        zap.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
+def git_revision(folder: Path | None) -> str | None:
+    """The git commit checked out in ``folder`` (short; ``+dirty`` when its files differ from
+    it), None when it is not in git or git is not installed."""
+    import subprocess
+
+    if folder is None:
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+STANDARD_AUTOREPLAY = [
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=6),
+]
+"""Zapier's autoreplay schedule: five tries, 5 m, 30 m, 1 h, 3 h and 6 h after each failure."""
+
+
+def autoreplay_schedule(zap: Zap) -> list[timedelta]:
+    """The waits before each autoreplay of a failed run ([] when off)."""
+    if zap.autoreplay == "standard":
+        return STANDARD_AUTOREPLAY
+    if isinstance(zap.autoreplay, list):
+        return list(zap.autoreplay)
+    return []

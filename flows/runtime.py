@@ -23,7 +23,7 @@ from connectors import registry
 from connectors._contract import ActionContext
 from flows import connections
 from flows.connections import ConnectionProblem
-from flows.errors import AuthError, RunParked, StepInputError
+from flows.errors import AuthError, RunParked, StepInputError, is_retryable
 from flows.loader import format_path
 from flows.model import ActionStep, PathsStep, Zap, step_connection
 from flows.rendering import condition_holds, render
@@ -72,6 +72,8 @@ class RunOutcome:
     """A waiting run's resume time: it is parked in a delay step until then."""
     unsaved: list[Any] = field(default_factory=list)
     """A waiting run's step outcomes not committed yet (``Journal.hand_over``)."""
+    retryable: bool = False
+    """A failed run's error may pass if tried later (not a rejected input or credentials)."""
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -216,6 +218,8 @@ class Journal:
     """Returns once every outcome noted so far is committed."""
     end: Callable[[], None] | None = None
     """The run ended: outcomes not committed yet need not be."""
+    can_park: bool = True
+    """Whether a delay may park the run (it needs a dispatcher to resume it)."""
     hand_over: Callable[[], list[Any]] | None = None
     """The run parks: the outcomes not committed yet, taken from the queue, to be committed
     with the run's ledger row (``RunOutcome.unsaved``)."""
@@ -295,7 +299,12 @@ class ZapRun:
         except Exception as exc:  # the failing step is recorded; the caller decides what to raise
             failed = next((r for r in self.records if r.status == "failed"), None)
             where = f"step {failed.id!r} ({failed.action}) failed: " if failed else ""
-            return RunOutcome("failed", self.records, f"{where}{type(exc).__name__}: {exc}")
+            return RunOutcome(
+                "failed",
+                self.records,
+                f"{where}{type(exc).__name__}: {exc}",
+                retryable=is_retryable(exc),
+            )
         finally:
             if self.journal.end is not None:
                 self.journal.end()

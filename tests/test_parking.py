@@ -102,17 +102,23 @@ async def test_a_delay_frees_its_slot_and_resumes_when_due(tmp_path: Any) -> Non
     assert (await inbox.counts())["done"] == 5
     dispatcher.stop()
     await task
+    # Each run records the zap version it ran, and the version's definition is kept once.
+    from flows.model import zap_version
+
+    assert {r.zap_version for r in done.values()} == {zap_version(model)}
+    kept = await inbox.zap_version(zap_version(model))
+    assert kept is not None and kept[0]["steps"][1]["input"] == {"for": "2s"}
 
     # The delay step's task run: Waiting (Scheduled, with its time) while parked, Completed
     # after; the step after it read the delay's output.
     async with get_client() as client:
 
         async def recorded() -> list[Any]:
+            name = f"wait ← builtin.catch_hook {events[0].id[:12]}"
             found = await client.read_task_runs(
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="wait ← "))
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name]))
             )
-            mine = [t for t in found if t.name.endswith(events[0].id[:12])]
-            return mine if mine and mine[0].state_name == "Completed" else []
+            return found if found and found[0].state_name == "Completed" else []
 
         [waited] = await until(recorded, 20, "the delay's task run completes")
         history = await client.read_task_run_states(waited.id)
@@ -389,3 +395,59 @@ async def test_a_delay_queue_lets_runs_go_on_one_at_a_time_spaced(
     for run in parked:
         assert run.finished_at is not None and run.resume_at is not None
         assert (run.finished_at - run.resume_at).total_seconds() < 1.0
+
+
+async def test_autoreplay_replays_a_failed_run_from_its_failed_step_until_it_passes(
+    tmp_path: Any,
+) -> None:
+    """A run that finally fails is parked and replayed from its failed step on the zap's
+    autoreplay schedule; the steps before it are not run again; a permanent error is not
+    replayed; the last try's failure is recorded with the count."""
+    from conftest import ATTEMPTS
+
+    from flows.model import STANDARD_AUTOREPLAY, autoreplay_schedule
+
+    model = load_zap_text(
+        "zap: replays\ntrigger: {app: builtin, event: catch_hook}\nautoreplay: [1s, 1s, 1s]\n"
+        "defaults: {retries: 0}\nsteps:\n"
+        "  - {id: first, action: flaky.call, input: {value: '{{ trigger.name }}'}}\n"
+        "  - id: call\n    action: flaky.call\n    input:\n"
+        "      fail_times: '{{ trigger.fails }}'\n      permanent: '{{ trigger.permanent }}'\n"
+        "      value: '{{ steps.first.value }}'\n"
+    )
+    assert [w.total_seconds() for w in autoreplay_schedule(model)] == [1, 1, 1]
+    assert [w.total_seconds() / 60 for w in STANDARD_AUTOREPLAY] == [5, 30, 60, 180, 360]
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+
+    def event(name: str, fails: int, permanent: bool = False) -> NewEvent:
+        payload = {"name": name, "fails": fails, "permanent": permanent}
+        return NewEvent(
+            id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload=payload, zap="replays"
+        )
+
+    passes, gives_up, refused = event("passes", 2), event("gives-up", 9), event("no", 0, True)
+    await inbox.put_many([passes, gives_up, refused])
+    dispatcher = Dispatcher(inbox, lambda: [model])
+    task = asyncio.create_task(dispatcher.run())
+
+    async def settled() -> dict[str, Any] | None:
+        runs = await ledger(inbox, "replays")
+        final = len(runs) == 3 and all(r.state in ("completed", "failed") for r in runs.values())
+        return runs if final and (await inbox.counts())["done"] == 3 else None
+
+    runs = await until(settled, 30, "the autoreplays end")
+    dispatcher.stop()
+    await task
+    await inbox.close()
+
+    ok = runs[passes.id]
+    assert (ok.state, ok.autoreplays) == ("completed", 2)
+    assert ATTEMPTS[f"{passes.id}:replays:call"] == 3
+    assert ATTEMPTS[f"{passes.id}:replays:first"] == 1  # done before the failure: not again
+    out = runs[gives_up.id]
+    assert (out.state, out.autoreplays, out.failing_step) == ("failed", 3, "call")
+    assert out.message.endswith("(after 3 autoreplays)")
+    assert ATTEMPTS[f"{gives_up.id}:replays:call"] == 4
+    no = runs[refused.id]
+    assert (no.state, no.autoreplays) == ("failed", 0)  # a permanent error: not replayed
+    assert "invalid recipient" in no.message

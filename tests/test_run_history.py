@@ -200,20 +200,73 @@ def test_permanent_error_fails_at_once_then_replay_after_the_fix(tmp_path):
     path.write_text(path.read_text().replace("permanent: true", "permanent: false"))
     replayed = runner.invoke(app, ["replay", event_id[:10], "--zaps", str(tmp_path)])
 
+    # From the failed step: the same event and ledger row; the steps before it are read from
+    # their checkpoints, not run again (the 0.2 s delay is not waited again).
     assert replayed.exit_code == 0, replayed.output
-    assert f"replayed {zap_id} on event {event_id} (was failed)" in replayed.output
+    assert (
+        f"replayed {zap_id} on event {event_id} (was failed) from step 'vip_call' "
+        "(name, wait, team done before, not run again)" in replayed.output
+    )
     assert "Completed" in replayed.output
-    new_run, new_tasks, _ = history(run_id_of(replayed.output.split("as event")[1]), 5)
-    assert new_run.id != failed_id
+    new_run, new_tasks, _ = history(run_id_of(replayed.output), 2)
+    assert new_run.id != failed_id and set(new_tasks) == {"vip_call", "skipped"}
+    assert new_run.parameters["event"]["id"] == event_id  # the same event: same idempotency keys
+    # Each flow run's version is its zap's: the fix made a new one.
+    old_version = history(failed_id, 4)[0].flow_version
+    assert re.fullmatch(r"[0-9a-f]{12}", old_version) and new_run.flow_version != old_version
+    listing = runner.invoke(app, ["runs", "--zap", zap_id])
+    rows = [line for line in listing.output.splitlines() if event_id[:12] in line]
+    assert len(rows) == 1 and "Completed" in rows[0], listing.output  # the run itself, now done
+
+    again = runner.invoke(app, ["replay", event_id[:10], "--zaps", str(tmp_path)])
+    assert again.exit_code == 1 and "no step failed to replay from" in again.output
+
+    fresh = runner.invoke(app, ["replay", event_id[:10], "--from-start", "--zaps", str(tmp_path)])
+    assert fresh.exit_code == 0, fresh.output
+    assert "from the start as event" in fresh.output
+    new_run, new_tasks, _ = history(run_id_of(fresh.output), 5)
     old_event = history(failed_id, 4)[0].parameters["event"]
     assert new_run.parameters["event"]["payload"] == old_event["payload"]
     assert new_run.parameters["event"]["id"] != event_id  # a new run, not a retry of the first
 
     listing = runner.invoke(app, ["runs", "--zap", zap_id, "-n", "2"])
-    assert "Completed" in listing.output.splitlines()[3]  # newest first: the replay
+    rows = [line for line in listing.output.splitlines() if "│" in line][1:]
+    assert "Completed" in rows[0], listing.output  # newest first: the replay
 
     unknown = runner.invoke(app, ["replay", "ffffffffff", "--zaps", str(tmp_path)])
     assert unknown.exit_code == 1 and "no zap run whose event id starts with" in unknown.output
+
+
+def test_replay_every_failed_run_of_a_zap_with_the_recorded_or_current_version(tmp_path):
+    path, zap_id = write(tmp_path, permanent=True)
+    ids = []
+    for customer in ("ann", "bob"):
+        event = event_file(tmp_path, customer=customer, region="HK", total=500)
+        result = runner.invoke(app, ["run", str(path), "--event", str(event)])
+        assert result.exit_code == 1, result.output
+        ids.append(re.search(r"event ([0-9a-f]{32})", result.output).group(1))
+    path.write_text(path.read_text().replace("permanent: true", "permanent: false"))
+
+    # The version they ran still fails: replayed with it, both fail again, as recorded.
+    recorded = runner.invoke(
+        app,
+        ["replay", "--failed", "--zap", zap_id, "--zap-version", "recorded", "--since", "1h"]
+        + ["--zaps", str(tmp_path)],
+    )
+    assert recorded.exit_code == 1, recorded.output
+    assert f"2 failed run(s) of {zap_id} replayed; 0 completed" in recorded.output
+    fixed = runner.invoke(app, ["replay", "--failed", "--zap", zap_id, "--zaps", str(tmp_path)])
+    assert fixed.exit_code == 0, fixed.output
+    assert f"2 failed run(s) of {zap_id} replayed; 2 completed" in fixed.output
+    for event_id in ids:  # oldest first, each from its failed step, on its own event
+        assert f"on event {event_id} (was failed) from step 'vip_call'" in fixed.output
+    nothing = runner.invoke(app, ["replay", "--failed", "--zap", zap_id, "--zaps", str(tmp_path)])
+    assert nothing.exit_code == 0 and f"0 failed run(s) of {zap_id} replayed" in nothing.output
+
+    usage = runner.invoke(app, ["replay", "--failed", "--zaps", str(tmp_path)])
+    assert usage.exit_code == 1 and "--failed needs --zap ID" in usage.output
+    bad = runner.invoke(app, ["replay", "--failed", "--zap", zap_id, "--since", "soon"])
+    assert bad.exit_code == 1 and "--since 'soon' is not a duration" in bad.output
 
 
 def test_a_step_that_runs_past_its_timeout_fails(tmp_path, write_zap):

@@ -27,6 +27,8 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flows.compiler import EventRun
@@ -35,7 +37,7 @@ from flows.intake.events import StoredEvent
 from flows.intake.inbox import Inbox, RunResult
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
-from flows.model import Zap
+from flows.model import Zap, autoreplay_schedule, git_revision, zap_version
 from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.dispatcher")
@@ -182,6 +184,7 @@ class Dispatcher:
         stale_after: float = 600.0,
         live_idle: float = 5.0,
         worker: str | None = None,
+        zap_folder: Path | None = None,
     ) -> None:
         """``concurrency``: events one zap runs at once; ``in_flight``: events claimed and not
         finished yet; ``live_idle``: seconds a zap's live flow run waits for more events."""
@@ -189,6 +192,9 @@ class Dispatcher:
         self.batch, self.lease, self.idle_poll = batch, lease, idle_poll
         self.in_flight, self.stale_after = in_flight, stale_after
         self.worker = worker or worker_identity()
+        self.zap_folder = zap_folder
+        self._versions: dict[str, tuple[Zap, str]] = {}
+        self._kept_versions: set[str] = set()
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
         self.checkpoints = Checkpoints(inbox)
         self.wake = asyncio.Event()
@@ -413,9 +419,12 @@ class Dispatcher:
         )
         trigger_event = _as_event(event)
         done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+        replays: dict[tuple[str, str], int] = {}
         if mine and event.attempts > 1:  # claimed before: a run may be resumed mid-way
             try:
                 done = await self.inbox.load_steps([(event.id, z.zap) for z in mine])
+                replaying = [(event.id, z.zap) for z in mine if autoreplay_schedule(z)]
+                replays = await self.inbox.autoreplays(replaying) if replaying else {}
             except Exception as exc:  # then its runs cannot start safely now: they wait
                 self.stats.inbox_errors += 1
                 self.stats.last_error = f"inbox: {type(exc).__name__}: {exc}"
@@ -438,8 +447,8 @@ class Dispatcher:
         again: list[tuple[Zap, BaseException]] = []
         for zap, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, EventRun):
-                self._record(zap, outcome)
-                parked = parked or outcome.outcome.status == "waiting"
+                state = self._record(zap, outcome, replays.get((event.id, zap.zap), 0))
+                parked = parked or state == "waiting"
             elif isinstance(outcome, BaseException):
                 if is_infrastructure(outcome):
                     down.append((zap, outcome))
@@ -524,6 +533,7 @@ class Dispatcher:
                 event.id,
                 ", ".join(journal.done),
             )
+        await self._keep_version(zap)
         result = await self.live.run(zap, event, journal)
         log.info(
             "%s on %s: %s in %.3f s",
@@ -534,8 +544,42 @@ class Dispatcher:
         )
         return result
 
-    def _record(self, zap: Zap, result: EventRun) -> None:
-        status = result.outcome.status
+    def _version(self, zap: Zap) -> str:
+        """The zap's version (a hash of its content), computed once per loaded definition."""
+        known = self._versions.get(zap.zap)
+        if known is None or known[0] is not zap:
+            known = self._versions[zap.zap] = (zap, zap_version(zap))
+        return known[1]
+
+    async def _keep_version(self, zap: Zap) -> None:
+        """Keep the definition of a zap version the first time it runs here (so a run can be
+        replayed with the zap it ran), with the zap folder's git revision."""
+        version = self._version(zap)
+        if version in self._kept_versions:
+            return
+        self._kept_versions.add(version)
+        definition = zap.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        revision = await asyncio.to_thread(git_revision, self.zap_folder)
+        await self._safely(self.inbox.save_zap_version(version, zap.zap, definition, revision))
+
+    def _record(self, zap: Zap, result: EventRun, replayed: int = 0) -> str:
+        """Note how a run ended, for the next ledger write; returns the state recorded (a run
+        that failed and has autoreplays left is ``waiting``: parked until its next try)."""
+        outcome = result.outcome
+        status, message, resume_at = outcome.status, outcome.message or None, outcome.resume_at
+        replays: int | None = None
+        schedule = autoreplay_schedule(zap)
+        if status == "failed" and schedule:
+            if outcome.retryable and replayed < len(schedule):
+                status, replays = "waiting", replayed + 1
+                resume_at = datetime.now(UTC) + schedule[replayed]
+                message = (
+                    f"{message}; autoreplay {replays} of {len(schedule)} at "
+                    f"{resume_at:%Y-%m-%d %H:%M:%S} UTC"
+                )
+                log.warning("%s on %s: %s", zap.zap, result.event_id, message)
+            elif replayed:
+                message = f"{message} (after {replayed} autoreplays)"
         self.stats.runs += 1
         self.stats.by_state[status] = self.stats.by_state.get(status, 0) + 1
         self._results.append(
@@ -545,13 +589,16 @@ class Dispatcher:
                 state=status,
                 flow_run_id=result.flow_run_id,
                 failing_step=result.failing_step,
-                message=result.outcome.message or None,
-                resume_at=result.outcome.resume_at,
-                steps=result.outcome.unsaved,
+                message=message,
+                resume_at=resume_at,
+                zap_version=self._version(zap),
+                autoreplays=replays,
+                steps=outcome.unsaved,
             )
         )
-        if result.outcome.resume_at is not None:  # wake up for it (other serves' within 1 s)
-            heapq.heappush(self._due, result.outcome.resume_at.timestamp())
+        if resume_at is not None:  # wake up for it (other serves' within 1 s)
+            heapq.heappush(self._due, resume_at.timestamp())
+        return status
 
     async def _safely(self, write: object) -> None:
         try:

@@ -44,6 +44,10 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     ``finished_at``.
 ``zapflow_workers`` — dispatchers' heartbeats: ``worker`` (``host:pid:start``), ``host``,
     ``started_at``, ``seen_at``.
+``zapflow_zap_versions`` — each version of each zap that ran, once: ``version`` (primary key:
+    a hash of the zap's content, as ``zapflow_runs.zap_version`` and the Prefect flow run's
+    version say), ``zap``, ``definition`` (JSON), ``git_revision`` (of the zap folder, when it
+    is in git), ``first_seen``. ``zapflow replay --zap-version recorded`` reads it.
 ``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
 ``zapflow_poll_state`` — one row per polling or schedule trigger (``flows.intake.pollers``),
     primary key ``poller`` (the zap id). ``fingerprint`` (of the trigger settings the row is
@@ -198,6 +202,8 @@ runs = sa.Table(
     sa.Column("message", sa.Text(), nullable=True),
     sa.Column("worker", sa.Text(), nullable=True),
     sa.Column("resume_at", UTCDateTime(), nullable=True),
+    sa.Column("zap_version", sa.Text(), nullable=True),
+    sa.Column("autoreplays", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Index("ix_zapflow_runs_started", "started_at"),
     sa.Index(
         "ix_zapflow_runs_waiting",
@@ -219,6 +225,18 @@ steps = sa.Table(
     sa.CheckConstraint(
         "status IN ('completed', 'skipped', 'waiting')", name="ck_zapflow_steps_status"
     ),
+)
+
+zap_versions = sa.Table(
+    "zapflow_zap_versions",
+    metadata,
+    sa.Column("version", sa.Text(), primary_key=True),
+    sa.Column("zap", sa.Text(), nullable=False),
+    sa.Column(
+        "definition", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+    ),
+    sa.Column("git_revision", sa.Text(), nullable=True),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
 )
 
 workers = sa.Table(
@@ -495,6 +513,10 @@ class RunResult:
     """When the run started (``record_run``; ``finish_runs`` keeps the ledger's own)."""
     resume_at: datetime | None = None
     """A ``waiting`` run's resume time (it is parked in a delay until then)."""
+    zap_version: str | None = None
+    """The version of the zap that ran (``flows.model.zap_version``)."""
+    autoreplays: int | None = None
+    """How many times the run has been autoreplayed (None: unchanged)."""
     steps: Sequence[StepOutcome] = ()
     """Step checkpoints committed with this row (a parked run's last ones)."""
 
@@ -514,6 +536,8 @@ class LedgerRun:
     app: str | None
     trigger: str | None
     resume_at: datetime | None = None
+    zap_version: str | None = None
+    autoreplays: int = 0
 
 
 @dataclass
@@ -1150,6 +1174,18 @@ class Inbox:
                     found[(row.event_id, row.zap)] = row.state
         return found
 
+    async def autoreplays(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """How many times each of these runs has been autoreplayed (pairs never replayed: 0)."""
+        if not pairs:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(runs.c.event_id, runs.c.zap, runs.c.autoreplays).where(
+                    sa.tuple_(runs.c.event_id, runs.c.zap).in_(list(pairs)[: CHUNK // 2])
+                )
+            )
+            return {(row.event_id, row.zap): int(row.autoreplays or 0) for row in rows.all()}
+
     async def running_workers(self, pairs: Sequence[tuple[str, str]]) -> set[str]:
         """The workers the ledger says are running these pairs."""
         if not pairs:
@@ -1195,6 +1231,12 @@ class Inbox:
                         resume_at=sa.func.coalesce(
                             sa.bindparam("b_resume", type_=UTCDateTime()), runs.c.resume_at
                         ),
+                        zap_version=sa.func.coalesce(
+                            sa.bindparam("b_version", type_=sa.Text()), runs.c.zap_version
+                        ),
+                        autoreplays=sa.func.coalesce(
+                            sa.bindparam("b_autoreplays", type_=sa.Integer()), runs.c.autoreplays
+                        ),
                         finished_at=now,
                     ),
                     [
@@ -1206,6 +1248,8 @@ class Inbox:
                             "b_step": r.failing_step,
                             "b_message": r.message,
                             "b_resume": r.resume_at,
+                            "b_version": r.zap_version,
+                            "b_autoreplays": r.autoreplays,
                         }
                         for r in results
                     ],
@@ -1239,10 +1283,12 @@ class Inbox:
 
     async def record_run(self, event: NewEvent, result: RunResult) -> None:
         """Record a zap run made outside the dispatcher (``zapflow run``, ``replay``, the demo):
-        its event, already done, and its ledger row, finished."""
+        its event, already done, and its ledger row, finished (with its steps' checkpoints)."""
         now = _now()
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         async with self._write_engine.begin() as conn:
+            if result.steps:
+                await self._save_steps(conn, list(result.steps))
             await conn.execute(
                 insert(events)
                 .values(
@@ -1271,9 +1317,61 @@ class Inbox:
                     message=result.message,
                     started_at=result.started_at or now,
                     finished_at=now,
+                    zap_version=result.zap_version,
                 )
                 .on_conflict_do_nothing(index_elements=["event_id", "zap"])
             )
+
+    async def rerecord_run(self, result: RunResult) -> None:
+        """Record a run made again on its own event and ledger row (``zapflow replay`` from the
+        failed step): the row says how it ended this time."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            if result.steps:
+                await self._save_steps(conn, list(result.steps))
+            await conn.execute(
+                runs.update()
+                .where(runs.c.event_id == result.event_id, runs.c.zap == result.zap)
+                .values(
+                    state=result.state,
+                    flow_run_id=result.flow_run_id,
+                    failing_step=result.failing_step,
+                    message=result.message,
+                    started_at=result.started_at or now,
+                    finished_at=now,
+                    zap_version=result.zap_version,
+                )
+            )
+
+    async def save_zap_version(
+        self, version: str, zap: str, definition: dict[str, Any], git_revision: str | None
+    ) -> None:
+        """Keep a zap version's definition (once: a version is its content)."""
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        async with self._write_engine.begin() as conn:
+            await conn.execute(
+                insert(zap_versions)
+                .values(
+                    version=version,
+                    zap=zap,
+                    definition=definition,
+                    git_revision=git_revision,
+                    first_seen=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["version"])
+            )
+
+    async def zap_version(self, version: str) -> tuple[dict[str, Any], str | None] | None:
+        """A recorded zap version's definition and git revision."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(zap_versions.c.definition, zap_versions.c.git_revision).where(
+                        zap_versions.c.version == version
+                    )
+                )
+            ).first()
+        return (row.definition, row.git_revision) if row is not None else None
 
     async def abandon_runs(
         self, pairs: Sequence[tuple[str, str]], reason: str | None = None
@@ -1335,6 +1433,8 @@ class Inbox:
                 app=row.app,
                 trigger=row.trigger,
                 resume_at=row.resume_at,
+                zap_version=row.zap_version,
+                autoreplays=row.autoreplays,
             )
             for row in rows
         ]

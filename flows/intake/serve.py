@@ -248,7 +248,13 @@ async def serve(
     claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
     zaps = ZapFolder(folder, report)
     zaps.refresh()
-    dispatcher = Dispatcher(claims, lambda: zaps.zaps, concurrency=concurrency, live_idle=live_idle)
+    dispatcher = Dispatcher(
+        claims,
+        lambda: zaps.zaps,
+        concurrency=concurrency,
+        live_idle=live_idle,
+        zap_folder=Path(folder),
+    )
     pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set)
     pollers.update(zaps.zaps)
     loop = asyncio.get_running_loop()
