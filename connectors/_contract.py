@@ -31,7 +31,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from flows.model import Duration
 
-TriggerKind = Literal["webhook", "polling", "schedule"]
+TriggerKind = Literal["webhook", "polling", "schedule", "internal"]
+"""``internal``: events zapflow itself makes (a zap run that failed), never delivered from
+outside."""
 
 
 @dataclass
@@ -188,6 +190,9 @@ class Trigger:
     """Polling triggers: the function that asks the app what is there."""
     interval: timedelta | None = None
     """Polling triggers: how often to poll when the zap does not say."""
+    accepts: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None
+    """``accepts(zap's trigger options, event payload)``: whether an event of this trigger
+    starts that zap (None: every one does)."""
 
     @property
     def key(self) -> str:
@@ -274,6 +279,7 @@ class App:
         description: str = "",
         kind: TriggerKind = "webhook",
         options: type[BaseModel] | None = None,
+        accepts: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
     ) -> Trigger:
         """Declare a webhook or schedule trigger; every sample must fit the payload model.
 
@@ -294,6 +300,7 @@ class App:
             samples=self._samples(payload, samples),
             kind=kind,
             options_model=options,
+            accepts=accepts,
         )
         self._add(self.triggers, trigger)
         return trigger

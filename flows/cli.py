@@ -652,6 +652,81 @@ def reprocess(
 
 
 @app.command()
+def held(
+    zap: str = typer.Option(None, "--zap", help="Only this zap's held runs"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """List the runs flood protection holds (oldest first): `zapflow release` runs them,
+    `zapflow discard` drops them."""
+    from flows.intake.inbox import Inbox
+
+    async def listing() -> list[Any]:
+        async with await Inbox.open(inbox_url) as inbox:
+            return await inbox.held_runs(zap)
+
+    rows = asyncio.run(listing())
+    table = Table(
+        Column("event", no_wrap=True, min_width=12),
+        Column("zap", min_width=8),
+        Column("trigger", min_width=8),
+        Column("held since", no_wrap=True, min_width=14),
+    )
+    for row in rows:
+        trigger = f"{row.app}.{row.trigger}" if row.app else ""
+        table.add_row(row.event_id[:12], row.zap, trigger, f"{row.started_at:%m-%d %H:%M:%S}")
+    out.print(table)
+    by_zap: dict[str, int] = {}
+    for row in rows:
+        by_zap[row.zap] = by_zap.get(row.zap, 0) + 1
+    if not rows:
+        out.print("no run is held")
+    else:
+        out.print(
+            ", ".join(f"{n} held for {z}" for z, n in sorted(by_zap.items()))
+            + ": `zapflow release --zap ID` runs them, `zapflow discard --zap ID` drops them"
+        )
+
+
+def _let_go(
+    action: str, zap: str | None, event_ids: list[str], every: bool, inbox_url: str | None
+) -> None:
+    from flows.intake.inbox import Inbox
+
+    if not (zap or event_ids or every):
+        raise fail(f"say which held runs to {action}: --zap ID, EVENT ids, or --all")
+
+    async def go() -> int:
+        async with await Inbox.open(inbox_url) as inbox:
+            return await inbox.let_go(action, zap=zap, event_ids=event_ids)
+
+    count = asyncio.run(go())
+    what = {"release": "released: `zapflow serve` runs them now", "discard": "discarded"}
+    out.print(f"{count} held event(s) {what[action]}" if count else "no held run matched")
+
+
+@app.command()
+def release(
+    event_ids: list[str] = typer.Argument(None, metavar="[EVENT]...", help="Full event ids"),
+    zap: str = typer.Option(None, "--zap", help="Every held run of this zap"),
+    every: bool = typer.Option(False, "--all", help="Every held run"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Run the runs flood protection held (a running `zapflow serve` starts them at once)."""
+    _let_go("release", zap, event_ids or [], every, inbox_url)
+
+
+@app.command()
+def discard(
+    event_ids: list[str] = typer.Argument(None, metavar="[EVENT]...", help="Full event ids"),
+    zap: str = typer.Option(None, "--zap", help="Every held run of this zap"),
+    every: bool = typer.Option(False, "--all", help="Every held run"),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Drop the runs flood protection held: they never run (the ledger says discarded)."""
+    _let_go("discard", zap, event_ids or [], every, inbox_url)
+
+
+@app.command()
 def resume(
     event_ref: str = typer.Argument(
         ..., metavar="EVENT", help="The waiting run's event id (or its first characters)"

@@ -57,6 +57,8 @@ def _row(run: LedgerRun) -> RunRow:
 def _state(run: LedgerRun) -> str:
     if run.state == "abandoned":  # it did not run (Prefect away …): the event waits to run
         return "Queued"
+    if run.state == "held":
+        return "Held (flood)"
     if run.state == "waiting" and run.resume_at is not None:
         return f"Waiting until {run.resume_at.astimezone(UTC):%m-%d %H:%M:%S}"
     return run.state.capitalize()

@@ -200,6 +200,14 @@ UNION_TAGS = frozenset({"action-step", "paths-step"})
 Branch.model_rebuild()
 
 
+class Flood(_Strict):
+    """Flood protection: at most ``max`` runs of the zap start in any ``per``; events above
+    that are held (not dropped) until released or discarded by hand."""
+
+    max: int = Field(ge=1, le=1_000_000, description="Runs that may start in any `per`")
+    per: Duration = Field(description="The window, e.g. 10m")
+
+
 class Zap(_Strict):
     """One zap: when the trigger fires and the filter holds, run the steps."""
 
@@ -218,6 +226,14 @@ class Zap(_Strict):
         default_factory=lambda: StepPolicy(), description="Retry and timeout policy for every step"
     )
     steps: list[Step] = Field(min_length=1)
+    flood: Flood | Literal["off"] | None = Field(
+        None,
+        description=(
+            "Flood protection, e.g. {max: 100, per: 10m}: runs above the limit are held until "
+            "`zapflow release` or `zapflow discard`. Default: on for polling triggers (100 per "
+            "10 minutes, as Zapier), off for the others; `off` turns it off"
+        ),
+    )
     autoreplay: Literal["standard", "off"] | list[Duration] = Field(
         "off",
         description=(
@@ -226,6 +242,12 @@ class Zap(_Strict):
             "permanent error (rejected input or credentials) is not replayed"
         ),
     )
+
+    @field_validator("flood", "autoreplay", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false.
+        return "off" if value is False else value
 
     @field_validator("autoreplay")
     @classmethod
@@ -344,3 +366,7 @@ def autoreplay_schedule(zap: Zap) -> list[timedelta]:
     if isinstance(zap.autoreplay, list):
         return list(zap.autoreplay)
     return []
+
+
+POLLING_FLOOD = Flood(max=100, per=timedelta(minutes=10))
+"""Flood protection of zaps with a polling trigger that do not set ``flood``."""

@@ -80,7 +80,7 @@ def test_unknown_action_suggests_the_close_one(write_zap):
 def test_unknown_trigger_and_unknown_app(write_zap):
     assert problems_of(write_zap, GOOD.replace("event: catch_hook", "event: catchhook")) == [
         "zap.yaml:4:10: trigger.event: app 'builtin' has no trigger 'catchhook' "
-        "(did you mean 'catch_hook'?); its triggers: catch_hook, schedule"
+        "(did you mean 'catch_hook'?); its triggers: catch_hook, schedule, zap_failed"
     ]
     (problem,) = problems_of(write_zap, GOOD.replace("app: builtin", "app: buildin"))
     assert problem.startswith(

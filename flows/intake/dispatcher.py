@@ -31,13 +31,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors import registry
 from flows.compiler import EventRun
 from flows.intake.checkpoints import Checkpoints
-from flows.intake.events import StoredEvent
+from flows.intake.events import NewEvent, StoredEvent
 from flows.intake.inbox import Inbox, RunResult
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
-from flows.model import Zap, autoreplay_schedule, git_revision, zap_version
+from flows.model import (
+    POLLING_FLOOD,
+    Flood,
+    Zap,
+    autoreplay_schedule,
+    git_revision,
+    zap_version,
+)
 from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.dispatcher")
@@ -65,10 +73,10 @@ def is_infrastructure(exc: BaseException) -> bool:
 
 
 def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
-    """The enabled zaps an event triggers."""
+    """The enabled zaps an event triggers (those its trigger's ``accepts`` lets through)."""
     if event.zap is not None:
         return [z for z in zaps if z.zap == event.zap and z.enabled]
-    return [
+    found = [
         z
         for z in zaps
         if z.enabled
@@ -76,6 +84,61 @@ def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
         and z.trigger.event == event.trigger
         and z.trigger.connection == event.connection
     ]
+    if found:
+        accepts = registry.trigger(event.app, event.trigger).accepts
+        if accepts is not None:
+            found = [z for z in found if accepts(z.trigger.options, event.payload)]
+    return found
+
+
+def flood_limits(zaps: list[Zap]) -> dict[str, tuple[int, float]]:
+    """Each flood-protected zap's (max runs, per seconds): its ``flood``, or for a polling
+    trigger by default ``POLLING_FLOOD``."""
+    limits: dict[str, tuple[int, float]] = {}
+    for zap in zaps:
+        flood = zap.flood
+        if flood is None:
+            kind = registry.trigger(zap.trigger.app, zap.trigger.event).kind
+            flood = POLLING_FLOOD if kind == "polling" else None
+        if isinstance(flood, Flood):
+            limits[zap.zap] = (flood.max, flood.per.total_seconds())
+    return limits
+
+
+ZAP_FAILED = ("builtin", "zap_failed")
+"""The trigger of error zaps: the event a zap run that failed for good makes."""
+
+
+def failure_event(
+    zap: Zap,
+    event_id: str,
+    *,
+    message: str,
+    failing_step: str | None,
+    kind: str,
+    autoreplays: int,
+    flow_run_id: str | None,
+) -> NewEvent:
+    """The ``builtin.zap_failed`` event of a zap run that failed for good."""
+    payload = {
+        "zap": zap.zap,
+        "event_id": event_id,
+        "app": zap.trigger.app,
+        "trigger": zap.trigger.event,
+        "failing_step": failing_step,
+        "error": message,
+        "kind": kind,
+        "autoreplays": autoreplays,
+        "failed_at": datetime.now(UTC).isoformat(),
+        "flow_run_id": flow_run_id,
+        "replay_command": f"zapflow replay {event_id[:12]} --zap {zap.zap}",
+    }
+    return NewEvent(
+        id=f"zap-failed:{zap.zap}:{event_id}",
+        app=ZAP_FAILED[0],
+        trigger=ZAP_FAILED[1],
+        payload=payload,
+    )
 
 
 def matching_ids(zaps: list[Zap], event: StoredEvent) -> list[str]:
@@ -212,6 +275,10 @@ class Dispatcher:
         self._results: list[RunResult] = []
         self._done: list[int] = []
         self._parked: list[int] = []
+        self._failures: list[NewEvent] = []
+        self._flood_zaps: list[Zap] | None = None
+        self._flood_limits: dict[str, tuple[int, float]] = {}
+        self._holding: set[str] = set()
         self._due: list[float] = []  # a heap of when runs parked here are due
         self._release: list[tuple[int, float]] = []
         self._flush_wanted = asyncio.Event()
@@ -339,6 +406,7 @@ class Dispatcher:
                     limit=min(self.batch, room),
                     lease=self.lease,
                     stale_after=self.stale_after,
+                    floods=self._floods(zaps),
                 )
             except Exception as exc:  # the inbox is busy or away: try again, never give up
                 self.stats.inbox_errors += 1
@@ -362,6 +430,12 @@ class Dispatcher:
                 task.add_done_callback(functools.partial(self._out_of_hand, event.seq))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
+
+    def _floods(self, zaps: list[Zap]) -> dict[str, tuple[int, float]]:
+        """The flood limits of the zaps (worked out again only when the zaps change)."""
+        if self._flood_zaps is not zaps:
+            self._flood_zaps, self._flood_limits = zaps, flood_limits(zaps)
+        return self._flood_limits
 
     def _idle_wait(self) -> float:
         """How long to wait for a nudge when nothing was claimable: ``idle_poll``, or less
@@ -412,10 +486,24 @@ class Dispatcher:
         # A run parked in a delay and not due yet (the event came back for another's): the
         # event parks again until the earliest of them.
         parked = any(states.get((event.id, z.zap)) == "waiting" for z in zaps)
+        # Held by flood protection: the event waits, parked, until they are let go.
+        held = [z for z in zaps if states.get((event.id, z.zap)) == "held"]
+        for zap in held:
+            if zap.zap not in self._holding:
+                self._holding.add(zap.zap)
+                log.warning(
+                    "%s holds events: more runs than its flood limit (%s per %g s); see "
+                    "`zapflow held --zap %s`, then `zapflow release` or `zapflow discard`",
+                    zap.zap,
+                    *self._flood_limits.get(zap.zap, (0, 0)),
+                    zap.zap,
+                )
+        self._holding -= {z.zap for z in mine}
+        parked = parked or bool(held)
         self.stats.skipped += sum(
             1
             for z in zaps
-            if states.get((event.id, z.zap)) not in ("started", "running", "waiting")
+            if states.get((event.id, z.zap)) not in ("started", "running", "waiting", "held")
         )
         trigger_event = _as_event(event)
         done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
@@ -505,13 +593,18 @@ class Dispatcher:
         log.error(
             "%s on %s failed: it could not be run %s times: %s", zap.zap, event.id, tries, reason
         )
+        message = f"could not be run ({tries} tries): {reason}"
         self._results.append(
-            RunResult(
-                event_id=event.id,
-                zap=zap.zap,
-                state="failed",
-                message=f"could not be run ({tries} tries): {reason}",
-            )
+            RunResult(event_id=event.id, zap=zap.zap, state="failed", message=message)
+        )
+        self._failed(
+            zap,
+            event.id,
+            message=message,
+            failing_step=None,
+            kind="could_not_run",
+            autoreplays=0,
+            flow_run_id=None,
         )
         return True
 
@@ -580,6 +673,16 @@ class Dispatcher:
                 log.warning("%s on %s: %s", zap.zap, result.event_id, message)
             elif replayed:
                 message = f"{message} (after {replayed} autoreplays)"
+        if status == "failed":
+            self._failed(
+                zap,
+                result.event_id,
+                message=message or "",
+                failing_step=result.failing_step,
+                kind="transient" if outcome.retryable else "permanent",
+                autoreplays=replayed,
+                flow_run_id=result.flow_run_id,
+            )
         self.stats.runs += 1
         self.stats.by_state[status] = self.stats.by_state.get(status, 0) + 1
         self._results.append(
@@ -600,6 +703,15 @@ class Dispatcher:
             heapq.heappush(self._due, resume_at.timestamp())
         return status
 
+    def _failed(self, zap: Zap, event_id: str, **details: Any) -> None:
+        """A run failed for good: its ``builtin.zap_failed`` event goes to the inbox with the
+        ledger row (when an enabled zap has that trigger). An error zap's own failure makes
+        none: no loops."""
+        if (zap.trigger.app, zap.trigger.event) == ZAP_FAILED:
+            return
+        if any(z.enabled and (z.trigger.app, z.trigger.event) == ZAP_FAILED for z in self.zaps()):
+            self._failures.append(failure_event(zap, event_id, **details))
+
     async def _safely(self, write: object) -> None:
         try:
             await write  # type: ignore[misc]
@@ -616,12 +728,15 @@ class Dispatcher:
             last = time.monotonic()
             self._flush_wanted.clear()
             results, done, release = self._results, self._done, self._release
-            parked = self._parked
+            parked, failures = self._parked, self._failures
             self._results, self._done, self._release, self._parked = [], [], [], []
+            self._failures = []
             gap = WRITE_GAP_BUSY if len(done) >= BUSY_BATCH else WRITE_GAP
-            while results or done or parked:
+            while results or done or parked or failures:
                 try:
-                    await self.inbox.finish_runs(results, done, parked)
+                    await self.inbox.finish_runs(results, done, parked, failures)
+                    if failures:
+                        self.wake.set()  # error zaps run on them
                     break
                 except Exception as exc:
                     self.stats.inbox_errors += 1
@@ -630,7 +745,7 @@ class Dispatcher:
                     await asyncio.sleep(0.2)
             for seq, delay in release:
                 await self._safely(self.inbox.release([seq], delay=delay))
-            pending = self._results or self._done or self._release or self._parked
+            pending = any((self._results, self._done, self._release, self._parked, self._failures))
             if self._stopping and not pending and not self._tasks:
                 return
 

@@ -101,6 +101,9 @@ VERSION_TABLE = "zapflow_inbox_version"
 
 PENDING, CLAIMED, PARKED, DONE = "pending", "claimed", "parked", "done"
 RUNNING, ABANDONED, WAITING = "running", "abandoned", "waiting"
+HELD, DISCARDED = "held", "discarded"
+FAR = datetime(9999, 12, 31, tzinfo=UTC)
+"""When an event whose runs are only held becomes claimable on its own: never."""
 CLAIMABLE = "state <> 'done' AND state <> 'parked'"
 """The claim's condition, written as the claim index's WHERE clause: SQLite and PostgreSQL use
 a partial index only when the query repeats its condition."""
@@ -751,6 +754,11 @@ class Inbox:
             self._arrived.set()
 
     async def _insert(self, items: list[_Put]) -> set[str]:
+        async with self._write_engine.begin() as conn:
+            return await self._insert_events(conn, [item.event for item in items])
+
+    async def _insert_events(self, conn: AsyncConnection, new: Sequence[NewEvent]) -> set[str]:
+        """Insert events (those whose id is already there are left alone); the new ids."""
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         stmt = insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
         # Claimable from now: not from received_at, which a sender's or poller's clock set.
@@ -768,12 +776,11 @@ class Inbox:
                 "available_at": now,
                 "attempts": 0,
             }
-            for e in (item.event for item in items)
+            for e in new
         ]
-        async with self._write_engine.begin() as conn:
-            # One executemany; SQLAlchemy sends it as multi-row INSERTs and gathers RETURNING.
-            result = await conn.execute(stmt, rows)
-            return set(result.scalars().all())
+        # One executemany; SQLAlchemy sends it as multi-row INSERTs and gathers RETURNING.
+        result = await conn.execute(stmt, rows)
+        return set(result.scalars().all())
 
     # -- dispatching -----------------------------------------------------------------------
 
@@ -851,15 +858,108 @@ class Inbox:
         limit: int = 100,
         lease: float = 60.0,
         stale_after: float = 600.0,
+        floods: dict[str, tuple[int, float]] | None = None,
     ) -> tuple[list[StoredEvent], dict[tuple[str, str], str]]:
         """:meth:`claim` and :meth:`start_runs` for the claimed events' zaps (``zaps_of``), in
         one transaction: a dispatcher's event waits for one commit before its runs start, not
-        two."""
+        two. ``floods``: zap → (max runs, per seconds); a new run beyond its zap's limit is
+        entered ``held`` instead (flood protection), to be released or discarded by hand."""
         async with self._write_engine.begin() as conn:
             claimed = await self._claim(conn, worker, limit=limit, lease=lease)
             pairs = [(event.id, zap) for event in claimed for zap in zaps_of(event)]
+            if floods:
+                await self._hold_floods(conn, pairs, floods)
             started = await self._start_runs(conn, pairs, worker, stale_after, ())
         return claimed, started
+
+    async def _hold_floods(
+        self,
+        conn: AsyncConnection,
+        pairs: Sequence[tuple[str, str]],
+        floods: dict[str, tuple[int, float]],
+    ) -> None:
+        """Enter as ``held`` the new runs of a zap beyond its flood limit: more runs started
+        in the last ``per`` seconds than ``max`` (held and discarded ones do not count)."""
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        for zap, (most, per) in floods.items():
+            mine = [p for p in dict.fromkeys(pairs) if p[1] == zap]
+            if not mine:
+                continue
+            known = await conn.execute(
+                sa.select(runs.c.event_id).where(
+                    runs.c.zap == zap, runs.c.event_id.in_([e for e, _ in mine][:CHUNK])
+                )
+            )
+            seen = {row.event_id for row in known.all()}
+            fresh = [p for p in mine if p[0] not in seen]
+            if not fresh:
+                continue
+            recent = await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(runs)
+                .where(
+                    runs.c.zap == zap,
+                    runs.c.started_at >= now - timedelta(seconds=per),
+                    runs.c.state.not_in([HELD, DISCARDED]),
+                )
+            )
+            room = max(0, most - int(recent.scalar_one()))
+            over = fresh[room:]
+            if over:
+                await conn.execute(
+                    insert(runs)
+                    .values(
+                        [
+                            {
+                                "event_id": e,
+                                "zap": z,
+                                "state": HELD,
+                                "started_at": now,
+                                "message": f"held: more than {most} runs in {per:g} s",
+                            }
+                            for e, z in over
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["event_id", "zap"])
+                )
+
+    async def held_runs(self, zap: str | None = None, limit: int = 1000) -> list[LedgerRun]:
+        """Runs held by flood protection, oldest first."""
+        found = await self.recent_runs(limit=100_000, zap=zap, state=HELD)
+        return list(reversed(found))[:limit]
+
+    async def let_go(
+        self, action: str, *, zap: str | None = None, event_ids: Sequence[str] = ()
+    ) -> int:
+        """Release (``release``: they run) or discard (``discard``: they never run) held runs
+        of ``zap`` and/or ``event_ids`` (all held runs when neither is given). Returns how
+        many."""
+        now = _now()
+        where = [runs.c.state == HELD]
+        if zap is not None:
+            where.append(runs.c.zap == zap)
+        if event_ids:
+            where.append(runs.c.event_id.in_(list(event_ids)[:CHUNK]))
+        async with self._write_engine.begin() as conn:
+            picked = await conn.execute(
+                runs.update()
+                .where(*where)
+                .values(
+                    state=ABANDONED if action == "release" else DISCARDED,
+                    finished_at=now,
+                    message=f"{action}d by zapflow {action}",
+                )
+                .returning(runs.c.event_id)
+            )
+            ids = sorted({row.event_id for row in picked.all()})
+            for start in range(0, len(ids), CHUNK):
+                await conn.execute(  # claimable now: released runs start, discarded ones end
+                    events.update()
+                    .where(events.c.id.in_(ids[start : start + CHUNK]), events.c.state == PARKED)
+                    .values(state=PENDING, available_at=now)
+                )
+        return len(ids)
 
     async def extend(self, worker: str, seqs: list[int], lease: float) -> None:
         """Renew ``worker``'s lease on these events for ``lease`` more seconds from now.
@@ -1203,12 +1303,17 @@ class Inbox:
             return {str(w) for (w,) in rows.all() if w}
 
     async def finish_runs(
-        self, results: Sequence[RunResult], done: Sequence[int] = (), parked: Sequence[int] = ()
+        self,
+        results: Sequence[RunResult],
+        done: Sequence[int] = (),
+        parked: Sequence[int] = (),
+        new_events: Sequence[NewEvent] = (),
     ) -> None:
         """Record how many zap runs ended (or parked: ``waiting`` with a resume time), mark
-        events done, and park events (``parked``: each is claimed again when the earliest of
-        its waiting runs is due), in one transaction."""
-        if not results and not done and not parked:
+        events done, park events (``parked``: each is claimed again when the earliest of its
+        waiting runs is due) and put the events those ends made (``new_events``: a failed
+        run's ``builtin.zap_failed``), in one transaction."""
+        if not results and not done and not parked and not new_events:
             return
         now = _now()
         checkpoints = [step for r in results for step in r.steps]
@@ -1261,13 +1366,22 @@ class Inbox:
                     .values(state=DONE, done_at=now, claimed_by=None)
                 )
             await self._park(conn, parked, now)
+            if new_events:
+                await self._insert_events(conn, new_events)
 
     async def _park(self, conn: AsyncConnection, seqs: Sequence[int], now: datetime) -> None:
-        """Park events until the earliest resume time of their waiting runs (now, if none
-        waits any more: the next claim finds that every run is over)."""
+        """Park events until the earliest resume time of their waiting runs; with none, until
+        released (runs held by flood protection); else now (the next claim finds that every
+        run is over)."""
         earliest = (
             sa.select(sa.func.min(runs.c.resume_at))
             .where(runs.c.event_id == events.c.id, runs.c.state == WAITING)
+            .scalar_subquery()
+        )
+        held = (
+            sa.select(sa.literal(FAR, UTCDateTime()))
+            .where(runs.c.event_id == events.c.id, runs.c.state == HELD)
+            .limit(1)
             .scalar_subquery()
         )
         for chunk in _chunks(list(seqs)):
@@ -1277,7 +1391,7 @@ class Inbox:
                 .values(
                     state=PARKED,
                     claimed_by=None,
-                    available_at=sa.func.coalesce(earliest, sa.literal(now, UTCDateTime())),
+                    available_at=sa.func.coalesce(earliest, held, sa.literal(now, UTCDateTime())),
                 )
             )
 
@@ -1399,6 +1513,7 @@ class Inbox:
         zap: str | None = None,
         event_prefix: str | None = None,
         waiting: bool = False,
+        state: str | None = None,
     ) -> list[LedgerRun]:
         """The ledger's zap runs, most recently started first, with their events' trigger;
         ``waiting``: only the runs parked in a delay, the soonest due first."""
@@ -1413,6 +1528,8 @@ class Inbox:
             )
         else:
             stmt = stmt.order_by(runs.c.started_at.desc(), runs.c.event_id)
+        if state is not None:
+            stmt = stmt.where(runs.c.state == state)
         if zap is not None:
             stmt = stmt.where(runs.c.zap == zap)
         if event_prefix:
