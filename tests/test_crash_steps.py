@@ -1,10 +1,12 @@
 """Killed at random points, a zap's runs never repeat a completed step.
 
-`zapflow serve` runs a three-step zap — an HTTP "SMS", a short delay, an HTTP "IM", both to a
-loopback sink that records each arrival with its time and idempotency key — while a sender
-delivers a few hundred events (redelivering what was not acknowledged). serve is killed with
-SIGKILL at random moments (before a step, mid-step, mid-delay) twenty times, started again each
-time, then left to finish. Then: no acknowledged event is lost; every run completed once; a
+`zapflow serve` runs a three-step zap — an HTTP "SMS", a short delay (the run parks), an HTTP
+"IM", both to a loopback sink that records each arrival with its time and idempotency key, and
+refuses the first IM of every sixth event so that run fails and is autoreplayed — while a
+sender delivers a few hundred events (redelivering what was not acknowledged). serve is killed
+with SIGKILL at random moments (before a step, mid-step, parked in the delay or in an
+autoreplay wait) twenty times, started again each time, then left to finish. Then: no
+acknowledged event is lost; every run completed once; a
 step arrived twice only if the kill fell while it was in flight (within moments of its first
 arrival, before its checkpoint — or, for the last step, the run's end — was committed), and
 then with the same idempotency key; a step that had completed before a kill never arrived
@@ -33,9 +35,14 @@ IN_FLIGHT = 0.5
 """A step's checkpoint (or its run's end) is committed within this many seconds of the step's
 answer; a step first seen longer than this before a kill had completed before it."""
 
+REFUSED_EVERY = 6
+"""The IM sink refuses the first IM of every sixth event (503): that run fails and is
+autoreplayed from its IM step a second later, so kills also fall in autoreplay waits."""
+
 ZAP = """\
 zap: crash-steps
 trigger: {{app: builtin, event: catch_hook}}
+autoreplay: [1s, 1s, 1s]
 steps:
   - id: sms
     action: http.request
@@ -45,11 +52,10 @@ steps:
              send_idempotency_key: true}}
   - id: wait
     action: builtin.delay
-    input: {{for: 0.3s}}
+    input: {{for: 0.6s}}
   - id: im
     action: http.request
-    retries: 5
-    retry_delay: 0.2s
+    retries: 0
     input: {{method: POST, url: "{sink}/im", json: {{n: "{{{{ trigger.n }}}}"}},
              send_idempotency_key: true}}
 """
@@ -60,16 +66,28 @@ class Sink:
 
     def __init__(self) -> None:
         self.arrivals: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
+        self.refused: set[str] = set()
         self.lock = threading.Lock()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                where, n = self.path.strip("/"), str(body["n"])
                 with sink.lock:
-                    sink.arrivals[(self.path.strip("/"), str(body["n"]))].append(
-                        (time.monotonic(), self.headers.get("idempotency-key", ""))
-                    )
+                    refuse = where == "im" and int(n) % REFUSED_EVERY == 0
+                    refuse = refuse and n not in sink.refused
+                    if refuse:  # not an arrival: the app did not act
+                        sink.refused.add(n)
+                    else:
+                        sink.arrivals[(where, n)].append(
+                            (time.monotonic(), self.headers.get("idempotency-key", ""))
+                        )
+                if refuse:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
@@ -166,6 +184,11 @@ def test_twenty_random_sigkills_repeat_no_completed_step(tmp_path, prefect_api, 
     figures.record(section, "in-flight steps sent again (same idempotency key)", len(in_flight))
     figures.record(section, "completed steps sent again", len(completed_again))
     figures.record(section, "steps sent under two keys", len(two_keys))
+    replayed = [r for r in runs if r.autoreplays]
+    figures.record(section, "IMs refused once (503), then autoreplayed", len(replayed))
+    # Each refused IM went on (none is lost, above): autoreplayed, or — when a kill fell
+    # between the refusal and its run's end — run again by the serve that took the run over.
+    assert len(sink.refused) - KILLS <= len(replayed) <= len(sink.refused)
     assert lost == set()
     assert two_keys == []
     assert completed_again == [], completed_again
