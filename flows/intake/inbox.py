@@ -105,6 +105,7 @@ HELD, DISCARDED = "held", "discarded"
 FAR = datetime(9999, 12, 31, tzinfo=UTC)
 """When an event whose runs are only held becomes claimable on its own: never."""
 CLAIMABLE = "state <> 'done' AND state <> 'parked'"
+PARKED_ONLY = "state = 'parked'"
 """The claim's condition, written as the claim index's WHERE clause: SQLite and PostgreSQL use
 a partial index only when the query repeats its condition."""
 
@@ -835,9 +836,10 @@ class Inbox:
     async def _wake_parked(self, conn: AsyncConnection, now: datetime) -> None:
         """Parked events whose resume time has come become claimable (their own index finds
         them: a claim costs nothing more however many runs are parked)."""
+        # The literal condition (not a bound parameter) lets SQLite use the partial index.
         await conn.execute(
             events.update()
-            .where(events.c.state == PARKED, events.c.available_at <= now)
+            .where(sa.text(PARKED_ONLY), events.c.available_at <= now)
             .values(state=PENDING)
         )
 
@@ -846,7 +848,7 @@ class Inbox:
         async with self._engine.connect() as conn:
             return (
                 await conn.execute(
-                    sa.select(sa.func.min(events.c.available_at)).where(events.c.state == PARKED)
+                    sa.select(sa.func.min(events.c.available_at)).where(sa.text(PARKED_ONLY))
                 )
             ).scalar_one_or_none()
 
