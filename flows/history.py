@@ -236,14 +236,15 @@ async def _replay(
             "cannot be replayed"
         )
     model = await _zap_for(inbox, old, zap_dirs, version)
+    event = Event(
+        # From the start: a new event id; from the failed step: its own (the same keys).
+        id=uuid.uuid4().hex if from_start else stored.id,
+        app=stored.app,
+        trigger=stored.trigger,
+        received_at=stored.received_at,
+        payload=stored.payload,
+    )
     if from_start:
-        event = Event(
-            id=uuid.uuid4().hex,
-            app=stored.app,
-            trigger=stored.trigger,
-            received_at=stored.received_at,
-            payload=stored.payload,
-        )
         state = await run_and_record(model, event, inbox=inbox, connection=stored.connection)
         return Replayed(old, model, event, state, "from the start")
     if old.state != "failed":
@@ -258,13 +259,6 @@ async def _replay(
         for scope in model.walk()
         if scope.step.id in kept and kept[scope.step.id][0] in ("completed", "skipped")
     }
-    event = Event(
-        id=stored.id,
-        app=stored.app,
-        trigger=stored.trigger,
-        received_at=stored.received_at,
-        payload=stored.payload,
-    )
     started = datetime.now(UTC)
     state, saved = await _run_noting_steps(model, event, done)
     await inbox.rerecord_run(await result_of(model, event, state, started, saved))

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -320,33 +319,6 @@ def zap_version(zap: Zap) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(content.encode()).hexdigest()[:12]
-
-
-def git_revision(folder: Path | None) -> str | None:
-    """The git commit checked out in ``folder`` (short; ``+dirty`` when its files differ from
-    it), None when it is not in git or git is not installed."""
-    import subprocess
-
-    if folder is None:
-        return None
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 STANDARD_AUTOREPLAY = [

@@ -35,17 +35,11 @@ from connectors import registry
 from flows.compiler import EventRun
 from flows.intake.checkpoints import Checkpoints
 from flows.intake.events import NewEvent, StoredEvent
+from flows.intake.folder import git_revision
 from flows.intake.inbox import Inbox, RunResult
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
-from flows.model import (
-    POLLING_FLOOD,
-    Flood,
-    Zap,
-    autoreplay_schedule,
-    git_revision,
-    zap_version,
-)
+from flows.model import POLLING_FLOOD, Flood, Zap, autoreplay_schedule, zap_version
 from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.dispatcher")
@@ -276,7 +270,6 @@ class Dispatcher:
         self._done: list[int] = []
         self._parked: list[int] = []
         self._failures: list[NewEvent] = []
-        self._flood_zaps: list[Zap] | None = None
         self._flood_limits: dict[str, tuple[int, float]] = {}
         self._holding: set[str] = set()
         self._due: list[float] = []  # a heap of when runs parked here are due
@@ -400,13 +393,14 @@ class Dispatcher:
             try:
                 # One transaction claims the events and enters their runs in the ledger.
                 zaps = self.zaps()
+                self._flood_limits = flood_limits(zaps)
                 claimed, started = await self.inbox.claim_and_start(
                     self.worker,
                     functools.partial(matching_ids, zaps),
                     limit=min(self.batch, room),
                     lease=self.lease,
                     stale_after=self.stale_after,
-                    floods=self._floods(zaps),
+                    floods=self._flood_limits,
                 )
             except Exception as exc:  # the inbox is busy or away: try again, never give up
                 self.stats.inbox_errors += 1
@@ -430,12 +424,6 @@ class Dispatcher:
                 task.add_done_callback(functools.partial(self._out_of_hand, event.seq))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
-
-    def _floods(self, zaps: list[Zap]) -> dict[str, tuple[int, float]]:
-        """The flood limits of the zaps (worked out again only when the zaps change)."""
-        if self._flood_zaps is not zaps:
-            self._flood_zaps, self._flood_limits = zaps, flood_limits(zaps)
-        return self._flood_limits
 
     def _idle_wait(self) -> float:
         """How long to wait for a nudge when nothing was claimable: ``idle_poll``, or less

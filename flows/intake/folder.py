@@ -4,6 +4,7 @@ table (``flows.intake.hooks``) and webhook URLs they make."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,3 +113,28 @@ def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
         url = f"{app_hook_base(public_url, app, connection, hook.token)}/<channel>"
         lines.append(f"  {app} connection {connection}: {url}")
     return lines
+
+
+def git_revision(folder: Path | None) -> str | None:
+    """The git commit checked out in ``folder`` (short; ``+dirty`` when its files differ from
+    it), None when it is not in git or git is not installed."""
+    if folder is None:
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -470,6 +470,19 @@ def _stored(row: sa.Row[Any]) -> StoredEvent:
     )
 
 
+def _ended(result: RunResult, now: datetime) -> dict[str, Any]:
+    """A ledger row's columns for a run made outside the dispatcher, ended ``now``."""
+    return {
+        "state": result.state,
+        "flow_run_id": result.flow_run_id,
+        "failing_step": result.failing_step,
+        "message": result.message,
+        "started_at": result.started_at or now,
+        "finished_at": now,
+        "zap_version": result.zap_version,
+    }
+
+
 def _row_specific(exc: BaseException) -> bool:
     """Whether a failed batch may have failed because of one bad row, not the database."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
@@ -1424,17 +1437,7 @@ class Inbox:
             )
             await conn.execute(
                 insert(runs)
-                .values(
-                    event_id=result.event_id,
-                    zap=result.zap,
-                    state=result.state,
-                    flow_run_id=result.flow_run_id,
-                    failing_step=result.failing_step,
-                    message=result.message,
-                    started_at=result.started_at or now,
-                    finished_at=now,
-                    zap_version=result.zap_version,
-                )
+                .values(event_id=result.event_id, zap=result.zap, **_ended(result, now))
                 .on_conflict_do_nothing(index_elements=["event_id", "zap"])
             )
 
@@ -1448,15 +1451,7 @@ class Inbox:
             await conn.execute(
                 runs.update()
                 .where(runs.c.event_id == result.event_id, runs.c.zap == result.zap)
-                .values(
-                    state=result.state,
-                    flow_run_id=result.flow_run_id,
-                    failing_step=result.failing_step,
-                    message=result.message,
-                    started_at=result.started_at or now,
-                    finished_at=now,
-                    zap_version=result.zap_version,
-                )
+                .values(**_ended(result, now))
             )
 
     async def save_zap_version(
