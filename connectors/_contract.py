@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from flows.model import Duration
+from connectors._units import Duration
 
 TriggerKind = Literal["webhook", "polling", "schedule", "internal"]
 """``internal``: events zapflow itself makes (a zap run that failed), never delivered from

@@ -59,6 +59,8 @@ def _state(run: LedgerRun) -> str:
         return "Queued"
     if run.state == "held":
         return "Held (flood)"
+    if run.state == "queued":  # waits for a slot of the zap's concurrency or rate_limit
+        return "Queued (limit)"
     if run.state == "waiting" and run.resume_at is not None:
         return f"Waiting until {run.resume_at.astimezone(UTC):%m-%d %H:%M:%S}"
     return run.state.capitalize()

@@ -8,7 +8,6 @@ What depends on installed apps (does this action exist, does this input fit it) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,67 +15,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     TypeAdapter,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-# --------------------------------------------------------------------------- durations
+from connectors._rates import RateSetting
+from connectors._units import DURATION_HELP, Duration, parse_duration, parse_size
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*)+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-DURATION_HELP = 'a number of seconds or a duration such as "30s", "5m", "1h30m", "2d", "PT10M"'
-
-
-def parse_duration(value: Any) -> Any:
-    """``90`` / ``"90s"`` / ``"1h30m"`` / ``"2d"`` → timedelta; ISO 8601 is left to pydantic."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected {DURATION_HELP}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str) and _DURATION.match(value):
-        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(value)))
-    if isinstance(value, str) and not value.strip().upper().startswith("P"):
-        raise ValueError(f"{value!r} is not a duration; expected {DURATION_HELP}")
-    return value
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
-
-
-def parse_size(text: str) -> int:
-    """``"1MiB"`` / ``"512KiB"`` / ``"2MB"`` / ``"65536"`` → bytes (at least 1)."""
-    found = _SIZE.match(text)
-    size = int(found[1]) * _SIZE_UNITS[(found[2] or "").lower()] if found else 0
-    if size < 1:
-        raise ValueError(
-            f"{text!r} is not a size; expected a whole number of bytes, KB, KiB, MB or MiB "
-            "such as 1MiB, 512KiB or 65536"
-        )
-    return size
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$|^P"},
-            ],
-            "description": DURATION_HELP,
-        }
-    ),
-]
+__all__ = ["DURATION_HELP", "Duration", "parse_duration", "parse_size"]  # re-exported
 
 # --------------------------------------------------------------------------- pieces
 
@@ -231,6 +182,25 @@ class Zap(_Strict):
             "Flood protection, e.g. {max: 100, per: 10m}: runs above the limit are held until "
             "`zapflow release` or `zapflow discard`. Default: on for polling triggers (100 per "
             "10 minutes, as Zapier), off for the others; `off` turns it off"
+        ),
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description=(
+            "At most this many runs of the zap at once, counted across every zapflow serve "
+            "sharing the inbox (1: one at a time, in order of arrival); runs beyond wait, "
+            "queued, and start as runs end. Default: no limit but serve's --concurrency"
+        ),
+    )
+    rate_limit: RateSetting | None = Field(
+        None,
+        description=(
+            "At most this many runs of the zap start in any period, e.g. 60/min or 10/s, "
+            "counted across every serve sharing the inbox; runs beyond wait, queued, and start "
+            "as the window allows (an app account's own API limit is its connection's "
+            "rate_limit)"
         ),
     )
     autoreplay: Literal["standard", "off"] | list[Duration] = Field(

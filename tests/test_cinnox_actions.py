@@ -18,9 +18,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from connectors import ActionContext, registry
 from connectors._clients import ClientPool
+from connectors._rates import Rate
 from connectors.cinnox import actions as cinnox_actions
 from connectors.cinnox import client as cinnox_client
-from connectors.cinnox.client import CinnoxClient, RateLimiter, close_all
+from connectors.cinnox.client import CinnoxClient, close_all
 from connectors.cinnox.connection import CinnoxConnection
 from connectors.cinnox.sandbox import demo
 from flows.errors import (
@@ -1225,7 +1226,7 @@ async def test_client_rate_limiter_waits_instead_of_failing(
 ) -> None:
     conn = connection(cinnox_sandbox)
     await call("get_number_list", {"number_type": "access-numbers"}, conn)  # senders now known
-    monkeypatch.setitem(cinnox_client._limiters, conn.app_id, RateLimiter(limit=3, window=0.5))
+    conn = conn.model_copy(update={"rate_limit": Rate(3, 0.5)})
     started = time.monotonic()
     outs = []
     for n in range(4):
@@ -1245,8 +1246,7 @@ def test_rate_limiter_works_in_a_second_event_loop(
 ) -> None:
     """The client pools its HTTP clients per event loop because one process may run zaps in
     several loops; the rate limiter, shared by App ID, must then work in each loop too."""
-    conn = connection(cinnox_sandbox)
-    monkeypatch.setitem(cinnox_client._limiters, conn.app_id, RateLimiter(limit=1, window=0.05))
+    conn = connection(cinnox_sandbox).model_copy(update={"rate_limit": Rate(1, 0.05)})
 
     async def burst() -> list[Any]:
         try:

@@ -367,6 +367,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         "0007",
         "0008",
         "0009",
+        "0010",
     )
     await first.put(event("kept"))
     await first.close()
@@ -378,7 +379,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0009"
+        assert context.get_current_revision() == "0010"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -427,7 +428,7 @@ async def test_an_inbox_made_before_parking_upgrades_keeping_its_events(backend:
         highest = purged.scalar_one()
     await engine.dispose()
     inbox = await backend.open()
-    assert inbox.applied_migrations == ("0008", "0009")
+    assert inbox.applied_migrations == ("0008", "0009", "0010")
     assert await inbox.put(event("new"))
     new = await inbox.get("new")
     assert new is not None and new.seq > highest
@@ -451,7 +452,7 @@ async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend:
     assert sorted(inbox.applied_migrations for inbox in opened) == [
         (),
         (),
-        ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"),
+        ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
     ]
 
 

@@ -10,17 +10,14 @@ messages or ``repr``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import threading
-import time
-from collections import deque
 from typing import Any
 
 import httpx
 
 from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
+from connectors._rates import limiter
 from connectors.cinnox import wire
 from connectors.cinnox.connection import CinnoxConnection
 from flows.errors import AuthError, PermanentError, RetryableError
@@ -28,37 +25,6 @@ from flows.errors import AuthError, PermanentError, RetryableError
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
-class RateLimiter:
-    """At most ``limit`` requests in any 60 s window per account, in this process.
-
-    CINNOX allows 500 requests per minute per service account; waiting here is cheaper than a
-    6451010 reply and a retry.
-    """
-
-    def __init__(self, limit: int = wire.RATE_LIMIT_PER_MINUTE, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self.sent: deque[float] = deque()
-        # A thread lock, held only for bookkeeping (never across an await): the limit is per
-        # process, whichever event loop or thread a call comes from.
-        self.lock = threading.Lock()
-
-    def _reserve(self) -> float:
-        """Take a slot now (0.0), or say how long until one frees up."""
-        with self.lock:
-            now = time.monotonic()
-            while self.sent and now - self.sent[0] >= self.window:
-                self.sent.popleft()
-            if len(self.sent) < self.limit:
-                self.sent.append(now)
-                return 0.0
-            return self.window - (now - self.sent[0])
-
-    async def wait(self) -> None:
-        while (delay := self._reserve()) > 0:
-            await asyncio.sleep(delay)
-
-
-_limiters: dict[str, RateLimiter] = {}
 _clients = ClientPool()
 
 
@@ -72,7 +38,8 @@ class CinnoxClient:
 
     def __init__(self, conn: CinnoxConnection, *, connection_name: str = "") -> None:
         self.conn, self.name = conn, connection_name
-        self.limiter = _limiters.setdefault(conn.app_id, RateLimiter())
+        # CINNOX counts calls per service account (App ID), whichever connection names it.
+        self.limiter = limiter(f"cinnox:{conn.app_id}", conn.rate_limit)
 
     def __repr__(self) -> str:
         return f"CinnoxClient(app_id={self.conn.app_id!r}, base_url={self.conn.base_url!r})"

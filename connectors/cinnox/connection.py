@@ -6,6 +6,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from connectors._rates import Rate, RateSetting
+from connectors.cinnox import wire
+
 
 class CinnoxConnection(BaseModel):
     """Credentials generated in the CINNOX Dashboard (Administration > Service Integration >
@@ -16,6 +19,13 @@ class CinnoxConnection(BaseModel):
     app_id: str = Field(min_length=1, description="App ID")
     app_token: SecretStr = Field(description="App Token (secret)")
     base_url: str = Field(min_length=1, description="Base URL, e.g. https://examplebaseURL.com")
+    rate_limit: RateSetting = Field(
+        Rate(wire.RATE_LIMIT_PER_MINUTE, 60.0),
+        description=(
+            "Rate limit, e.g. 500/min (CINNOX's limit per service account, the default): API "
+            "calls wait for a slot, counted across every zapflow serve sharing the inbox"
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -36,7 +36,7 @@ from flows.compiler import EventRun
 from flows.intake.checkpoints import Checkpoints
 from flows.intake.events import NewEvent, StoredEvent
 from flows.intake.folder import git_revision
-from flows.intake.inbox import Inbox, RunResult
+from flows.intake.inbox import Gate, Inbox, RunResult
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
 from flows.model import POLLING_FLOOD, Flood, Zap, autoreplay_schedule, zap_version
@@ -97,6 +97,15 @@ def flood_limits(zaps: list[Zap]) -> dict[str, tuple[int, float]]:
         if isinstance(flood, Flood):
             limits[zap.zap] = (flood.max, flood.per.total_seconds())
     return limits
+
+
+def gates(zaps: list[Zap]) -> dict[str, Gate]:
+    """Each zap's ``concurrency`` and ``rate_limit``, where it sets one."""
+    return {
+        zap.zap: Gate(zap.concurrency, zap.rate_limit)
+        for zap in zaps
+        if zap.concurrency is not None or zap.rate_limit is not None
+    }
 
 
 ZAP_FAILED = ("builtin", "zap_failed")
@@ -271,6 +280,7 @@ class Dispatcher:
         self._parked: list[int] = []
         self._failures: list[NewEvent] = []
         self._flood_limits: dict[str, tuple[int, float]] = {}
+        self._gates: dict[str, Gate] = {}
         self._holding: set[str] = set()
         self._due: list[float] = []  # a heap of when runs parked here are due
         self._release: list[tuple[int, float]] = []
@@ -369,6 +379,8 @@ class Dispatcher:
                 next_check = time.monotonic() + 2 * HEARTBEAT_EVERY
                 try:
                     await self._release_dead()
+                    # Runs queued by a limit the zap no longer has start now.
+                    await self.inbox.wake_ungated(self._gates)
                 except Exception as exc:
                     log.warning("looking for events of dead dispatchers failed: %s", exc)
             room = self.in_flight - len(self._tasks)
@@ -394,6 +406,7 @@ class Dispatcher:
                 # One transaction claims the events and enters their runs in the ledger.
                 zaps = self.zaps()
                 self._flood_limits = flood_limits(zaps)
+                self._gates = gates(zaps)
                 claimed, started = await self.inbox.claim_and_start(
                     self.worker,
                     functools.partial(matching_ids, zaps),
@@ -401,6 +414,7 @@ class Dispatcher:
                     lease=self.lease,
                     stale_after=self.stale_after,
                     floods=self._flood_limits,
+                    gates=self._gates,
                 )
             except Exception as exc:  # the inbox is busy or away: try again, never give up
                 self.stats.inbox_errors += 1
@@ -487,11 +501,14 @@ class Dispatcher:
                     zap.zap,
                 )
         self._holding -= {z.zap for z in mine}
-        parked = parked or bool(held)
+        # Queued for a slot of the zap's concurrency or rate limit: parked until one frees up.
+        queued = any(states.get((event.id, z.zap)) == "queued" for z in zaps)
+        parked = parked or bool(held) or queued
         self.stats.skipped += sum(
             1
             for z in zaps
-            if states.get((event.id, z.zap)) not in ("started", "running", "waiting", "held")
+            if states.get((event.id, z.zap))
+            not in ("started", "running", "waiting", "held", "queued")
         )
         trigger_event = _as_event(event)
         done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
@@ -723,8 +740,8 @@ class Dispatcher:
             while results or done or parked or failures:
                 try:
                     await self.inbox.finish_runs(results, done, parked, failures)
-                    if failures:
-                        self.wake.set()  # error zaps run on them
+                    if failures or any(r.zap in self._gates for r in results):
+                        self.wake.set()  # error zaps run on them; queued runs take freed slots
                     break
                 except Exception as exc:
                     self.stats.inbox_errors += 1

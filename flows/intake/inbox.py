@@ -32,12 +32,15 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     purging.
 ``zapflow_runs`` — the ledger of zap runs, primary key ``(event_id, zap)``.
     ``state`` (``running``; then how it ended — ``completed``, ``filtered``, ``failed``,
-    ``cancelled`` …, all final — or ``abandoned``: it did not run and may be started again, or
-    ``waiting``: parked in a delay until ``resume_at``), ``flow_run_id`` (the Prefect flow run
-    that recorded it), ``started_at``, ``finished_at``, ``failing_step`` and ``message`` (why it
-    failed or was filtered), ``worker`` (the dispatcher running it: ``host:pid:start``),
-    ``resume_at`` (kept after the run went on). Indexed by ``started_at`` for ``zapflow runs``,
-    and by ``resume_at`` over the waiting runs for ``zapflow runs --waiting``.
+    ``cancelled`` …, all final — or ``abandoned``: it did not run and may be started again,
+    ``waiting``: parked in a delay until ``resume_at``, ``queued``: waiting for a slot of its
+    zap's ``concurrency`` or ``rate_limit``, ``held`` by flood protection), ``flow_run_id``
+    (the Prefect flow run that recorded it), ``started_at``, ``finished_at``, ``failing_step``
+    and ``message`` (why it failed or was filtered), ``worker`` (the dispatcher running it:
+    ``host:pid:start``), ``resume_at`` (kept after the run went on). Indexed by ``started_at``
+    for ``zapflow runs``, by ``resume_at`` over the waiting runs for ``zapflow runs
+    --waiting``, and by ``(zap, state, started_at)`` for the limits that count a zap's running
+    and recent runs.
 ``zapflow_steps`` — step checkpoints (``flows.intake.checkpoints``), primary key
     ``(event_id, zap, step)``: ``status`` (``completed``, ``skipped``, or ``waiting``: the delay
     step a parked run waits in, its ``output`` holding the resume time), ``output`` (JSON),
@@ -48,6 +51,9 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     a hash of the zap's content, as ``zapflow_runs.zap_version`` and the Prefect flow run's
     version say), ``zap``, ``definition`` (JSON), ``git_revision`` (of the zap folder, when it
     is in git), ``first_seen``. ``zapflow replay --zap-version recorded`` reads it.
+``zapflow_rate_use`` — the calls an app account made under its API rate limit
+    (``connectors._rates``): ``seq``, ``key`` (the account), ``at``; rows older than the
+    limit's period are deleted as calls are counted. Indexed by ``(key, at)``.
 ``zapflow_hook_tokens`` — primary key ``(kind, name)``, ``token`` (unique), ``created_at``.
 ``zapflow_poll_state`` — one row per polling or schedule trigger (``flows.intake.pollers``),
     primary key ``poller`` (the zap id). ``fingerprint`` (of the trigger settings the row is
@@ -90,6 +96,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from connectors._rates import Rate
 from flows.errors import ZapError
 from flows.intake.events import NewEvent, StoredEvent, check_depth
 
@@ -101,11 +108,12 @@ VERSION_TABLE = "zapflow_inbox_version"
 
 PENDING, CLAIMED, PARKED, DONE = "pending", "claimed", "parked", "done"
 RUNNING, ABANDONED, WAITING = "running", "abandoned", "waiting"
-HELD, DISCARDED = "held", "discarded"
+HELD, DISCARDED, QUEUED = "held", "discarded", "queued"
 FAR = datetime(9999, 12, 31, tzinfo=UTC)
 """When an event whose runs are only held becomes claimable on its own: never."""
 CLAIMABLE = "state <> 'done' AND state <> 'parked'"
 PARKED_ONLY = "state = 'parked'"
+QUEUED_ONLY = "state = 'queued'"
 """The claim's condition, written as the claim index's WHERE clause: SQLite and PostgreSQL use
 a partial index only when the query repeats its condition."""
 
@@ -118,6 +126,30 @@ CHUNK = 1000
 # PostgreSQL database, so that two processes opening a fresh inbox at once do not race.
 _MIGRATION_LOCK = zlib.crc32(b"zapflow.inbox.migrations")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _startable(row: Any, now: datetime) -> bool:
+    """Whether a run with this ledger row (None: no row yet) would start if claimed now."""
+    if row is None or row.state in (ABANDONED, QUEUED):
+        return True
+    return bool(row.state == WAITING and row.resume_at is not None and row.resume_at <= now)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A zap's limits on starting runs, held across every dispatcher sharing the inbox: at most
+    ``concurrency`` running at once, at most ``rate`` started in any period."""
+
+    concurrency: int | None = None
+    rate: Rate | None = None
+
+    def describe(self) -> str:
+        limits = []
+        if self.concurrency is not None:
+            limits.append(f"concurrency {self.concurrency}")
+        if self.rate is not None:
+            limits.append(f"rate_limit {self.rate}")
+        return "queued: waits for a free slot (" + ", ".join(limits) + ")"
 
 
 class InboxError(ZapError):
@@ -209,6 +241,14 @@ runs = sa.Table(
     sa.Column("zap_version", sa.Text(), nullable=True),
     sa.Column("autoreplays", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Index("ix_zapflow_runs_started", "started_at"),
+    sa.Index("ix_zapflow_runs_zap_state", "zap", "state", "started_at"),
+    sa.Index(
+        "ix_zapflow_runs_queued",
+        "zap",
+        "started_at",
+        sqlite_where=sa.text(QUEUED_ONLY),
+        postgresql_where=sa.text(QUEUED_ONLY),
+    ),
     sa.Index(
         "ix_zapflow_runs_waiting",
         "resume_at",
@@ -229,6 +269,20 @@ steps = sa.Table(
     sa.CheckConstraint(
         "status IN ('completed', 'skipped', 'waiting')", name="ck_zapflow_steps_status"
     ),
+)
+
+rate_use = sa.Table(
+    "zapflow_rate_use",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("key", sa.Text(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index("ix_zapflow_rate_use_key_at", "key", "at"),
 )
 
 zap_versions = sa.Table(
@@ -874,18 +928,142 @@ class Inbox:
         lease: float = 60.0,
         stale_after: float = 600.0,
         floods: dict[str, tuple[int, float]] | None = None,
+        gates: dict[str, Gate] | None = None,
     ) -> tuple[list[StoredEvent], dict[tuple[str, str], str]]:
         """:meth:`claim` and :meth:`start_runs` for the claimed events' zaps (``zaps_of``), in
         one transaction: a dispatcher's event waits for one commit before its runs start, not
         two. ``floods``: zap → (max runs, per seconds); a new run beyond its zap's limit is
-        entered ``held`` instead (flood protection), to be released or discarded by hand."""
+        entered ``held`` instead (flood protection), to be released or discarded by hand.
+        ``gates``: zap → its concurrency and rate limit; a run beyond them is entered
+        ``queued`` and starts, oldest first, when a slot frees up."""
         async with self._write_engine.begin() as conn:
+            if gates:
+                await self._wake_queued(conn, gates)
             claimed = await self._claim(conn, worker, limit=limit, lease=lease)
             pairs = [(event.id, zap) for event in claimed for zap in zaps_of(event)]
             if floods:
                 await self._hold_floods(conn, pairs, floods)
+            queued: set[tuple[str, str]] = set()
+            if gates:
+                queued = await self._gate(conn, pairs, gates)
+                pairs = [p for p in pairs if p not in queued]
             started = await self._start_runs(conn, pairs, worker, stale_after, ())
+        started.update(dict.fromkeys(queued, QUEUED))
         return claimed, started
+
+    async def _room(self, conn: AsyncConnection, zap: str, gate: Gate, now: datetime) -> int:
+        """How many more runs of ``zap`` may start now under its gate."""
+        room = 1 << 30
+        if gate.concurrency is not None:
+            running = await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(runs)
+                .where(runs.c.zap == zap, runs.c.state == RUNNING)
+            )
+            room = gate.concurrency - int(running.scalar_one())
+        if gate.rate is not None:
+            recent = await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(runs)
+                .where(
+                    runs.c.zap == zap,
+                    runs.c.state.not_in([HELD, DISCARDED, QUEUED]),
+                    runs.c.started_at > now - timedelta(seconds=gate.rate.per),
+                )
+            )
+            room = min(room, gate.rate.count - int(recent.scalar_one()))
+        return max(0, room)
+
+    async def _wake_queued(self, conn: AsyncConnection, gates: dict[str, Gate]) -> None:
+        """The events of the oldest queued runs of each gated zap that has a free slot become
+        claimable now (the claim that follows, in seq order, takes them)."""
+        now = _now()
+        waiting = await conn.execute(
+            sa.select(runs.c.zap)
+            .where(sa.text(QUEUED_ONLY), runs.c.zap.in_(list(gates)))
+            .group_by(runs.c.zap)
+        )
+        for zap in [row.zap for row in waiting.all()]:
+            room = await self._room(conn, zap, gates[zap], now)
+            if not room:
+                continue
+            oldest = (
+                sa.select(runs.c.event_id)
+                .where(sa.text(QUEUED_ONLY), runs.c.zap == zap)
+                .order_by(runs.c.started_at, runs.c.event_id)
+                .limit(min(room, CHUNK))
+            )
+            await conn.execute(
+                events.update()
+                .where(events.c.id.in_(oldest.scalar_subquery()), events.c.state == PARKED)
+                .values(state=PENDING, available_at=now)
+            )
+
+    async def wake_ungated(self, gated: Iterable[str]) -> int:
+        """Queued runs of zaps no longer gated (their limit was taken out of the zap file)
+        start: their events become claimable now. Returns how many events."""
+        now = _now()
+        async with self._write_engine.begin() as conn:
+            ids = (
+                sa.select(runs.c.event_id)
+                .where(sa.text(QUEUED_ONLY), runs.c.zap.not_in(list(gated)))
+                .limit(CHUNK)
+            )
+            woken = await conn.execute(
+                events.update()
+                .where(events.c.id.in_(ids.scalar_subquery()), events.c.state == PARKED)
+                .values(state=PENDING, available_at=now)
+            )
+        return woken.rowcount or 0
+
+    async def _gate(
+        self, conn: AsyncConnection, pairs: Sequence[tuple[str, str]], gates: dict[str, Gate]
+    ) -> set[tuple[str, str]]:
+        """Enter as ``queued`` the runs about to start beyond their zap's concurrency or rate
+        limit (runs queued before go first); returns them."""
+        now = _now()
+        insert = postgresql.insert if self._is_postgresql else sqlite.insert
+        kept: set[tuple[str, str]] = set()
+        for zap in sorted(gates):  # in one order: two PostgreSQL dispatchers never deadlock
+            mine = [p for p in dict.fromkeys(pairs) if p[1] == zap][: CHUNK // 2]
+            if not mine:
+                continue
+            if self._is_postgresql:  # one dispatcher counts and starts this zap's runs at once
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": zlib.crc32(f"zapflow.gate:{zap}".encode())},
+                )
+            rows = await conn.execute(
+                sa.select(runs.c.event_id, runs.c.state, runs.c.resume_at, runs.c.started_at).where(
+                    runs.c.zap == zap, runs.c.event_id.in_([e for e, _ in mine])
+                )
+            )
+            known = {row.event_id: row for row in rows.all()}
+
+            candidates = [p for p in mine if _startable(known.get(p[0]), now)]
+            # Runs queued (or started) before come first, then new ones in claim order.
+            candidates.sort(
+                key=lambda p: (p[0] not in known, known[p[0]].started_at if p[0] in known else now)
+            )
+            gate = gates[zap]
+            over = candidates[await self._room(conn, zap, gate, now) :]
+            if not over:
+                continue
+            why = gate.describe()
+            stmt = insert(runs).values(
+                [
+                    {"event_id": e, "zap": z, "state": QUEUED, "started_at": now, "message": why}
+                    for e, z in over
+                ]
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["event_id", "zap"],
+                    set_={"state": QUEUED, "message": why, "worker": None},
+                )
+            )
+            kept.update(over)
+        return kept
 
     async def _hold_floods(
         self,
@@ -1255,6 +1433,7 @@ class Inbox:
                     pair.in_(rest),
                     sa.or_(
                         runs.c.state == ABANDONED,
+                        runs.c.state == QUEUED,
                         sa.and_(runs.c.state == WAITING, runs.c.resume_at <= now),
                         sa.and_(
                             runs.c.state == RUNNING,
@@ -1386,8 +1565,8 @@ class Inbox:
 
     async def _park(self, conn: AsyncConnection, seqs: Sequence[int], now: datetime) -> None:
         """Park events until the earliest resume time of their waiting runs; with none, until
-        released (runs held by flood protection); else now (the next claim finds that every
-        run is over)."""
+        released (runs held by flood protection) or woken (runs queued for a slot); else now
+        (the next claim finds that every run is over)."""
         earliest = (
             sa.select(sa.func.min(runs.c.resume_at))
             .where(runs.c.event_id == events.c.id, runs.c.state == WAITING)
@@ -1395,7 +1574,7 @@ class Inbox:
         )
         held = (
             sa.select(sa.literal(FAR, UTCDateTime()))
-            .where(runs.c.event_id == events.c.id, runs.c.state == HELD)
+            .where(runs.c.event_id == events.c.id, runs.c.state.in_([HELD, QUEUED]))
             .limit(1)
             .scalar_subquery()
         )
@@ -1697,6 +1876,36 @@ class Inbox:
         async with self._write_engine.begin() as conn:
             await conn.execute(stmt)
         return token
+
+    # -- app rate limits (connectors._rates' shared store) -----------------------------------
+
+    async def take_rate(self, key: str, rate: Rate) -> float:
+        """Take one call of account ``key`` under ``rate`` now (0.0), or say in how many seconds
+        one frees up (nothing taken): at most ``rate.count`` calls in any ``rate.per`` seconds,
+        counted across every process sharing this inbox."""
+        now = _now()
+        since = now - timedelta(seconds=rate.per)
+        async with self._write_engine.begin() as conn:
+            if self._is_postgresql:  # one counter at a time per account (SQLite: the write lock)
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": zlib.crc32(f"zapflow.rate:{key}".encode())},
+                )
+            await conn.execute(
+                rate_use.delete().where(rate_use.c.key == key, rate_use.c.at <= since)
+            )
+            used, oldest = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(rate_use.c.at)).where(
+                        rate_use.c.key == key
+                    )
+                )
+            ).one()
+            if used < rate.count:
+                await conn.execute(rate_use.insert().values(key=key, at=now))
+                return 0.0
+        # Full: the oldest call leaves the window first (at least a millisecond from now).
+        return max(0.001, (oldest - since).total_seconds())
 
     async def counts(self) -> dict[str, int]:
         """How many events are pending, claimed and done."""

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import httpx
 
+from connectors._rates import use_shared_store
 from flows import rendering
 from flows.errors import ZapError
 from flows.intake import unrecognised
@@ -246,6 +247,8 @@ async def serve(
     # The dispatcher's own inbox runs its transactions on a thread of their own, so they never
     # hold the write lock while this loop runs zaps (see flows.intake.threaded).
     claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
+    # App accounts' API rate limits are counted in the inbox, across every serve sharing it.
+    use_shared_store(claims)
     zaps = ZapFolder(folder, report)
     zaps.refresh()
     dispatcher = Dispatcher(
@@ -404,6 +407,7 @@ async def serve(
             await dispatching
         wake.close()
         rendering.shutdown()
+        use_shared_store(None)
         await claims.close()
         await inbox.close()
         report("stopped; events not yet run stay in the inbox for the next start")
