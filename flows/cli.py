@@ -180,10 +180,12 @@ def resolve_zap(ref: str, zaps: Path) -> Any:
         if not path.exists():
             raise fail(f"{path}: no such file")
         return load_zap_file(path).zap
+    from flows.model import with_failure_zaps
+
     loaded, problems = load_all([zaps] if zaps.exists() else [])
-    for item in loaded:
-        if item.zap.zap == ref:
-            return item.zap
+    for zap in with_failure_zaps(item.zap for item in loaded):
+        if zap.zap == ref:
+            return zap
     broken = [p for p in problems if Path(p.file).stem == ref]
     if broken:
         raise ZapValidationError(broken)
@@ -1100,7 +1102,7 @@ def connections_show(
 
 def _zaps_using(app_name: str, name: str, zaps: Path) -> list[str]:
     from flows.loader import load_all
-    from flows.model import ActionStep, step_connection
+    from flows.model import ActionStep, failure_zap, step_connection
 
     loaded, _ = load_all([zaps] if zaps.exists() else [])
     users = []
@@ -1109,8 +1111,10 @@ def _zaps_using(app_name: str, name: str, zaps: Path) -> list[str]:
         if not zap.enabled:
             continue
         used = {(zap.trigger.app, zap.trigger.connection)} | {
-            (s.step.action.split(".")[0], step_connection(zap, s.step))
-            for s in zap.walk()
+            (s.step.action.split(".")[0], step_connection(z, s.step))
+            for z in (zap, failure_zap(zap))
+            if z is not None
+            for s in z.walk()
             if isinstance(s.step, ActionStep)
         }
         if (app_name, name) in used:

@@ -22,7 +22,7 @@ from flows.errors import ZapError
 from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox, LedgerRun, RunResult, StepOutcome
 from flows.loader import load_all
-from flows.model import Zap, zap_version
+from flows.model import Zap, with_failure_zaps, zap_version
 from flows.runtime import Event, Journal
 
 
@@ -137,7 +137,7 @@ async def run_and_record(
 
 def current_definition(zap_id: str, zap_dirs: list[Path]) -> Zap | None:
     loaded, _ = load_all([d for d in zap_dirs if d.exists()])
-    return next((z.zap for z in loaded if z.zap.zap == zap_id), None)
+    return next((z for z in with_failure_zaps(i.zap for i in loaded) if z.zap == zap_id), None)
 
 
 async def find_run(

@@ -4,7 +4,8 @@ Checks, in order: YAML syntax; the zap schema (``model``); that the trigger and 
 exist in an installed app; the trigger's options (a schedule's cron, a polling interval …); each
 step's input against its action's input model (values that are templates are checked after
 rendering, at run time); every template's syntax, the names it reads, the steps it references
-(which must exist and run earlier) and the sandbox rules.
+(which must exist and run earlier) and the sandbox rules. The ``on_failure`` steps are checked as
+the steps of the zap they run as, whose trigger is ``builtin.zap_failed``.
 All problems of all files are collected; nothing stops at the first.
 """
 
@@ -63,7 +64,12 @@ class _Collector:
         self.rejected: set[Loc] = set()
         """Locations the schema rejected; later checks leave them alone."""
 
+    def relocate(self, loc: Loc) -> Loc:
+        """Where a finding at ``loc`` is in the file (checks of derived data move it)."""
+        return loc
+
     def add(self, loc: Loc, message: str, *, at_key: bool = False, offset: int = 0) -> None:
+        loc = self.relocate(loc)
         pos = self.smap.key(loc) if at_key else self.smap.value(loc)
         self.problems.append(
             Problem(self.file, pos.line + offset, pos.column, format_path(loc), message)
@@ -86,6 +92,18 @@ class _Collector:
                 self.add(loc, f"required field {loc[-1]!r} is missing")
             else:
                 self.add(loc, _friendly(err))
+
+
+class _OnFailureCollector(_Collector):
+    """Findings of the ``on_failure`` steps, checked as the steps of their own zap (``steps``
+    there), reported at ``on_failure`` in the file."""
+
+    def __init__(self, out: _Collector) -> None:
+        super().__init__(out.file, out.smap)
+        self.problems = out.problems
+
+    def relocate(self, loc: Loc) -> Loc:
+        return ("on_failure", *loc[1:]) if loc[:1] == ("steps",) else loc
 
 
 def _friendly(err: Any) -> str:
@@ -118,7 +136,7 @@ def _structure_model(loc: Loc, data: Any) -> type[BaseModel] | None:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             return None
-        if model in (Zap, Branch) and part == "steps":
+        if (model in (Zap, Branch) and part == "steps") or (model is Zap and part == "on_failure"):
             model = "steps"
         elif model == "steps":
             model = PathsStep if isinstance(node, dict) and "paths" in node else ActionStep
@@ -427,6 +445,12 @@ def load_zap_text(text: str, file: str = "<zap>") -> Zap:
     except ValidationError as exc:
         out.pydantic(exc, (), lambda loc: _structure_model(loc, data))
     _ZapChecker(data, out, out.rejected).run()
+    if isinstance(data.get("on_failure"), list):
+        # Checked as the steps of the zap they run as: its trigger is the failure.
+        trigger = {"app": "builtin", "event": "zap_failed"}
+        failure = {"trigger": trigger, "steps": data["on_failure"]}
+        moved = {("steps", *loc[1:]) for loc in out.rejected if loc[:1] == ("on_failure",)}
+        _ZapChecker(failure, _OnFailureCollector(out), moved).run()
     if out.problems or zap is None:
         raise ZapValidationError(out.problems)
     return zap

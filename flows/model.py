@@ -8,7 +8,7 @@ What depends on installed apps (does this action exist, does this input fit it) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -32,7 +32,10 @@ __all__ = ["DURATION_HELP", "Duration", "parse_duration", "parse_size"]  # re-ex
 # --------------------------------------------------------------------------- pieces
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_ZAP_ID = 63
 ZAP_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ON_FAILURE = "--on-failure"
+"""The id suffix of the zap a zap's ``on_failure`` steps run as."""
 CONNECTION_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
 
 Condition = Annotated[
@@ -203,6 +206,15 @@ class Zap(_Strict):
             "rate_limit)"
         ),
     )
+    on_failure: list[Step] = Field(
+        default_factory=list,
+        description=(
+            "Steps that run when a run of this zap fails for good (after its retries and "
+            "autoreplays), as the zap `<id>--on-failure`: `trigger.*` there is the failure "
+            "(zap, event_id, failing_step, error, kind, replay_command, and the failed run's "
+            "trigger payload as `trigger.payload`). Their failure starts nothing (no loops)"
+        ),
+    )
     autoreplay: Literal["standard", "off"] | list[Duration] = Field(
         "off",
         description=(
@@ -227,6 +239,16 @@ class Zap(_Strict):
             if any(not timedelta(seconds=1) <= wait <= timedelta(days=31) for wait in value):
                 raise ValueError("each wait is between 1s and 31 days")
         return value
+
+    @model_validator(mode="after")
+    def _failure_zap_id(self) -> Zap:
+        if self.on_failure and len(self.zap) + len(ON_FAILURE) > MAX_ZAP_ID:
+            raise ValueError(
+                f"a zap with on_failure steps has an id of at most "
+                f"{MAX_ZAP_ID - len(ON_FAILURE)} characters (its steps run as the zap "
+                f"'<id>{ON_FAILURE}')"
+            )
+        return self
 
     def walk(self) -> Iterator[StepScope]:
         """Every step, depth first, with the path and the steps it may read."""
@@ -289,6 +311,32 @@ def zap_version(zap: Zap) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
+def failure_zap(zap: Zap) -> Zap | None:
+    """The zap a zap's ``on_failure`` steps run as (None without any): ``<id>--on-failure``,
+    triggered by ``builtin.zap_failed`` for this zap alone, with the zap's step defaults."""
+    if not zap.on_failure:
+        return None
+    return Zap(
+        zap=zap.zap + ON_FAILURE,
+        description=f"The on_failure steps of zap {zap.zap!r}",
+        enabled=zap.enabled,
+        trigger=TriggerSpec(app="builtin", event="zap_failed", options={"zaps": [zap.zap]}),
+        defaults=zap.defaults,
+        steps=zap.on_failure,
+    )
+
+
+def with_failure_zaps(zaps: Iterable[Zap]) -> list[Zap]:
+    """The zaps, each followed by the zap its ``on_failure`` steps run as, if it has any."""
+    out: list[Zap] = []
+    for zap in zaps:
+        out.append(zap)
+        derived = failure_zap(zap)
+        if derived is not None:
+            out.append(derived)
+    return out
 
 
 STANDARD_AUTOREPLAY = [

@@ -61,6 +61,9 @@ class ZapFailedPayload(BaseModel):
     failed_at: datetime = Field(description="When it failed for good (UTC)")
     flow_run_id: str | None = Field(None, description="The Prefect flow run that recorded it")
     replay_command: str = Field(description="What replays it from its failed step")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="The failed run's trigger payload (its event's data)"
+    )
 
 
 def _accepts(options: dict[str, Any], payload: dict[str, Any]) -> bool:
@@ -94,6 +97,7 @@ app.trigger(
             "failed_at": "2026-12-03T10:00:00+00:00",
             "flow_run_id": None,
             "replay_command": "zapflow replay 4f1c2a9be0d3 --zap missed-enquiry-sms",
+            "payload": {"enquiry_id": "enq-1001", "customer_phone": "+85291234567"},
         }
     ],
     kind="internal",

@@ -121,9 +121,11 @@ def failure_event(
     kind: str,
     autoreplays: int,
     flow_run_id: str | None,
+    payload: dict[str, Any] | None = None,
 ) -> NewEvent:
-    """The ``builtin.zap_failed`` event of a zap run that failed for good."""
-    payload = {
+    """The ``builtin.zap_failed`` event of a zap run that failed for good (``payload``: the
+    failed run's trigger payload)."""
+    failure = {
         "zap": zap.zap,
         "event_id": event_id,
         "app": zap.trigger.app,
@@ -135,12 +137,13 @@ def failure_event(
         "failed_at": datetime.now(UTC).isoformat(),
         "flow_run_id": flow_run_id,
         "replay_command": f"zapflow replay {event_id[:12]} --zap {zap.zap}",
+        "payload": payload or {},
     }
     return NewEvent(
         id=f"zap-failed:{zap.zap}:{event_id}",
         app=ZAP_FAILED[0],
         trigger=ZAP_FAILED[1],
-        payload=payload,
+        payload=failure,
     )
 
 
@@ -540,7 +543,9 @@ class Dispatcher:
         again: list[tuple[Zap, BaseException]] = []
         for zap, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, EventRun):
-                state = self._record(zap, outcome, replays.get((event.id, zap.zap), 0))
+                state = self._record(
+                    zap, outcome, replays.get((event.id, zap.zap), 0), event.payload
+                )
                 parked = parked or state == "waiting"
             elif isinstance(outcome, BaseException):
                 if is_infrastructure(outcome):
@@ -610,6 +615,7 @@ class Dispatcher:
             kind="could_not_run",
             autoreplays=0,
             flow_run_id=None,
+            payload=event.payload,
         )
         return True
 
@@ -660,7 +666,13 @@ class Dispatcher:
         revision = await asyncio.to_thread(git_revision, self.zap_folder)
         await self._safely(self.inbox.save_zap_version(version, zap.zap, definition, revision))
 
-    def _record(self, zap: Zap, result: EventRun, replayed: int = 0) -> str:
+    def _record(
+        self,
+        zap: Zap,
+        result: EventRun,
+        replayed: int = 0,
+        payload: dict[str, Any] | None = None,
+    ) -> str:
         """Note how a run ended, for the next ledger write; returns the state recorded (a run
         that failed and has autoreplays left is ``waiting``: parked until its next try)."""
         outcome = result.outcome
@@ -687,6 +699,7 @@ class Dispatcher:
                 kind="transient" if outcome.retryable else "permanent",
                 autoreplays=replayed,
                 flow_run_id=result.flow_run_id,
+                payload=payload,
             )
         self.stats.runs += 1
         self.stats.by_state[status] = self.stats.by_state.get(status, 0) + 1

@@ -14,7 +14,7 @@ from flows.errors import Problem, ZapError
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.loader import find_zap_files, load_zap_file
-from flows.model import Zap
+from flows.model import Zap, failure_zap
 
 
 def zap_secret(zap: Zap) -> str | None:
@@ -39,10 +39,21 @@ class ZapFolder:
     report: Callable[[str], None] = print
     by_file: dict[Path, Zap] = field(default_factory=dict)
     stamps: dict[Path, float] = field(default_factory=dict)
+    _failure_zaps: dict[Path, tuple[Zap, Zap | None]] = field(default_factory=dict)
 
     @property
     def zaps(self) -> list[Zap]:
-        return list(self.by_file.values())
+        """The zaps, each followed by the zap its ``on_failure`` steps run as (built once per
+        loaded definition)."""
+        out: list[Zap] = []
+        for path, zap in self.by_file.items():
+            out.append(zap)
+            known = self._failure_zaps.get(path)
+            if known is None or known[0] is not zap:
+                known = self._failure_zaps[path] = (zap, failure_zap(zap))
+            if known[1] is not None:
+                out.append(known[1])
+        return out
 
     def refresh(self) -> bool:
         """Re-read added and changed files, forget removed ones; True if anything changed."""
@@ -50,6 +61,7 @@ class ZapFolder:
         changed = False
         for path in set(self.by_file) - set(files):
             self.report(f"zap {self.by_file.pop(path).zap!r} removed ({path})")
+            self._failure_zaps.pop(path, None)
             changed = True
         for path, stamp in files.items():
             if self.stamps.get(path) == stamp:
