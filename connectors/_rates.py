@@ -7,8 +7,8 @@ minute: twice the limit never goes out across a boundary).
 A ``RateLimiter`` is in-process by default. ``zapflow serve`` installs a shared store (the
 inbox's database, ``use_shared_store``), and every limiter then counts in that store, so all
 the processes that share an inbox — on one machine or several — stay under one account's limit
-together. Should the store fail (its database away), a limiter falls back to counting in
-process rather than stop the call.
+together; the calls waiting at once take their slots in one transaction. Should the store fail
+(its database away), a limiter falls back to counting in process rather than stop the call.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -86,9 +87,9 @@ RateSetting = Annotated[
 class SharedStore(Protocol):
     """Where limiters of many processes count together (the inbox's database under serve)."""
 
-    async def take_rate(self, key: str, rate: Rate) -> float:
-        """Take one slot of ``key`` now (returns 0.0), or say how many seconds until one
-        frees up (nothing taken)."""
+    async def take_rate(self, key: str, rate: Rate, n: int = 1) -> tuple[int, float]:
+        """Take up to ``n`` slots of ``key`` now; returns how many were taken and, when fewer
+        than ``n``, in how many seconds the next one frees up."""
         ...
 
 
@@ -101,9 +102,20 @@ def use_shared_store(store: SharedStore | None) -> None:
     _shared = store
 
 
+@dataclass
+class _Queue:
+    """The calls of one event loop waiting for slots of one limiter from the shared store."""
+
+    waiting: deque[asyncio.Future[bool]]
+    taking: bool = False
+
+
 class RateLimiter:
     """At most ``rate`` calls for ``key`` (an account): in the shared store when one is
-    installed, else in this process."""
+    installed, else in this process.
+
+    With a shared store, the calls that wait at once (in one event loop) take their slots in
+    one transaction: a burst of 50 calls costs the store one write, not 50."""
 
     def __init__(self, key: str, rate: Rate) -> None:
         self.key, self.rate = key, rate
@@ -111,6 +123,9 @@ class RateLimiter:
         # A thread lock, held only for bookkeeping (never across an await): the in-process
         # count holds whichever event loop or thread a call comes from.
         self.lock = threading.Lock()
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
+            weakref.WeakKeyDictionary()
+        )
         self._warned = False
 
     def _reserve(self) -> float:
@@ -124,28 +139,62 @@ class RateLimiter:
                 return 0.0
             return self.rate.per - (now - self.sent[0])
 
-    async def _take(self) -> float:
-        store = _shared
-        if store is None:
-            return self._reserve()
-        try:
-            wait = await store.take_rate(self.key, self.rate)
-        except Exception as exc:  # the store is away: keep to the limit in process
-            if not self._warned:
-                self._warned = True
-                log.warning(
-                    "the shared rate limit store failed (%s); counting %s in this process",
-                    type(exc).__name__,
-                    self.key,
-                )
-            return self._reserve()
-        self._warned = False
-        return wait
-
     async def wait(self) -> None:
         """Return when a call may go out (at once while under the limit)."""
-        while (delay := await self._take()) > 0:
-            await asyncio.sleep(min(delay, self.rate.per))
+        store = _shared
+        if store is None or not await self._shared_slot(store):
+            while (delay := self._reserve()) > 0:
+                await asyncio.sleep(min(delay, self.rate.per))
+
+    async def _shared_slot(self, store: SharedStore) -> bool:
+        """Wait for a slot from the shared store (True), or False: the store failed, count in
+        process."""
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            queue = self._queues.get(loop)
+            if queue is None:
+                queue = self._queues[loop] = _Queue(deque())
+        slot: asyncio.Future[bool] = loop.create_future()
+        queue.waiting.append(slot)
+        if not queue.taking:
+            queue.taking = True
+            loop.create_task(self._take_for(queue, store))
+        return await slot
+
+    async def _take_for(self, queue: _Queue, store: SharedStore) -> None:
+        """Take slots for the calls waiting in ``queue``, all at once, until none waits."""
+        try:
+            while True:
+                while queue.waiting and queue.waiting[0].done():  # given up (cancelled)
+                    queue.waiting.popleft()
+                if not queue.waiting:
+                    return
+                wanted = sum(1 for slot in queue.waiting if not slot.done())
+                try:
+                    taken, delay = await store.take_rate(self.key, self.rate, wanted)
+                except Exception as exc:  # the store is away: keep to the limit in process
+                    if not self._warned:
+                        self._warned = True
+                        log.warning(
+                            "the shared rate limit store failed (%s); counting %s in this process",
+                            type(exc).__name__,
+                            self.key,
+                        )
+                    while queue.waiting:
+                        slot = queue.waiting.popleft()
+                        if not slot.done():
+                            slot.set_result(False)
+                    return
+                self._warned = False
+                while taken and queue.waiting:
+                    slot = queue.waiting.popleft()
+                    if not slot.done():
+                        slot.set_result(True)
+                        taken -= 1
+                if queue.waiting:
+                    await asyncio.sleep(min(max(delay, 0.001), self.rate.per))
+        finally:
+            queue.taking = False
 
 
 _limiters: dict[tuple[str, Rate], RateLimiter] = {}

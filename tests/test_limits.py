@@ -207,14 +207,14 @@ async def test_an_account_s_api_limit_is_counted_across_processes_sharing_the_in
     one, other = await backend.open(), await backend.open()
     rate = Rate(3, 1.0)
     key = f"cinnox:{uuid.uuid4().hex[:8]}"
-    assert [await one.take_rate(key, rate) for _ in range(2)] == [0.0, 0.0]
-    assert await other.take_rate(key, rate) == 0.0
-    wait = await other.take_rate(key, rate)  # the fourth in the second: refused, with a wait
-    assert 0 < wait <= 1.0
-    assert await one.take_rate(key, rate) > 0
-    assert await one.take_rate("cinnox:another-account", rate) == 0.0  # per account
+    assert [await one.take_rate(key, rate) for _ in range(2)] == [(1, 0.0), (1, 0.0)]
+    assert await other.take_rate(key, rate) == (1, 0.0)
+    taken, wait = await other.take_rate(key, rate)  # the fourth in the second: refused
+    assert taken == 0 and 0 < wait <= 1.0
+    assert (await one.take_rate(key, rate))[0] == 0
+    assert await one.take_rate("cinnox:another-account", rate, 5) == (3, 1.0)  # per account
     await asyncio.sleep(wait + 0.05)
-    assert await one.take_rate(key, rate) == 0.0
+    assert await one.take_rate(key, rate) == (1, 0.0)
 
     # Two limiters (as in two processes) on one shared store: 6 calls at 3/s take a second.
     use_shared_store(one)
@@ -228,9 +228,33 @@ async def test_an_account_s_api_limit_is_counted_across_processes_sharing_the_in
         use_shared_store(None)
 
 
+async def test_calls_waiting_at_once_take_their_slots_in_one_transaction(backend: Any) -> None:
+    inbox = await backend.open()
+    takes: list[int] = []
+
+    class Counting:
+        async def take_rate(self, key: str, rate: Rate, n: int = 1) -> tuple[int, float]:
+            takes.append(n)
+            return await inbox.take_rate(key, rate, n)
+
+    use_shared_store(Counting())
+    try:
+        key = f"cinnox:{uuid.uuid4().hex[:8]}"
+        limiter = RateLimiter(key, Rate(30, 1.0))
+        started = time.monotonic()
+        await asyncio.gather(*(limiter.wait() for _ in range(50)))
+        elapsed = time.monotonic() - started
+    finally:
+        use_shared_store(None)
+    # 30 slots at once, the other 20 when the window moves on: two or three writes, not 50.
+    assert len(takes) <= 4 and takes[1:] and max(takes[1:]) == 20, takes
+    assert takes[0] == 50
+    assert elapsed >= 0.9  # still no more than 30 in any second
+
+
 async def test_a_limiter_whose_store_fails_counts_in_process() -> None:
     class Away:
-        async def take_rate(self, key: str, rate: Rate) -> float:
+        async def take_rate(self, key: str, rate: Rate, n: int = 1) -> tuple[int, float]:
             raise ConnectionError("the database is away")
 
     use_shared_store(Away())

@@ -1879,10 +1879,11 @@ class Inbox:
 
     # -- app rate limits (connectors._rates' shared store) -----------------------------------
 
-    async def take_rate(self, key: str, rate: Rate) -> float:
-        """Take one call of account ``key`` under ``rate`` now (0.0), or say in how many seconds
-        one frees up (nothing taken): at most ``rate.count`` calls in any ``rate.per`` seconds,
-        counted across every process sharing this inbox."""
+    async def take_rate(self, key: str, rate: Rate, n: int = 1) -> tuple[int, float]:
+        """Take up to ``n`` calls of account ``key`` under ``rate`` now: at most
+        ``rate.count`` calls in any ``rate.per`` seconds, counted across every process sharing
+        this inbox. Returns how many were taken and, when fewer than ``n``, in how many seconds
+        the next one frees up."""
         now = _now()
         since = now - timedelta(seconds=rate.per)
         async with self._write_engine.begin() as conn:
@@ -1901,11 +1902,14 @@ class Inbox:
                     )
                 )
             ).one()
-            if used < rate.count:
-                await conn.execute(rate_use.insert().values(key=key, at=now))
-                return 0.0
+            taken = max(0, min(n, rate.count - used))
+            if taken:
+                await conn.execute(rate_use.insert(), [{"key": key, "at": now}] * taken)
+        if taken == n:
+            return taken, 0.0
         # Full: the oldest call leaves the window first (at least a millisecond from now).
-        return max(0.001, (oldest - since).total_seconds())
+        frees = (oldest - since).total_seconds() if oldest is not None else rate.per
+        return taken, max(0.001, frees)
 
     async def counts(self) -> dict[str, int]:
         """How many events are pending, claimed and done."""
