@@ -15,7 +15,7 @@ from connectors._contract import (
     TriggerKind,
     WebhookReply,
 )
-from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
+from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 __all__ = [
     "Action",

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from flows.errors import ZapError, ZapValidationError
+from connectors._errors import ZapError
+from flows.errors import ZapValidationError
 
 app = typer.Typer(
     name="zapflow",
@@ -913,6 +914,8 @@ def serve(
         from flows import server
 
         out.print(f"run history: {server.ui_url(url)}")
+        for warning in server.version_warnings(url):
+            err.print(f"warning: {warning}", markup=False)
         serve_until_signalled(
             folder,
             host=host,
@@ -1001,7 +1004,7 @@ async def _check(found: Any, name: str, connection: Any) -> str:
 
 
 def _verify(found: Any, name: str, connection: Any) -> None:
-    from flows.errors import ConnectorError
+    from connectors._errors import ConnectorError
 
     try:
         note = asyncio.run(_check(found, name, connection))

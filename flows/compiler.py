@@ -24,7 +24,7 @@ from prefect.context import AsyncClientContext, FlowRunContext
 from prefect.flow_engine import run_flow_async
 from prefect.states import Completed, Failed
 
-from flows.errors import ZapError
+from connectors._errors import ZapError
 from flows.model import ActionStep, Zap, effective_policy, step_connection, zap_version
 from flows.runtime import Event, Journal, RunOutcome, ZapRun
 from flows.task_runs import close_waiting_task_run, run_step_as_task_run

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from connectors._contract import App
-from flows.errors import PermanentError
+from connectors._errors import PermanentError
 from flows.model import CONNECTION_NAME
 
 NAME_PATTERN = CONNECTION_NAME

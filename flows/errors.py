@@ -1,21 +1,14 @@
-"""The one error hierarchy of zapflow.
-
-``ZapError`` is the root. Zap files that cannot be loaded raise ``ZapValidationError`` carrying
-every ``Problem`` found (file, line, column, field path, what is allowed). Connector calls raise a
-``ConnectorError`` whose class tells the engine what to do next: retry (``RetryableError``),
-stop at once (``PermanentError``), or stop and ask the user to re-enter credentials
-(``AuthError``). Messages never carry secrets: connectors build them from the app's reply.
+"""The engine's errors: zap files that cannot be loaded (``ZapValidationError`` carrying every
+``Problem`` found: file, line, column, field path, what is allowed) and templates that cannot
+be rendered; and ``is_retryable``, the engine's reading of any error. The errors apps raise,
+and the root ``ZapError``, are the connector contract's (``connectors._errors``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-
-class ZapError(Exception):
-    """Base of every error zapflow raises on purpose."""
+from connectors._errors import PermanentError, RunParked, StepInputError, ZapError
 
 
 @dataclass(frozen=True, order=True)
@@ -43,49 +36,6 @@ class ZapValidationError(ZapError):
 
 class TemplateError(ZapError):
     """A template could not be rendered (missing value, refused by the sandbox …)."""
-
-
-class StepInputError(ZapError):
-    """A step's rendered input does not fit its action's input model; retrying cannot help."""
-
-
-class RunParked(ZapError):
-    """Not a failure: a step (a delay) ends the run's turn here. The run is stored as waiting
-    and resumed at ``resume_at`` after this step, whatever happens to the process meanwhile;
-    nothing is held in memory while it waits; ``output`` is the step's output once it is over.
-    Raised only where the run can be parked (``ActionContext.can_park``)."""
-
-    def __init__(
-        self, resume_at: datetime, *, since: datetime, output: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(f"waits until {resume_at.isoformat(timespec='seconds')}")
-        self.resume_at, self.since = resume_at, since
-        self.checkpoint: dict[str, Any] = {
-            "resume_at": resume_at.isoformat(),
-            "since": since.isoformat(),
-            "output": output,
-        }
-        """What the step's checkpoint keeps while the run waits (the task run adds itself)."""
-
-
-class ConnectorError(ZapError):
-    """An app call failed. Subclasses say whether retrying can help."""
-
-
-class RetryableError(ConnectorError):
-    """A transient failure (timeout, reset, 5xx, rate limit): the step's retry policy applies."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(ConnectorError):
-    """The app refused the request for good (bad parameter, not found …): fail without retrying."""
-
-
-class AuthError(PermanentError):
-    """The app rejected the connection's credentials; the user must re-enter them."""
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -17,8 +17,8 @@ from typing import Any
 
 from prefect.client.schemas.objects import State
 
+from connectors._errors import ZapError
 from flows.compiler import RUN_JOURNAL, ZapRunFailed, run_with_history
-from flows.errors import ZapError
 from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox, LedgerRun, RunResult, StepOutcome
 from flows.loader import load_all

@@ -21,9 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from connectors import registry
 from connectors._contract import ActionContext
+from connectors._errors import AuthError, RunParked, StepInputError
 from flows import connections
 from flows.connections import ConnectionProblem
-from flows.errors import AuthError, RunParked, StepInputError, is_retryable
+from flows.errors import is_retryable
 from flows.loader import format_path
 from flows.model import ActionStep, PathsStep, Zap, step_connection
 from flows.rendering import condition_holds, render

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from flows.errors import ZapError
+from connectors._errors import ZapError
 
 DEFAULT_PORT = 4200
 START_TIMEOUT = 120.0
@@ -225,6 +225,38 @@ def ensure_api() -> str:
             raise ServerError(f"PREFECT_API_URL={url} does not answer; is that server running?")
         return url
     return start()
+
+
+TESTED_PREFECT = "3.9.1"
+"""The Prefect release zapflow's recording (below Prefect's public API) was tested with: the
+exact pin of pyproject.toml and requirements.lock."""
+
+
+def version_warnings(api_url: str | None) -> list[str]:
+    """What differs from the Prefect zapflow was tested with — this process's Prefect and, when
+    it answers, the server's — each with what to do; [] when both are the tested release."""
+    import prefect
+
+    found = []
+    if prefect.__version__ != TESTED_PREFECT:
+        found.append(
+            f"Prefect {prefect.__version__} is installed, but zapflow was tested with "
+            f"{TESTED_PREFECT}: step states may be recorded wrongly or not at all. Install the "
+            "tested set: .venv/bin/pip install -c requirements.lock -e ."
+        )
+    if api_url:
+        try:
+            answer = httpx.get(f"{api_url.rstrip('/')}/admin/version", timeout=5.0)
+            remote = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            remote = None
+        if isinstance(remote, str) and remote != TESTED_PREFECT:
+            found.append(
+                f"the Prefect server at {api_url} is version {remote}, but zapflow was tested "
+                f"with {TESTED_PREFECT}: runs may not be recorded as expected. Run a "
+                f"{TESTED_PREFECT} server there, or unset PREFECT_API_URL to use zapflow's own."
+            )
+    return found
 
 
 @contextlib.contextmanager

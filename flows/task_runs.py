@@ -44,7 +44,8 @@ from prefect.utilities.engine import emit_task_run_state_change_event
 from prefect.utilities.math import clamped_poisson_interval
 
 from connectors._contract import ActionContext
-from flows.errors import RunParked, ZapError, is_retryable
+from connectors._errors import RunParked, ZapError
+from flows.errors import is_retryable
 from flows.model import ActionStep, StepPolicy
 from flows.runtime import Skipped, run_step
 from flows.template_budget import step_deadline

@@ -11,11 +11,11 @@ internals) and run in Jinja's sandbox with strict undefined at run time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain, islice
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -153,7 +153,9 @@ ENV = _NativeSandbox(
     extensions=[_BudgetedLoops],
 )
 ENV.globals.update(
-    _each=budget.each, namespace=_Namespace, lipsum=budget.budget_lipsum(ENV.globals["lipsum"])
+    _each=budget.each,
+    namespace=_Namespace,
+    lipsum=budget.budget_lipsum(cast(Callable[..., Any], ENV.globals["lipsum"])),
 )
 ENV.filters.update(budget.budget_filters(ENV.filters))
 

@@ -18,20 +18,20 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from connectors import ActionContext, registry
 from connectors._clients import ClientPool
+from connectors._errors import (
+    AuthError,
+    ConnectorError,
+    PermanentError,
+    RetryableError,
+    StepInputError,
+)
 from connectors._rates import Rate
 from connectors.cinnox import actions as cinnox_actions
 from connectors.cinnox import client as cinnox_client
 from connectors.cinnox.client import CinnoxClient, close_all
 from connectors.cinnox.connection import CinnoxConnection
 from connectors.cinnox.sandbox import demo
-from flows.errors import (
-    AuthError,
-    ConnectorError,
-    PermanentError,
-    RetryableError,
-    StepInputError,
-    ZapValidationError,
-)
+from flows.errors import ZapValidationError
 from flows.loader import load_zap_text
 from flows.model import ActionStep
 from flows.runtime import run_step

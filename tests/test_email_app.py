@@ -26,8 +26,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import ValidationError
 
 from connectors import ActionContext, registry
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.email.connection import EmailConnection
-from flows.errors import AuthError, PermanentError, RetryableError
 
 USERNAME = "zaps@example.com"
 PASSWORD = "pa55-" + "w0rd" * 5

@@ -25,9 +25,9 @@ import pytest
 import trustme
 
 from connectors import registry
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.email.connection import EmailConnection
 from connectors.email.triggers import NewEmailOptions
-from flows.errors import AuthError, PermanentError, RetryableError
 from flows.loader import load_zap_text
 
 USER = "sales@example.com"

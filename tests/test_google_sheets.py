@@ -29,12 +29,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors import ActionContext, registry
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.cinnox.sandbox.runner import bind, serve_in_thread
 from connectors.google_sheets import auth, client
 from connectors.google_sheets.connection import GoogleSheetsConnection
 from connectors.google_sheets.triggers import NewOrUpdatedRowOptions, new_or_updated_row
 from flows import connections
-from flows.errors import AuthError, PermanentError, RetryableError
 from flows.loader import load_zap_text
 from flows.runtime import Event, ZapRun
 

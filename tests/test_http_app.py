@@ -25,12 +25,13 @@ from starlette.routing import Route
 
 from connectors import ActionContext, registry
 from connectors._clients import retry_after
+from connectors._errors import AuthError, PermanentError, RetryableError
+from connectors._signatures import SignatureError, verify
 from connectors.cinnox.sandbox.runner import bind, serve_in_thread
 from connectors.http import client as http_client
 from connectors.http.client import close_all
 from connectors.http.connection import HttpConnection
-from flows.errors import AuthError, PermanentError, RetryableError, ZapValidationError
-from flows.intake.signatures import SignatureError, verify
+from flows.errors import ZapValidationError
 from flows.loader import load_zap_text
 
 TOKEN = "tok-" + "s3cr3t" * 6

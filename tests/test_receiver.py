@@ -15,10 +15,10 @@ import pytest
 import uvicorn
 
 from connectors import registry
+from connectors._signatures import SignatureError, sign, verify
 from connectors.cinnox.triggers import to_wire
 from flows.intake.inbox import Inbox
 from flows.intake.receiver import AppHook, Hooks, ZapHook, create_app
-from flows.intake.signatures import SignatureError, sign, verify
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 

@@ -48,3 +48,42 @@ def test_two_folders_do_not_mix_their_histories_on_one_server(tmp_path):
         assert bad.returncode == 1 and "is not a port number" in bad.stdout + bad.stderr
     finally:
         zapflow(first, "server", "stop", ZAPFLOW_PREFECT_PORT=port)
+
+
+def test_serve_warns_when_prefect_is_not_the_tested_release(monkeypatch, prefect_api):
+    """The tested server and client say nothing; another server version, or another client
+    version, is named with what to do."""
+    import http.server
+    import json
+    import threading
+
+    import prefect
+
+    from flows import server
+
+    assert server.version_warnings(prefect_api) == []
+
+    class OtherVersion(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps("3.10.0" if self.path == "/api/admin/version" else "?").encode()
+            self.send_response(200 if self.path == "/api/admin/version" else 404)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtherVersion)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}/api"
+        (warning,) = server.version_warnings(url)
+        assert f"server at {url} is version 3.10.0" in warning
+        assert f"tested with {server.TESTED_PREFECT}" in warning
+    finally:
+        other.shutdown()
+
+    monkeypatch.setattr(prefect, "__version__", "3.9.9")
+    (warning,) = server.version_warnings(None)
+    assert "Prefect 3.9.9 is installed" in warning and "-c requirements.lock" in warning

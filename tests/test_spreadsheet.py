@@ -29,11 +29,12 @@ from pydantic import BaseModel, ValidationError
 from waiting import until
 
 from connectors import ActionContext, registry
+from connectors._errors import PermanentError, RetryableError
 from connectors.spreadsheet import files
 from connectors.spreadsheet.connection import SpreadsheetConnection
 from connectors.spreadsheet.table import Table, row_changes
 from connectors.spreadsheet.triggers import NewOrUpdatedRowOptions, new_or_updated_row
-from flows.errors import PermanentError, RetryableError, ZapValidationError
+from flows.errors import ZapValidationError
 from flows.intake.inbox import Inbox, events
 from flows.intake.pollers import Pollers
 from flows.loader import load_zap_text

@@ -23,9 +23,10 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from connectors import ActionContext, PollResult, registry
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.sql.connection import SqlConnection, async_url
 from connectors.sql.database import dispose_engines
-from flows.errors import AuthError, PermanentError, RetryableError, ZapValidationError
+from flows.errors import ZapValidationError
 from flows.loader import load_zap_text
 
 PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from connectors import ActionContext, registry
+from connectors._errors import PermanentError
 from connectors.storage.store import MAX_KEYS, close_stores, current_store
-from flows.errors import PermanentError
 from flows.intake.inbox import storage
 from flows.loader import load_zap_text
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError, RunParked
 from connectors._units import Duration
 from connectors.builtin._app import app
-from flows.errors import PermanentError, RunParked
 
 MAX_DELAY = timedelta(days=31)
 PARK_FROM = 0.5

@@ -60,9 +60,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError
 from connectors.builtin._app import app
 from connectors.registry import suggest
-from flows.errors import PermanentError
 
 # --------------------------------------------------------------------------- input plumbing
 

@@ -23,11 +23,11 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from connectors._contract import ActionContext
+from connectors._errors import AuthError, ConnectorError, PermanentError
 from connectors.cinnox import fields, wire
 from connectors.cinnox._app import app
 from connectors.cinnox.client import CinnoxClient
 from connectors.cinnox.sms import is_gsm7, segments
-from flows.errors import AuthError, ConnectorError, PermanentError
 
 
 def _not_blank(value: str) -> str:

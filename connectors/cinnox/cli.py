@@ -206,9 +206,9 @@ def _with_connection(name: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(connection)`` with the CINNOX connection ``name`` (from the environment, or
     stored on the Prefect server); a problem is printed and exits 1."""
     from connectors import registry
+    from connectors._errors import ConnectorError
     from connectors.cinnox.client import close_all
     from flows import connections
-    from flows.errors import ConnectorError
 
     owner = registry.app("cinnox")
 
@@ -310,8 +310,8 @@ def subscriptions(
     Exits 1 when there is a warning. Reading a subscription (GET /<family>-event-sub) is not
     in CINNOX's public API: the sandbox answers it, CINNOX may refuse it.
     """
+    from connectors._errors import AuthError, PermanentError
     from connectors.cinnox import wire
-    from flows.errors import AuthError, PermanentError
 
     base, notes = hook_base(connection, url, public_url, inbox_url)
     needed = families_needed(zaps, connection)

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 
 from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors._rates import limiter
 from connectors.cinnox import wire
 from connectors.cinnox.connection import CinnoxConnection
-from flows.errors import AuthError, PermanentError, RetryableError
 
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 

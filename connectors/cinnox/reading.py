@@ -236,7 +236,7 @@ def _status(body: _Body) -> tuple[str, dict[str, Any]]:
             f"CINNOX {body.family} event has {where} {_short(value)}, which starts no "
             f"trigger; accepted: {accepted}",
         )
-    return seed, ({} if value == seed else {key: value})
+    return seed, ({} if value == seed else {key or "status": value})
 
 
 def _enquiry(body: _Body, status: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ P = TypeVar("P", bound=type[BaseModel])
 
 def _with_extra(model: P) -> P:
     """The payload model with ``extra`` after the seed's keys: what CINNOX sent beyond them."""
-    extra = Field(
+    extra: Any = Field(
         default_factory=dict,
         description="Keys CINNOX sent beyond the seed's, as sent (e.g. extra.serviceId); "
         "the status as sent when it was a synonym of the seed's",

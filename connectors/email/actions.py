@@ -7,6 +7,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError, StepInputError
 from connectors.email import imap, smtp
 from connectors.email._app import app
 from connectors.email.addresses import Addresses, OneAddress, addr_spec
@@ -19,7 +20,6 @@ from connectors.email.message import (
     new_message,
     single_line,
 )
-from flows.errors import PermanentError, StepInputError
 
 _ADDRESSES_HELP = (
     "one address (chan@example.com or Chan Tai Man <chan@example.com>), a list of them, or "

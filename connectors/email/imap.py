@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
 from connectors.email.connection import EmailConnection
 from connectors.email.links import link_failure, masked
-from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 UID = re.compile(rb"\bUID (\d+)")
 TLS_HINT = "is imap_security right? tls is usually port 993, starttls 143"

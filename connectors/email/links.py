@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ssl
 
+from connectors._errors import ConnectorError, PermanentError, RetryableError
 from connectors.email.connection import EmailConnection
-from flows.errors import ConnectorError, PermanentError, RetryableError
 
 MASK = "********"
 

@@ -16,9 +16,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
 from connectors.email.connection import EmailConnection
 from connectors.email.links import link_failure, masked
-from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import Field
 
 from connectors._contract import PollingOptions, PollResult
+from connectors._errors import PermanentError
 from connectors.email import imap
 from connectors.email._app import app
 from connectors.email.connection import EmailConnection
 from connectors.email.inbound import Email, parsed
-from flows.errors import PermanentError
 
 
 class NewEmailOptions(PollingOptions):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 
 from connectors._clients import ClientPool, retry_after
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.google_sheets.connection import ServiceAccountKey
-from flows.errors import AuthError, PermanentError, RetryableError
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

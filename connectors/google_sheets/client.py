@@ -16,9 +16,9 @@ from urllib.parse import quote
 import httpx
 
 from connectors._clients import retry_after
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.google_sheets import auth
 from connectors.google_sheets.connection import GoogleSheetsConnection
-from flows.errors import AuthError, PermanentError, RetryableError
 
 TIMEOUT = 30.0
 RENDER = {"valueRenderOption": "UNFORMATTED_VALUE", "dateTimeRenderOption": "FORMATTED_STRING"}

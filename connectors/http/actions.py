@@ -12,12 +12,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import to_jsonable_python
 
 from connectors._contract import ActionContext
+from connectors._errors import AuthError, PermanentError
+from connectors._signatures import sign
 from connectors._units import Duration
 from connectors.http._app import app
 from connectors.http.client import Outgoing, send
 from connectors.http.connection import HEADER_NAME, HttpConnection, http_url
-from flows.errors import AuthError, PermanentError
-from flows.intake.signatures import sign
 
 MAX_TIMEOUT = timedelta(minutes=5)
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")

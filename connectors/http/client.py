@@ -25,8 +25,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.http.connection import HttpConnection, http_url
-from flows.errors import AuthError, PermanentError, RetryableError
 
 MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 10 * 1024 * 1024

@@ -9,11 +9,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors._contract import PollingOptions, PollResult
+from connectors._errors import PermanentError
 from connectors.http._app import app
 from connectors.http.actions import _URL_HELP, Headers, Scalar, Timeout, Url, _text
 from connectors.http.client import Outgoing, _described, send
 from connectors.http.connection import HttpConnection
-from flows.errors import PermanentError
 
 _PATH_HELP = "dotted field names (a number picks a list entry), e.g. data.items"
 

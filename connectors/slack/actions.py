@@ -7,10 +7,10 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors._contract import ActionContext
+from connectors._errors import AuthError, PermanentError
 from connectors.slack import web_api, webhooks
 from connectors.slack._app import app
 from connectors.slack.connection import SlackConnection
-from flows.errors import AuthError, PermanentError
 
 MAX_BLOCKS = 50
 WEBHOOK_AUTH_ERRORS = {"invalid_token", "no_service", "no_service_id", "no_team", "team_disabled"}

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
+from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
 from connectors.slack import webhooks
 from connectors.slack.connection import SlackConnection
-from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 AUTH_ERRORS = {
     "invalid_auth",

@@ -14,7 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors._clients import ClientPool, retry_after
-from flows.errors import PermanentError, RetryableError
+from connectors._errors import PermanentError, RetryableError
 
 CLIP = 300
 _clients = ClientPool()

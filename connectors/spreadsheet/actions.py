@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError
 from connectors.spreadsheet import files, steps
 from connectors.spreadsheet._app import app
 from connectors.spreadsheet.connection import (
@@ -27,7 +28,6 @@ from connectors.spreadsheet.models import (
     UpdateFields,
 )
 from connectors.spreadsheet.table import RowWrite, Table
-from flows.errors import PermanentError
 
 
 class FileTarget(BaseModel):

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from connectors._errors import PermanentError
 from connectors.spreadsheet.files import FORMATS
-from flows.errors import PermanentError
 
 
 class SpreadsheetConnection(BaseModel):

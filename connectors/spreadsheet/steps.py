@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors._errors import PermanentError
 from connectors.spreadsheet.models import (
     AppendedRow,
     AppendFields,
@@ -14,7 +15,6 @@ from connectors.spreadsheet.models import (
     UpdateFields,
 )
 from connectors.spreadsheet.table import RowWrite, Table, plan_append, plan_update, text_of
-from flows.errors import PermanentError
 
 
 def find(table: Table, fields: FindFields, where: str) -> FoundRows:

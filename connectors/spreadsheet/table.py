@@ -18,8 +18,8 @@ from datetime import date, datetime, time
 from typing import Any
 
 from connectors._contract import PollResult
+from connectors._errors import PermanentError
 from connectors.registry import suggest
-from flows.errors import PermanentError
 
 HEADER_ROW = 1
 FIRST_DATA_ROW = HEADER_ROW + 1

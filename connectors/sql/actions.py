@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError
 from connectors.sql._app import app
 from connectors.sql.connection import SqlConnection, described
 from connectors.sql.database import (
@@ -22,7 +23,6 @@ from connectors.sql.database import (
     table_named,
     transaction,
 )
-from flows.errors import PermanentError
 
 MAX_ROWS = 10_000
 MAX_SQL = 100_000

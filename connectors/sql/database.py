@@ -25,9 +25,9 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
 from connectors.registry import suggest
 from connectors.sql.connection import SqlConnection, described
-from flows.errors import AuthError, ConnectorError, PermanentError, RetryableError
 
 CONNECT_TIMEOUT = 15.0
 MESSAGE_LIMIT = 500

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connectors._contract import PollingOptions, PollResult
+from connectors._errors import PermanentError
 from connectors.sql._app import app
 from connectors.sql.actions import TableName
 from connectors.sql.connection import SqlConnection
@@ -23,7 +24,6 @@ from connectors.sql.database import (
     table_named,
     transaction,
 )
-from flows.errors import PermanentError
 
 Scalar = str | int | float | bool
 # A label no real column has: the order value as the cursor keeps it.

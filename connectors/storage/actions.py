@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
 from connectors._contract import ActionContext
+from connectors._errors import PermanentError
 from connectors.storage._app import app
 from connectors.storage.store import (
     MAX_KEY_LENGTH,
@@ -18,7 +19,6 @@ from connectors.storage.store import (
     check_value,
     current_store,
 )
-from flows.errors import PermanentError
 
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_LIST_LENGTH = 10_000

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from flows.errors import PermanentError
+from connectors._errors import PermanentError
 from flows.intake.inbox import Inbox, default_url, make_engine, storage
 
 MAX_KEY_LENGTH = 255

@@ -8,10 +8,10 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors._contract import ActionContext
+from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.slack import webhooks
 from connectors.teams._app import app
 from connectors.teams.connection import TeamsConnection
-from flows.errors import AuthError, PermanentError, RetryableError
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 GONE = (401, 403, 404, 410)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors import registry
-from flows.errors import Problem, ZapError
+from connectors._errors import ZapError
+from flows.errors import Problem
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.loader import find_zap_files, load_zap_file

@@ -96,8 +96,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from connectors._errors import ZapError
 from connectors._rates import Rate
-from flows.errors import ZapError
 from flows.intake.events import NewEvent, StoredEvent, check_depth
 
 if TYPE_CHECKING:

@@ -40,8 +40,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors import registry
 from connectors._contract import PollingOptions, Trigger
+from connectors._errors import AuthError, ZapError
 from flows import connections
-from flows.errors import AuthError, ZapError
 from flows.intake.events import NewEvent, derived_id
 from flows.intake.inbox import CHUNK, Inbox, poll_seen, poll_state
 from flows.model import Zap

@@ -35,11 +35,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from connectors._signatures import SignatureError, verify
 from flows.intake import unrecognised
 from flows.intake.events import MAX_DEPTH, NewEvent, TooDeep, check_depth, occurrence_id
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
-from flows.intake.signatures import SignatureError, verify
 
 if TYPE_CHECKING:
     from connectors._contract import App

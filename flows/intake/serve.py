@@ -25,9 +25,9 @@ from typing import Any, cast
 
 import httpx
 
+from connectors._errors import ZapError
 from connectors._rates import use_shared_store
 from flows import rendering
-from flows.errors import ZapError
 from flows.intake import unrecognised
 from flows.intake.dispatcher import Dispatcher
 from flows.intake.folder import ZapFolder, build_hooks, hook_urls

@@ -136,9 +136,9 @@ async def cinnox_api(request: Request) -> Response:
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
-            reply = fault.reply()
-            if reply is not None:
-                status, body = reply
+            canned = fault.reply()
+            if canned is not None:
+                status, body = canned
                 headers = {"Retry-After": "1"} if status == 429 else None
                 return JSONResponse(body, status_code=status, headers=headers)
         account = authenticate(sandbox, app_id, request.headers.get("authorization"))

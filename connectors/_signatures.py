@@ -1,7 +1,8 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com): HMAC-SHA256 over
 ``{webhook-id}.{webhook-timestamp}.{body}``, sent as ``webhook-signature: v1,<base64>``.
 
-Used to check deliveries to catch hooks that ask for it, and (later) to sign outgoing webhooks.
+Part of the connector contract: the receiver checks deliveries to catch hooks that ask for it
+(``flows.intake.receiver``), and the HTTP app signs the webhooks it sends.
 """
 
 from __future__ import annotations
