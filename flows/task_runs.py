@@ -156,12 +156,23 @@ class StepTaskRun:
             self._emit(*unsent)
 
     def _emit(self, initial: State, validated: State) -> None:
-        self._last_event = emit_task_run_state_change_event(
-            task_run=self.task_run,
-            initial_state=initial,
-            validated_state=validated,
-            follows=self._last_event,
-        )
+        try:
+            self._last_event = emit_task_run_state_change_event(
+                task_run=self.task_run,
+                initial_state=initial,
+                validated_state=validated,
+                follows=self._last_event,
+            )
+        except Exception as exc:
+            # Recording is the history's business: it never changes how the step ended (an
+            # SMS that went out is not marked failed because its state could not be sent).
+            log.warning(
+                "the state %s of task run %r could not be recorded: %s: %s",
+                validated.name,
+                self.task_run.name,
+                type(exc).__name__,
+                exc,
+            )
 
 
 async def run_step_as_task_run(

@@ -188,3 +188,31 @@ async def test_a_quick_step_is_recorded_by_its_final_state_and_a_slow_one_shows_
         slow_states = [s.name for s in await client.read_task_run_states(steps["wait"].id)]
         assert slow_states == ["Running", "Completed"]
         assert steps["wait"].total_run_time.total_seconds() >= 3.9
+
+
+async def test_a_state_that_cannot_be_recorded_never_changes_how_the_step_ended(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    """Recording a step's final state fails (Prefect's events client broken): the step that
+    acted stays completed, its action called once, and the failure is logged."""
+    from conftest import ATTEMPTS
+
+    import flows.task_runs as task_runs
+
+    real = task_runs.emit_task_run_state_change_event
+
+    def broken(**kwargs: Any) -> Any:
+        if kwargs["validated_state"].is_completed():
+            raise RuntimeError("the events client is gone")
+        return real(**kwargs)
+
+    monkeypatch.setattr(task_runs, "emit_task_run_state_change_event", broken)
+    zap = load_zap_text(ZAP.format(zap="live-unrecorded"))
+    runs = LiveRuns(idle=1)
+    before = sum(ATTEMPTS.values())
+    async with prefect_session():
+        result = await runs.run(zap, event(name="carol"))
+        await runs.close()
+    assert result.outcome.status == "completed"
+    assert sum(ATTEMPTS.values()) == before + 1  # the action ran once, not retried
+    assert "could not be recorded: RuntimeError: the events client is gone" in caplog.text
