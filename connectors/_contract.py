@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from connectors._storage import KeyValueStore, no_storage
 from connectors._units import Duration
 
 TriggerKind = Literal["webhook", "polling", "schedule", "internal"]
@@ -59,6 +60,9 @@ class ActionContext:
     logger: logging.Logger | logging.LoggerAdapter[Any] = field(
         default_factory=lambda: logging.getLogger("zapflow.action")
     )
+    storage: Callable[[], Awaitable[KeyValueStore]] = no_storage
+    """The store of values kept between runs (the storage port: ``connectors._storage``),
+    opened on first use; the engine hands zapflow's database here."""
 
     @property
     def idempotency_key(self) -> str:

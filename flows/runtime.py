@@ -22,12 +22,20 @@ from pydantic import BaseModel, Field, ValidationError
 from connectors import registry
 from connectors._contract import ActionContext
 from connectors._errors import AuthError, RunParked, StepInputError
+from connectors._storage import KeyValueStore
 from flows import connections
 from flows.connections import ConnectionProblem
 from flows.errors import is_retryable
 from flows.loader import format_path
 from flows.model import ActionStep, PathsStep, Zap, step_connection
 from flows.rendering import condition_holds, render
+
+
+async def _zapflow_store() -> KeyValueStore:
+    """zapflow's own store (the inbox's database), handed to actions as their storage."""
+    from flows.intake.storage import current_store
+
+    return await current_store()
 
 
 class Event(BaseModel):
@@ -192,6 +200,7 @@ async def run_step(
         testing=base.testing or dry_run,
         can_park=base.can_park and not dry_run,
         logger=base.logger,
+        storage=base.storage,
     )
     try:
         result = await action.run(payload, ctx)
@@ -253,6 +262,7 @@ class ZapRun:
             event_id=event.id,
             testing=testing or dry_run,
             can_park=can_park and not (testing or dry_run),
+            storage=_zapflow_store,
         )
         self.wait_over: Callable[[dict[str, Any], str], Awaitable[None]] | None = None
         """Called when a parked step's wait is over (with its checkpoint and a message), e.g.

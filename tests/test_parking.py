@@ -358,7 +358,7 @@ async def test_a_delay_queue_lets_runs_go_on_one_at_a_time_spaced(
 ) -> None:
     """Zapier's Delay After Queue: runs sharing a queue name go on `for` apart, the first at
     once; the queue's slots are taken atomically in zapflow's database."""
-    from connectors.storage.store import close_stores
+    from flows.intake.storage import close_stores
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}"
     monkeypatch.setenv("ZAPFLOW_INBOX_URL", url)

@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from connectors import ActionContext, registry
 from connectors._errors import PermanentError
-from connectors.storage.store import MAX_KEYS, close_stores, current_store
+from connectors._storage import MAX_KEYS
 from flows.intake.inbox import storage
+from flows.intake.storage import close_stores, current_store
 from flows.loader import load_zap_text
 
 PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
@@ -58,7 +59,9 @@ async def database(
 
 
 def context(zap: str = "orders") -> ActionContext:
-    return ActionContext(zap_id=zap, step_id="count", run_id="r", event_id=uuid.uuid4().hex)
+    return ActionContext(
+        zap_id=zap, step_id="count", run_id="r", event_id=uuid.uuid4().hex, storage=current_store
+    )
 
 
 async def call(what: str, data: dict[str, Any], zap: str = "orders") -> Any:
@@ -131,10 +134,13 @@ def increments_in_another_process(url: str, times: int) -> subprocess.Popen[str]
         f"""
         import asyncio
         from connectors import ActionContext, registry
+        from flows.intake.storage import current_store
 
         async def main():
             action = registry.action("storage.increment")
-            ctx = ActionContext(zap_id="orders", step_id="s", run_id="r", event_id="e")
+            ctx = ActionContext(
+                zap_id="orders", step_id="s", run_id="r", event_id="e", storage=current_store
+            )
             data = action.input_model.model_validate({{"key": "hits"}})
             await asyncio.gather(*(action.run(data, ctx) for _ in range({times})))
 
@@ -160,9 +166,12 @@ async def test_values_survive_a_new_process(database: str) -> None:
         """
         import asyncio, json
         from connectors import ActionContext, registry
+        from flows.intake.storage import current_store
 
         async def main():
-            ctx = ActionContext(zap_id="orders", step_id="s", run_id="r", event_id="e")
+            ctx = ActionContext(
+                zap_id="orders", step_id="s", run_id="r", event_id="e", storage=current_store
+            )
             get = registry.action("storage.get_value")
             found = await get.run(get.input_model.model_validate({"key": "greeting"}), ctx)
             print(json.dumps(found.value, ensure_ascii=False))

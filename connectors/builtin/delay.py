@@ -71,7 +71,7 @@ async def delay(input: DelayInput, ctx: ActionContext) -> DelayOutput:
     if input.queue is not None and input.for_ is not None:
         seconds = input.for_.total_seconds()
         if not ctx.testing:  # the run's place in the queue: `for` after the one before it
-            slot = await _queue_slot(input.queue, input.for_, now)
+            slot = await _queue_slot(ctx, input.queue, input.for_, now)
             seconds = (slot - now).total_seconds()
     elif input.for_ is not None:
         seconds = input.for_.total_seconds()
@@ -94,10 +94,9 @@ QUEUES = "builtin.delay.queue"
 """The storage namespace of the queues' last slots (one key per queue name)."""
 
 
-async def _queue_slot(name: str, spacing: timedelta, now: datetime) -> datetime:
+async def _queue_slot(ctx: ActionContext, name: str, spacing: timedelta, now: datetime) -> datetime:
     """Take the queue's next slot, atomically across every serve sharing the database: now if
     the queue has been idle for ``spacing``, else ``spacing`` after the last slot taken."""
-    from connectors.storage.store import current_store
 
     def take(current: object) -> tuple[str, datetime]:
         last = datetime.fromisoformat(current) if isinstance(current, str) else None
@@ -108,5 +107,5 @@ async def _queue_slot(name: str, spacing: timedelta, now: datetime) -> datetime:
             )
         return slot.isoformat(), slot
 
-    store = await current_store()
+    store = await ctx.storage()
     return await store.change(QUEUES, name, take)

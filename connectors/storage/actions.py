@@ -11,14 +11,8 @@ from pydantic_core import to_jsonable_python
 
 from connectors._contract import ActionContext
 from connectors._errors import PermanentError
+from connectors._storage import MAX_KEY_LENGTH, MISSING, Missing, check_value
 from connectors.storage._app import app
-from connectors.storage.store import (
-    MAX_KEY_LENGTH,
-    MISSING,
-    Missing,
-    check_value,
-    current_store,
-)
 
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_LIST_LENGTH = 10_000
@@ -149,7 +143,7 @@ def _json(value: Any, what: str = "value") -> Any:
 async def set_value(input: SetValueInput, ctx: ActionContext) -> Stored:
     """Stores a JSON value under a key, replacing what was there."""
     value = _json(input.value)
-    store = await current_store()
+    store = await ctx.storage()
     await store.change(namespace_of(input.namespace, ctx), input.key, lambda _: (value, None))
     return Stored(key=input.key, value=value)
 
@@ -157,7 +151,7 @@ async def set_value(input: SetValueInput, ctx: ActionContext) -> Stored:
 @app.action("get_value", title="Get a value", side_effects=False)
 async def get_value(input: GetValueInput, ctx: ActionContext) -> Found:
     """Reads the value stored under a key, or the `default` when there is none."""
-    store = await current_store()
+    store = await ctx.storage()
     value = await store.get(namespace_of(input.namespace, ctx), input.key)
     if isinstance(value, Missing):
         return Found(key=input.key, value=_json(input.default, "default"), found=False)
@@ -167,7 +161,7 @@ async def get_value(input: GetValueInput, ctx: ActionContext) -> Found:
 @app.action("delete_value", title="Delete a value")
 async def delete_value(input: _Input, ctx: ActionContext) -> Deleted:
     """Removes a key and its value; deleting a key that holds nothing is not an error."""
-    store = await current_store()
+    store = await ctx.storage()
     old = await store.change(namespace_of(input.namespace, ctx), input.key, lambda v: (MISSING, v))
     if isinstance(old, Missing):
         return Deleted(key=input.key, value=None, deleted=False)
@@ -188,7 +182,7 @@ async def increment(input: IncrementInput, ctx: ActionContext) -> Incremented:
             )
         return before + input.by, (before, before + input.by)
 
-    store = await current_store()
+    store = await ctx.storage()
     namespace = namespace_of(input.namespace, ctx)
     before, after = await store.change(namespace, input.key, add)
     return Incremented(key=input.key, value=after, previous=before)
@@ -211,7 +205,7 @@ async def append_to_list(input: AppendInput, ctx: ActionContext) -> Appended:
             items = items[-input.max_length :]
         return items, items
 
-    store = await current_store()
+    store = await ctx.storage()
     items = await store.change(namespace_of(input.namespace, ctx), input.key, add)
     return Appended(key=input.key, value=items, length=len(items))
 
@@ -234,14 +228,14 @@ async def pop_from_list(input: PopInput, ctx: ActionContext) -> Popped:
         value = rest.pop(index)
         return rest, Popped(key=input.key, value=value, found=True, remaining=len(rest))
 
-    store = await current_store()
+    store = await ctx.storage()
     return await store.change(namespace_of(input.namespace, ctx), input.key, take)
 
 
 @app.action("get_all", title="Get all values", side_effects=False)
 async def get_all(input: NamespaceInput, ctx: ActionContext) -> Everything:
     """Reads every key and value of the zap's storage (or of the named namespace)."""
-    store = await current_store()
+    store = await ctx.storage()
     values = await store.get_all(namespace_of(input.namespace, ctx))
     return Everything(values=values, count=len(values))
 

@@ -1,5 +1,6 @@
 """Where zaps keep values between runs: the ``zapflow_storage`` table of zapflow's own database
-(the inbox's: ``$ZAPFLOW_INBOX_URL``, else ``inbox.db`` in the state folder).
+(the inbox's: ``$ZAPFLOW_INBOX_URL``, else ``inbox.db`` in the state folder) — the engine's side
+of the storage port (``connectors._storage``), handed to actions as ``ActionContext.storage``.
 
 Every change that depends on the value before it (increment, append, pop) reads and writes in
 one transaction that holds the key: SQLite's write lock (``BEGIN IMMEDIATE``) or, on
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,26 +23,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connectors._errors import PermanentError
+from connectors._storage import MAX_KEYS, MISSING, Change, Missing, check_value
 from flows.intake.inbox import Inbox, default_url, make_engine, storage
-
-MAX_KEY_LENGTH = 255
-MAX_VALUE_BYTES = 64 * 1024
-MAX_KEYS = 10_000
-"""Keys per namespace."""
 
 _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Store]]
 _stores = weakref.WeakKeyDictionary()
 _migrated: set[tuple[str, str]] = set()
-
-
-class Missing:
-    """No value is stored under the key."""
-
-
-MISSING = Missing()
-Change = Callable[[Any], tuple[Any, Any]]
-"""``change(current) -> (new value or MISSING to delete, what to return)``; ``current`` is
-MISSING when the key holds nothing."""
 
 
 def storage_url() -> str:
@@ -54,16 +39,6 @@ def storage_url() -> str:
 async def current_store() -> Store:
     """The store of zapflow's database, for this process and event loop."""
     return await Store.open(storage_url())
-
-
-def check_value(value: Any, what: str = "value") -> Any:
-    size = len(json.dumps(value, ensure_ascii=False).encode())
-    if size > MAX_VALUE_BYTES:
-        raise PermanentError(
-            f"{what}: a stored value is at most {MAX_VALUE_BYTES // 1024} KB as JSON; this "
-            f"one would be {size:,} bytes"
-        )
-    return value
 
 
 @dataclass
