@@ -144,3 +144,14 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
     if moment.tzinfo is None:  # an HTTP date is always GMT
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def http_url(value: str, what: str) -> httpx.URL:
+    """``value`` as an absolute http(s) URL, or ValueError saying what is wrong."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{what} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, got {value!r}")
+    return url

@@ -947,7 +947,7 @@ async def test_a_reply_later_than_the_timeout_is_retryable(
 
 
 async def test_unreachable_cinnox_is_retryable() -> None:
-    from connectors.cinnox.sandbox.runner import bind
+    from connectors._loopback import bind
 
     sock = bind()
     port = sock.getsockname()[1]

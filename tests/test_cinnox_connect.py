@@ -115,7 +115,7 @@ def test_wrong_credentials_are_refused_and_not_stored(cinnox_sandbox: Sandbox, w
 
 
 def test_connect_to_nothing_is_refused_and_not_stored(cinnox_sandbox: Sandbox) -> None:
-    from connectors.cinnox.sandbox.runner import bind
+    from connectors._loopback import bind
 
     sock = bind()
     port = sock.getsockname()[1]

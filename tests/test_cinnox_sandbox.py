@@ -15,12 +15,12 @@ import phonenumbers
 import pytest
 from typer.testing import CliRunner
 
+from connectors._loopback import bind
 from connectors.cinnox import wire
 from connectors.cinnox.sandbox import SandboxControl, SandboxError
 from connectors.cinnox.sandbox import demo as demo_data
 from connectors.cinnox.sandbox import samples as sample_data
 from connectors.cinnox.sandbox.cli import app as cli_app
-from connectors.cinnox.sandbox.runner import bind
 from connectors.cinnox.sandbox.store import ACCOUNT_LIMIT_MESSAGE
 
 if TYPE_CHECKING:

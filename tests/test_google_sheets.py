@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from connectors import ActionContext, registry
 from connectors._errors import AuthError, PermanentError, RetryableError
-from connectors.cinnox.sandbox.runner import bind, serve_in_thread
+from connectors._loopback import bind, serve_in_thread
 from connectors.google_sheets import auth, client
 from connectors.google_sheets.connection import GoogleSheetsConnection
 from connectors.google_sheets.triggers import NewOrUpdatedRowOptions, new_or_updated_row

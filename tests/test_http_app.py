@@ -26,8 +26,8 @@ from starlette.routing import Route
 from connectors import ActionContext, registry
 from connectors._clients import retry_after
 from connectors._errors import AuthError, PermanentError, RetryableError
+from connectors._loopback import bind, serve_in_thread
 from connectors._signatures import SignatureError, verify
-from connectors.cinnox.sandbox.runner import bind, serve_in_thread
 from connectors.http import client as http_client
 from connectors.http.client import close_all
 from connectors.http.connection import HttpConnection

@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from waiting import until
 
+from connectors._loopback import serve_in_thread
 from connectors.builtin.schedule import ScheduleOptions
-from connectors.cinnox.sandbox.runner import serve_in_thread
 from connectors.http.client import close_all
 from flows.intake.events import derived_id
 from flows.intake.inbox import Inbox, events

@@ -16,11 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from connectors import ActionContext, registry
+from connectors._chat_webhooks import close_all
 from connectors._errors import AuthError, PermanentError, RetryableError
 from connectors.slack import web_api
 from connectors.slack.connection import SlackConnection
 from connectors.slack.sandbox import SlackSandbox, run_in_thread
-from connectors.slack.webhooks import close_all
 from flows.loader import load_zap_text
 
 TOKEN = "xoxb-1111-2222-" + "s3cr3t" * 4

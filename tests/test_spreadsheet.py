@@ -30,9 +30,9 @@ from waiting import until
 
 from connectors import ActionContext, registry
 from connectors._errors import PermanentError, RetryableError
+from connectors._sheets.table import Table, row_changes
 from connectors.spreadsheet import files
 from connectors.spreadsheet.connection import SpreadsheetConnection
-from connectors.spreadsheet.table import Table, row_changes
 from connectors.spreadsheet.triggers import NewOrUpdatedRowOptions, new_or_updated_row
 from flows.errors import ZapValidationError
 from flows.intake.inbox import Inbox, events

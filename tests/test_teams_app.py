@@ -20,9 +20,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from connectors import ActionContext, registry
+from connectors._chat_webhooks import close_all
 from connectors._errors import AuthError, PermanentError, RetryableError
-from connectors.cinnox.sandbox.runner import serve_in_thread
-from connectors.slack.webhooks import close_all
+from connectors._loopback import serve_in_thread
 from connectors.teams.actions import ADAPTIVE_CARD
 from connectors.teams.connection import TeamsConnection
 

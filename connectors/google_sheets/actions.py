@@ -9,12 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from connectors._contract import ActionContext
-from connectors.google_sheets._app import app
-from connectors.google_sheets.auth import access_token
-from connectors.google_sheets.client import Sheets, column_letters, quoted
-from connectors.google_sheets.connection import GoogleSheetsConnection
-from connectors.spreadsheet import steps
-from connectors.spreadsheet.models import (
+from connectors._sheets import steps
+from connectors._sheets.models import (
     AppendedRow,
     AppendFields,
     FindFields,
@@ -22,7 +18,11 @@ from connectors.spreadsheet.models import (
     UpdatedRow,
     UpdateFields,
 )
-from connectors.spreadsheet.table import HEADER_ROW, RowWrite, Table
+from connectors._sheets.table import HEADER_ROW, RowWrite, Table
+from connectors.google_sheets._app import app
+from connectors.google_sheets.auth import access_token
+from connectors.google_sheets.client import Sheets, column_letters, quoted
+from connectors.google_sheets.connection import GoogleSheetsConnection
 
 _ID = re.compile(r"[A-Za-z0-9_-]{10,}")
 _URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")

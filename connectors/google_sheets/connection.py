@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from connectors.http.connection import http_url
+from connectors._clients import http_url
 
 if TYPE_CHECKING:  # cryptography is imported when a key is first read, not with the app
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey

@@ -8,12 +8,12 @@ from typing import Any
 from pydantic import Field
 
 from connectors._contract import PollingOptions, PollResult
+from connectors._sheets.models import ROW_CHANGE_SAMPLE, RowChange, WatchFields
+from connectors._sheets.table import Table, row_changes
 from connectors.google_sheets._app import app
 from connectors.google_sheets.actions import SpreadsheetId
 from connectors.google_sheets.client import Sheets, quoted
 from connectors.google_sheets.connection import GoogleSheetsConnection
-from connectors.spreadsheet.models import ROW_CHANGE_SAMPLE, RowChange, WatchFields
-from connectors.spreadsheet.table import Table, row_changes
 
 
 class SheetOptions(PollingOptions):

@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import to_jsonable_python
 
+from connectors._clients import http_url
 from connectors._contract import ActionContext
 from connectors._errors import AuthError, PermanentError
 from connectors._signatures import sign
 from connectors._units import Duration
 from connectors.http._app import app
 from connectors.http.client import Outgoing, send
-from connectors.http.connection import HEADER_NAME, HttpConnection, http_url
+from connectors.http.connection import HEADER_NAME, HttpConnection
 
 MAX_TIMEOUT = timedelta(minutes=5)
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")

@@ -24,9 +24,9 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, retry_after
+from connectors._clients import POOL_LIMITS, ClientPool, cheap_idle_checks, http_url, retry_after
 from connectors._errors import AuthError, PermanentError, RetryableError
-from connectors.http.connection import HttpConnection, http_url
+from connectors.http.connection import HttpConnection
 
 MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 10 * 1024 * 1024

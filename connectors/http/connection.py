@@ -12,8 +12,9 @@ import binascii
 import re
 from typing import Literal, Self
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from connectors._clients import http_url
 
 AuthKind = Literal["none", "basic", "bearer", "api_key"]
 DEFAULT_API_KEY_HEADER = "X-API-Key"
@@ -27,17 +28,6 @@ _FIELDS_OF: dict[str, tuple[str, ...]] = {
     "api_key": ("api_key",),
 }
 _AUTH_FIELDS = ("username", "password", "token", "api_key_header", "api_key")
-
-
-def http_url(value: str, what: str) -> httpx.URL:
-    """``value`` as an absolute http(s) URL, or ValueError saying what is wrong."""
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{what} is not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{what} must be an http:// or https:// URL with a host, got {value!r}")
-    return url
 
 
 class HttpConnection(BaseModel):

@@ -6,9 +6,10 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors import _chat_webhooks as webhooks
 from connectors._contract import ActionContext
 from connectors._errors import AuthError, PermanentError
-from connectors.slack import web_api, webhooks
+from connectors.slack import web_api
 from connectors.slack._app import app
 from connectors.slack.connection import SlackConnection
 

@@ -10,8 +10,8 @@ from typing import Self
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors._chat_webhooks import checked_url
 from connectors._contract import EmptyMeansDefault
-from connectors.slack.webhooks import checked_url
 
 DEFAULT_API_BASE_URL = "https://slack.com/api"
 

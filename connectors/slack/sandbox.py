@@ -232,7 +232,7 @@ def _words(body: dict[str, Any]) -> str:
 def run_in_thread(sandbox: SlackSandbox | None = None) -> Iterator[SlackSandbox]:
     """Serve a Slack sandbox (a new one by default) on a free loopback port in a background
     thread until the block ends; yields it with its ``url`` set."""
-    from connectors.cinnox.sandbox.runner import serve_in_thread  # any ASGI app, not CINNOX's
+    from connectors._loopback import serve_in_thread
 
     sandbox = sandbox or SlackSandbox()
     with serve_in_thread(sandbox.app()) as url:

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
+from connectors import _chat_webhooks as webhooks
 from connectors._errors import AuthError, ConnectorError, PermanentError, RetryableError
-from connectors.slack import webhooks
 from connectors.slack.connection import SlackConnection
 
 AUTH_ERRORS = {

@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors._contract import ActionContext
 from connectors._errors import PermanentError
-from connectors.spreadsheet import files, steps
+from connectors._sheets import steps
+from connectors._sheets.models import (
+    AppendedRow,
+    AppendFields,
+    FindFields,
+    FoundRows,
+    UpdatedRow,
+    UpdateFields,
+)
+from connectors._sheets.table import RowWrite, Table
+from connectors.spreadsheet import files
 from connectors.spreadsheet._app import app
 from connectors.spreadsheet.connection import (
     FILE_HELP,
@@ -19,15 +29,6 @@ from connectors.spreadsheet.connection import (
     check_sheet,
     resolve,
 )
-from connectors.spreadsheet.models import (
-    AppendedRow,
-    AppendFields,
-    FindFields,
-    FoundRows,
-    UpdatedRow,
-    UpdateFields,
-)
-from connectors.spreadsheet.table import RowWrite, Table
 
 
 class FileTarget(BaseModel):

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 from zipfile import BadZipFile
 
 from connectors._errors import PermanentError, RetryableError
-from connectors.spreadsheet.table import HEADER_ROW, RowWrite, Table
+from connectors._sheets.table import HEADER_ROW, RowWrite, Table
 
 if TYPE_CHECKING:  # openpyxl (~13 MB) is imported when a step first touches an .xlsx file, so
     # processes that only load zaps (the receiver) do not carry it

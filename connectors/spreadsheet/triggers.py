@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import Field
 
 from connectors._contract import PollingOptions, PollResult
+from connectors._sheets.models import ROW_CHANGE_SAMPLE, RowChange, WatchFields
+from connectors._sheets.table import row_changes
 from connectors.spreadsheet import files
 from connectors.spreadsheet._app import app
 from connectors.spreadsheet.connection import (
@@ -19,8 +21,6 @@ from connectors.spreadsheet.connection import (
     check_sheet,
     resolve,
 )
-from connectors.spreadsheet.models import ROW_CHANGE_SAMPLE, RowChange, WatchFields
-from connectors.spreadsheet.table import row_changes
 
 
 class FileOptions(PollingOptions):

@@ -7,9 +7,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from connectors import _chat_webhooks as webhooks
 from connectors._contract import ActionContext
 from connectors._errors import AuthError, PermanentError, RetryableError
-from connectors.slack import webhooks
 from connectors.teams._app import app
 from connectors.teams.connection import TeamsConnection
 

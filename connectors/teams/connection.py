@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from connectors.slack.webhooks import checked_url
+from connectors._chat_webhooks import checked_url
 
 
 class TeamsConnection(BaseModel):

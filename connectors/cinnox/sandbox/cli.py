@@ -97,8 +97,8 @@ def serve(
 def _serve(host: str, port: int, db: Path | None, rate_limit: int, base_url: str | None) -> None:
     import uvicorn
 
+    from connectors._loopback import bind, url_of
     from connectors.cinnox.sandbox.app import SandboxConfig, create_app
-    from connectors.cinnox.sandbox.runner import bind, url_of
 
     if rate_limit < 1:
         raise fail("--rate-limit must be at least 1")

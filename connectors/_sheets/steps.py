@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectors._errors import PermanentError
-from connectors.spreadsheet.models import (
+from connectors._sheets.models import (
     AppendedRow,
     AppendFields,
     FindFields,
@@ -14,7 +14,7 @@ from connectors.spreadsheet.models import (
     UpdatedRow,
     UpdateFields,
 )
-from connectors.spreadsheet.table import RowWrite, Table, plan_append, plan_update, text_of
+from connectors._sheets.table import RowWrite, Table, plan_append, plan_update, text_of
 
 
 def find(table: Table, fields: FindFields, where: str) -> FoundRows:
