@@ -226,6 +226,8 @@ class App:
         self.actions: dict[str, Action] = {}
         self.check: ConnectionCheck | None = None
         self.webhook: WebhookAdapter | None = None
+        self.webhook_channels: tuple[str, ...] = ()
+        """The channels (last segment of a hook URL) the app's deliveries come on, if known."""
 
     def webhook_adapter(self, fn: WebhookAdapter) -> WebhookAdapter:
         """Declare how the app's webhook deliveries become trigger events."""

@@ -303,11 +303,9 @@ def _refuse_a_delivery(zap: Any, trigger: Any, event_file: Path, payload: dict[s
 
 
 def _channels_of(app_name: str) -> tuple[str, ...]:
-    if app_name == "cinnox":
-        from connectors.cinnox.triggers import FAMILY_OF
+    from connectors import registry
 
-        return tuple(dict.fromkeys(FAMILY_OF.values()))
-    return ()
+    return registry.app(app_name).webhook_channels
 
 
 def _delivers(owner: Any, channel: str, payload: Any, trigger: str) -> bool:
@@ -1571,8 +1569,14 @@ def server_status() -> None:
 
 
 def _mount_plugins() -> None:
-    """Command groups that installed packages add (entry points ``zapflow.cli``)."""
+    """Command groups that installed packages add (entry points ``zapflow.cli``); what they
+    ask of the engine goes through ``connectors._host``."""
     from importlib.metadata import entry_points
+
+    from connectors._host import install
+    from flows.plugin_host import EngineHost
+
+    install(EngineHost())
 
     for ep in entry_points(group="zapflow.cli"):
         try:

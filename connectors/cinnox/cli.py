@@ -7,7 +7,6 @@ So each family is subscribed to its own URL under the connection's hook base.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from connectors._host import HostProblem, host
 
 app = typer.Typer(help="CINNOX: event subscriptions for your zaps.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -44,18 +45,15 @@ def zap_families() -> list[str]:
 def families_needed(zaps: Path, connection: str) -> dict[str, list[str]]:
     """Event family → the enabled zaps on this connection whose trigger needs it."""
     from connectors.cinnox.triggers import FAMILY_OF
-    from flows.loader import load_all
 
-    loaded, problems = load_all([zaps] if zaps.exists() else [])
-    if problems:
-        raise typer.BadParameter(
-            "fix these zaps first (zapflow validate):\n" + "\n".join(map(str, problems))
-        )
+    try:
+        triggers = host().zap_triggers(zaps)
+    except HostProblem as exc:
+        raise typer.BadParameter(str(exc)) from None
     needed: dict[str, list[str]] = {}
-    for item in loaded:
-        trig = item.zap.trigger
-        if item.zap.enabled and trig.app == "cinnox" and trig.connection == connection:
-            needed.setdefault(FAMILY_OF[trig.event], []).append(item.zap.zap)
+    for trig in triggers:
+        if trig.enabled and trig.app == "cinnox" and trig.connection == connection:
+            needed.setdefault(FAMILY_OF[trig.event], []).append(trig.zap)
     return needed
 
 
@@ -142,22 +140,10 @@ def hook_base(
             "--public-url` takes (e.g. https://zapflow.example.com); give a hook URL with --url",
             param_hint="'--public-url'",
         )
-    from flows.intake.folder import app_hook_base
-    from flows.intake.inbox import InboxError
-
     try:
-        token = asyncio.run(_hook_token(inbox_url, connection))
-    except InboxError as exc:
+        return host().hook_base(public_url, "cinnox", connection, inbox_url), []
+    except HostProblem as exc:
         raise typer.BadParameter(str(exc), param_hint="'--inbox'") from None
-    return app_hook_base(public_url, "cinnox", connection, token), []
-
-
-async def _hook_token(inbox_url: str | None, connection: str) -> str:
-    """The connection's hook token, as `zapflow serve` uses it (created on first use)."""
-    from flows.intake.inbox import Inbox
-
-    async with await Inbox.open(inbox_url) as inbox:
-        return await inbox.hook_token("cinnox", connection)
 
 
 def _families_option(families: list[str] | None) -> list[str]:
@@ -205,28 +191,18 @@ async def get_subscription(connection: Any, name: str, family: str) -> dict[str,
 def _with_connection(name: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(connection)`` with the CINNOX connection ``name`` (from the environment, or
     stored on the Prefect server); a problem is printed and exits 1."""
-    from connectors import registry
     from connectors._errors import ConnectorError
     from connectors.cinnox.client import close_all
-    from flows import connections
 
-    owner = registry.app("cinnox")
-
-    async def run() -> T:
-        resolved = await connections.resolve(owner, name)
+    async def run(connection: Any) -> T:
         try:
-            return await work(resolved)
+            return await work(connection)
         finally:
             await close_all()
 
     try:
-        if connections.from_env(owner, name) is not None:
-            return asyncio.run(run())
-        from flows.cli import prefect_api  # stored connections live on the Prefect server
-
-        with prefect_api():
-            return asyncio.run(run())
-    except (ConnectorError, connections.ConnectionProblem) as exc:
+        return host().run_with_connection("cinnox", name, run)
+    except (ConnectorError, HostProblem) as exc:
         out.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 

@@ -8,7 +8,10 @@ from connectors._contract import Inbound, WebhookReply
 from connectors.cinnox import wire
 from connectors.cinnox._app import app
 from connectors.cinnox.reading import from_wire, normal, occurrence
-from connectors.cinnox.triggers import UnknownEvent
+from connectors.cinnox.triggers import FAMILY_OF, UnknownEvent
+
+app.webhook_channels = tuple(dict.fromkeys(FAMILY_OF.values()))
+"""CINNOX delivers on one channel per event family (``zapflow cinnox subscribe``)."""
 
 
 @app.webhook_adapter
