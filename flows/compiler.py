@@ -21,11 +21,11 @@ from typing import Any
 from prefect import Flow, flow
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, FlowRunContext
-from prefect.flow_engine import run_flow_async
 from prefect.states import Completed, Failed
 
 from connectors._errors import ZapError
 from flows.model import ActionStep, Zap, effective_policy, step_connection, zap_version
+from flows.prefect_bridge import run_flow
 from flows.runtime import Event, Journal, RunOutcome, ZapRun
 from flows.task_runs import close_waiting_task_run, run_step_as_task_run
 
@@ -206,8 +206,4 @@ async def run_with_history(zap: Zap, event: Event, *, dry_run: bool = False) -> 
         flow_run = await session.client.create_flow_run(
             flow, name=run_name(zap, event), parameters=parameters, tags=run_tags(zap)
         )
-        state = await run_flow_async(
-            flow, flow_run=flow_run, parameters=parameters, return_type="state"
-        )
-    assert isinstance(state, State)
-    return state
+        return await run_flow(flow, flow_run, parameters)

@@ -36,17 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
-from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy, State
-from prefect.context import FlowRunContext
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging.loggers import flow_run_logger
-from prefect.results import get_result_store
-from prefect.states import Crashed, Running, to_state_create
+from prefect.states import Crashed
 
 from flows.compiler import EventRun, batch_summary, compile_zap, run_event, run_tags
 from flows.model import Zap
+from flows.prefect_bridge import create_running_flow_run, flow_run_context
 from flows.runtime import Event, Journal
 
 log = logging.getLogger("zapflow.live")
@@ -187,44 +184,6 @@ class LiveRuns:
             self._client = client
         return self._client
 
-    async def _create_flow_run(
-        self, flow: Any, name: str, parameters: dict[str, Any], tags: list[str]
-    ) -> FlowRun:
-        """``PrefectClient.create_flow_run``, Running from the start, in one request once the
-        zap's flow id is known (the client's own asks for the flow id every time)."""
-        client = await self.client()
-        known = self._flow_ids.get(flow.name)
-        flow_id = known
-        if flow_id is None:
-            reply = await client.request(
-                "POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")
-            )
-            flow_id = self._flow_ids[flow.name] = Flow.model_validate(reply.json()).id
-        create = FlowRunCreate(
-            flow_id=flow_id,
-            flow_version=flow.version,
-            name=name,
-            parameters=parameters,
-            tags=tags,
-            state=to_state_create(Running()),
-            empirical_policy=FlowRunPolicy(
-                retries=flow.retries, retry_delay=int(flow.retry_delay_seconds or 0)
-            ),
-        )
-        try:
-            reply = await client.request(
-                "POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True)
-            )
-        except httpx.HTTPStatusError as exc:
-            if known is None or exc.response.status_code >= 500:
-                raise
-            # The flow was deleted (in the UI, say) since it was looked up: look it up again.
-            self._flow_ids.pop(flow.name, None)
-            return await self._create_flow_run(flow, name, parameters, tags)
-        flow_run = FlowRun.model_validate(reply.json())
-        flow_run.parameters = parameters
-        return flow_run
-
     async def run(self, zap: Zap, event: Event, journal: Journal | None = None) -> EventRun:
         """Run the zap on the event in the zap's live flow run (opening one if needed), with
         ``journal``'s step checkpoints.
@@ -256,20 +215,11 @@ class LiveRuns:
         parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True)}
         opened = datetime.now(UTC).strftime("%H:%M:%S")
         name = f"{zap.zap} ← {zap.trigger.app}.{zap.trigger.event} live from {opened}"
-        flow_run = await self._create_flow_run(flow, name, parameters, [*run_tags(zap), "live"])
         client = await self.client()
-        # What Prefect's engine would put in context for the flow's body: the steps' task runs
-        # and their events (with the flow run, flow and tags as related resources) are recorded
-        # in this flow run.
-        context = FlowRunContext(
-            flow=flow,
-            flow_run=flow_run,
-            parameters=parameters,
-            client=client,
-            task_runner=flow.task_runner,
-            result_store=get_result_store(),
-            persist_result=False,
+        flow_run = await create_running_flow_run(
+            client, self._flow_ids, flow, name, parameters, [*run_tags(zap), "live"]
         )
+        context = flow_run_context(flow, flow_run, parameters, client)
 
         async def drive() -> State:
             try:

@@ -25,28 +25,24 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from prefect.client.schemas.objects import State, TaskRun, TaskRunPolicy
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
-from prefect.logging.loggers import task_run_logger
 from prefect.states import (
     AwaitingRetry,
     Completed,
     Failed,
-    Pending,
     Retrying,
     Running,
     Scheduled,
 )
-from prefect.types._datetime import now
-from prefect.utilities.engine import emit_task_run_state_change_event
-from prefect.utilities.math import clamped_poisson_interval
 
 from connectors._contract import ActionContext
 from connectors._errors import RunParked, ZapError
 from flows.errors import is_retryable
 from flows.model import ActionStep, StepPolicy
+from flows.prefect_bridge import StepTaskRun, jittered, prefect_now
 from flows.runtime import Skipped, run_step
 from flows.template_budget import step_deadline
 
@@ -56,8 +52,6 @@ log = logging.getLogger("zapflow.task_runs")
 MAX_RETRY_AFTER = 300.0
 """The longest an app's Retry-After may hold a step's retry back (seconds)."""
 _LOG_LIMIT = 4000
-RUNNING_AFTER = 1.0
-"""A step still running this long after it started is shown Running (seconds)."""
 
 
 class StepTimedOut(ZapError, TimeoutError):
@@ -76,105 +70,6 @@ def retry_delays(policy: StepPolicy) -> list[float]:
     return [round(delay * backoff**i, 3) for i in range(policy.retries or 0)]
 
 
-class StepTaskRun:
-    """One step's task run: its Prefect model, its states as events, its logger."""
-
-    def __init__(self, name: str, task_key: str, policy: StepPolicy) -> None:
-        ctx = FlowRunContext.get()
-        self.flow_run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
-        pending: State[Any] = Pending()
-        self.delays = retry_delays(policy)
-        self.task_run = TaskRun(
-            id=uuid4(),
-            name=name,
-            flow_run_id=self.flow_run_id,
-            task_key=task_key,
-            dynamic_key=uuid4().hex,
-            empirical_policy=TaskRunPolicy(
-                retries=policy.retries or 0,
-                retry_delay=self.delays or 0,
-                retry_jitter_factor=policy.retry_jitter,
-            ),
-            expected_start_time=pending.timestamp,
-            state=pending,
-            state_id=pending.id,
-            state_type=pending.type,
-            state_name=pending.name,
-        )
-        self._last_event: Any = None
-        self._unsent: tuple[State, State] | None = None  # (initial, validated), not yet emitted
-        self._timer: asyncio.TimerHandle | None = None
-        # No event for Pending: the task run starts Running at once, and its first event
-        # creates it on the server; one event fewer per step for the server to record.
-        self.logger: logging.LoggerAdapter[Any] = task_run_logger(
-            self.task_run,
-            flow_run=ctx.flow_run if ctx else None,
-            flow=ctx.flow if ctx else None,
-            task_name=task_key.split(".")[-1],
-        )
-
-    def set_state(self, state: State, *, defer: bool = False) -> None:
-        """The task run's new state, emitted at once or (``defer``) only if the task run is
-        still in it ``RUNNING_AFTER`` seconds later, or moves on to a state that is not final."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._unsent is not None and not state.is_final():
-            self._send_unsent()  # while the task run is still in that state
-        self._unsent = None
-        run = self.task_run
-        last = run.state
-        assert last is not None
-        if state.timestamp <= last.timestamp:
-            state.timestamp = last.timestamp + timedelta(microseconds=1)
-        if last.is_running():
-            run.total_run_time += state.timestamp - last.timestamp
-        if state.is_running():
-            run.run_count += 1
-            # as Prefect's engine does (its DateTime type differs by Python version)
-            run.start_time = run.start_time or state.timestamp  # type: ignore[assignment]
-        if state.is_final():
-            run.end_time = state.timestamp  # type: ignore[assignment]
-        run.state, run.state_id, run.state_type, run.state_name = (
-            state,
-            state.id,
-            state.type,
-            state.name,
-        )
-        state.state_details.task_run_id = run.id
-        state.state_details.flow_run_id = self.flow_run_id
-        if defer:
-            self._unsent = (last, state)
-            self._timer = asyncio.get_running_loop().call_later(RUNNING_AFTER, self._send_unsent)
-            return
-        self._emit(last, state)
-
-    def _send_unsent(self) -> None:
-        self._timer = None
-        if self._unsent is not None:
-            unsent, self._unsent = self._unsent, None
-            self._emit(*unsent)
-
-    def _emit(self, initial: State, validated: State) -> None:
-        try:
-            self._last_event = emit_task_run_state_change_event(
-                task_run=self.task_run,
-                initial_state=initial,
-                validated_state=validated,
-                follows=self._last_event,
-            )
-        except Exception as exc:
-            # Recording is the history's business: it never changes how the step ended (an
-            # SMS that went out is not marked failed because its state could not be sent).
-            log.warning(
-                "the state %s of task run %r could not be recorded: %s: %s",
-                validated.name,
-                self.task_run.name,
-                type(exc).__name__,
-                exc,
-            )
-
-
 async def run_step_as_task_run(
     step: ActionStep,
     context: dict[str, Any],
@@ -188,9 +83,11 @@ async def run_step_as_task_run(
 ) -> tuple[Any, Any] | Skipped:
     """Run one step (render, validate, call its action) as a task run of the current flow
     run, retrying transient errors under ``policy``; raises the step's last error."""
-    record = StepTaskRun(name, task_key, policy)
+    delays = retry_delays(policy)
+    record = StepTaskRun(
+        name, task_key, retries=policy.retries or 0, delays=delays, jitter=policy.retry_jitter
+    )
     logger = record.logger
-    delays = record.delays
     timeout = policy.timeout.total_seconds() if policy.timeout else None
     record.set_state(Running(), defer=True)
     attempt = 0
@@ -236,7 +133,7 @@ async def run_step_as_task_run(
             raise error
         wait = await _wait_before_retry(error, delays[attempt], policy, logger, attempt)
         if wait > 0:
-            record.set_state(AwaitingRetry(scheduled_time=now("UTC") + timedelta(seconds=wait)))
+            record.set_state(AwaitingRetry(scheduled_time=prefect_now() + timedelta(seconds=wait)))
             await asyncio.sleep(wait)
         record.set_state(Retrying())
         attempt += 1
@@ -251,7 +148,7 @@ async def _wait_before_retry(
     if retry_after:
         await asyncio.sleep(min(float(retry_after), MAX_RETRY_AFTER))
     if policy.retry_jitter and delay > 0:
-        delay = clamped_poisson_interval(delay, clamping_factor=policy.retry_jitter)
+        delay = jittered(delay, policy.retry_jitter)
     logger.info(
         "attempt %s failed with %s: %s - retry %s/%s %s",
         attempt + 1,

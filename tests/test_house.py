@@ -42,6 +42,46 @@ def test_the_code_passes_its_checkers(command: tuple[str, ...]) -> None:
     assert done.returncode == 0, f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}"
 
 
+PREFECT_INTERNALS = (
+    "prefect.flow_engine",
+    "prefect.utilities.engine",
+    "prefect.types._datetime",
+    "prefect.results",
+    "prefect.utilities.math",
+    "prefect.client.schemas.actions",
+)
+"""What flows/prefect_bridge.py wraps (its docstring says why each is needed)."""
+
+
+def test_prefect_below_its_public_surface_is_used_only_in_the_bridge() -> None:
+    import ast
+
+    found = []
+    for path in sorted([*ROOT.glob("flows/**/*.py"), *ROOT.glob("connectors/**/*.py")]):
+        if path == ROOT / "flows" / "prefect_bridge.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: {name}"
+                for name in names
+                if any(name == m or name.startswith(m + ".") for m in PREFECT_INTERNALS)
+            ]
+    assert not found, "use flows/prefect_bridge.py (and list the internal there):\n" + "\n".join(
+        found
+    )
+    bridge = (ROOT / "flows" / "prefect_bridge.py").read_text(encoding="utf-8")
+    assert all(
+        f"``{m}" in bridge for m in PREFECT_INTERNALS if m != "prefect.client.schemas.actions"
+    )
+
+
 def _lock() -> dict[str, str]:
     pins: dict[str, str] = {}
     for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():

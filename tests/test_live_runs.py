@@ -197,16 +197,16 @@ async def test_a_state_that_cannot_be_recorded_never_changes_how_the_step_ended(
     acted stays completed, its action called once, and the failure is logged."""
     from conftest import ATTEMPTS
 
-    import flows.task_runs as task_runs
+    import flows.prefect_bridge as bridge
 
-    real = task_runs.emit_task_run_state_change_event
+    real = bridge.emit_task_run_state_change_event
 
     def broken(**kwargs: Any) -> Any:
         if kwargs["validated_state"].is_completed():
             raise RuntimeError("the events client is gone")
         return real(**kwargs)
 
-    monkeypatch.setattr(task_runs, "emit_task_run_state_change_event", broken)
+    monkeypatch.setattr(bridge, "emit_task_run_state_change_event", broken)
     zap = load_zap_text(ZAP.format(zap="live-unrecorded"))
     runs = LiveRuns(idle=1)
     before = sum(ATTEMPTS.values())
