@@ -139,7 +139,7 @@ def test_a_missing_connection_says_how_to_create_it():
 def test_connect_asks_at_a_terminal_and_optional_fields_may_be_left_blank(monkeypatch):
     """`zapflow connect http api` at a terminal: Enter skips an optional field (its default
     applies); only the fields answered are stored."""
-    monkeypatch.setattr("flows.cli._at_terminal", lambda: True)
+    monkeypatch.setattr("flows.cli.connections._at_terminal", lambda: True)
     fields = list(registry.app("http").connection.model_fields)
     answers = {"auth": "bearer", "token": "tok-terminal-9d1e"}
     typed = "".join(answers.get(f, "") + "\n" for f in fields)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from flows import cli
 from flows.cli import app
+from flows.cli import demo as cli_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -178,7 +178,7 @@ def test_no_secret_in_any_store_after_every_example_zap_ran(
     from conftest import EXAMPLE_ZAPS
 
     secrets: dict[str, str] = {}
-    demo_peers = cli._demo_peers
+    demo_peers = cli_demo._demo_peers
 
     @contextlib.contextmanager
     def peers_noting_secrets() -> Iterator[Any]:
@@ -188,7 +188,7 @@ def test_no_secret_in_any_store_after_every_example_zap_ran(
             secrets["Slack webhook secret"] = slack.webhook_url.rsplit("/services/", 1)[1]
             yield control, slack, sheets
 
-    monkeypatch.setattr(cli, "_demo_peers", peers_noting_secrets)
+    monkeypatch.setattr(cli_demo, "_demo_peers", peers_noting_secrets)
     result = CliRunner().invoke(app, ["demo", "--zaps", str(EXAMPLE_ZAPS)])
     assert result.exit_code == 0, result.output
     assert "Failed" not in result.output

@@ -1,0 +1,90 @@
+"""``zapflow serve``: the receiver, dispatcher, pollers and schedules, until stopped."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+
+from flows.cli._common import (
+    DEFAULT_ZAPS,
+    INBOX_HELP,
+    app,
+    err,
+    fail,
+    out,
+    prefect_api,
+)
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    folder: Path = typer.Argument(DEFAULT_ZAPS, metavar="ZAP_DIR", help="Folder of zaps"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Where the receiver listens"),
+    port: int = typer.Option(8787, "--port", help="The receiver's port"),
+    public_url: str = typer.Option(
+        None, "--public-url", help="How senders reach the receiver (for the hook URLs shown)"
+    ),
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+    concurrency: int = typer.Option(
+        50, "--concurrency", help="Events each zap runs at once (in its live flow run)"
+    ),
+    live_idle: float = typer.Option(
+        5.0, "--live-idle", help="Seconds a zap's live flow run stays open waiting for events"
+    ),
+    retention: str = typer.Option(
+        "7d",
+        "--retention",
+        envvar="ZAPFLOW_RETENTION",
+        help="Keep processed events and their runs this long (e.g. 36h, 30d; 0 = for ever)",
+    ),
+    max_body: str = typer.Option(
+        "1MiB",
+        "--max-body",
+        envvar="ZAPFLOW_MAX_BODY",
+        help="Largest webhook body accepted (e.g. 512KiB, 4MiB); larger ones get a 413",
+    ),
+) -> None:
+    """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
+    import logging
+
+    from flows.intake.serve import serve_until_signalled
+    from flows.model import parse_duration, parse_size
+
+    logging.basicConfig(level=logging.WARNING)
+    if not folder.is_dir():
+        raise fail(f"{folder}: no such folder of zaps")
+    try:
+        keep = timedelta(0) if retention.strip() == "0" else parse_duration(retention)
+    except ValueError as exc:
+        raise fail(f"--retention: {exc}") from None
+    if not isinstance(keep, timedelta):
+        raise fail(f"--retention: {retention!r} is not a duration such as 36h or 30d")
+    try:
+        body_limit = parse_size(max_body)
+    except ValueError as exc:
+        raise fail(f"--max-body: {exc}") from None
+    if inbox_url:  # the storage app keeps its values in the same database
+        os.environ["ZAPFLOW_INBOX_URL"] = inbox_url
+    with prefect_api() as url:
+        from flows import server
+
+        out.print(f"run history: {server.ui_url(url)}")
+        for warning in server.version_warnings(url):
+            err.print(f"warning: {warning}", markup=False)
+        serve_until_signalled(
+            folder,
+            host=host,
+            port=port,
+            public_url=public_url,
+            inbox_url=inbox_url,
+            concurrency=concurrency,
+            live_idle=live_idle,
+            max_body=body_limit,
+            retention=keep or None,
+            report=lambda text: out.print(text, markup=False),
+        )
