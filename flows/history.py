@@ -19,8 +19,9 @@ from prefect.client.schemas.objects import State
 
 from connectors._errors import ZapError
 from flows.compiler import RUN_JOURNAL, ZapRunFailed, run_with_history
+from flows.intake.db import LedgerRun, RunResult, StepOutcome
 from flows.intake.events import NewEvent
-from flows.intake.inbox import Inbox, LedgerRun, RunResult, StepOutcome
+from flows.intake.inbox import Inbox
 from flows.loader import load_all
 from flows.model import Zap, with_failure_zaps, zap_version
 from flows.runtime import Event, Journal

@@ -34,8 +34,9 @@ class EngineHost:
         ]
 
     def hook_base(self, public_url: str, app: str, connection: str, inbox: str | None) -> str:
+        from flows.intake.db import InboxError
         from flows.intake.folder import app_hook_base
-        from flows.intake.inbox import Inbox, InboxError
+        from flows.intake.inbox import Inbox
 
         async def token() -> str:
             async with await Inbox.open(inbox) as opened:

@@ -227,7 +227,7 @@ async def test_runs_of_a_dispatcher_whose_heartbeat_stopped_are_taken_over(tmp_p
     import sqlalchemy as sa
 
     from flows.intake import dispatcher as dispatcher_module
-    from flows.intake.inbox import workers
+    from flows.intake.db import workers
 
     inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
     quiet, busy = hook_event("quiet"), hook_event("busy")

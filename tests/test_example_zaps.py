@@ -25,7 +25,8 @@ from connectors.cinnox.sandbox.control import SandboxControl
 from connectors.slack.sandbox import SlackSandbox, run_in_thread
 from flows import connections
 from flows.compiler import run_with_history
-from flows.intake.inbox import Inbox, events
+from flows.intake.db import events
+from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
 from flows.loader import load_zap_file
 from flows.model import Zap

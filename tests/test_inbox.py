@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from flows.intake.db import VERSION_TABLE, InboxError, RunResult, metadata
 from flows.intake.events import NewEvent
-from flows.intake.inbox import VERSION_TABLE, Inbox, InboxError, RunResult, metadata
+from flows.intake.inbox import Inbox
 
 if TYPE_CHECKING:
     from inbox_fixtures import Backend
@@ -393,7 +394,7 @@ async def test_an_inbox_made_before_parking_upgrades_keeping_its_events(backend:
     index of claimable events."""
     from alembic import command
 
-    from flows.intake.inbox import _alembic_config, make_engine
+    from flows.intake.db import _alembic_config, make_engine
 
     engine = make_engine(backend.url, schema=backend.schema)
 
@@ -555,7 +556,7 @@ async def test_step_checkpoints_are_read_by_another_dispatcher_and_purged_with_t
     """What one dispatcher checkpointed, another sharing the inbox reads (to resume the run);
     JSON outputs come back as written; a step written again keeps its last outcome; purging a
     done event forgets its checkpoints too."""
-    from flows.intake.inbox import StepOutcome
+    from flows.intake.db import StepOutcome
 
     first, second = await backend.open(), await backend.open()
     await first.put(event("e1"))

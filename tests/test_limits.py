@@ -17,9 +17,10 @@ from pydantic import BaseModel, ValidationError
 from connectors import ActionContext, App, registry
 from connectors._rates import Rate, RateLimiter, parse_rate, use_shared_store
 from connectors.cinnox.connection import CinnoxConnection
+from flows.intake.db import Gate
 from flows.intake.dispatcher import Dispatcher, gates
 from flows.intake.events import NewEvent
-from flows.intake.inbox import Gate, Inbox
+from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 from flows.model import ZAP_ADAPTER
 

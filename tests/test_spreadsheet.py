@@ -35,7 +35,8 @@ from connectors.spreadsheet import files
 from connectors.spreadsheet.connection import SpreadsheetConnection
 from connectors.spreadsheet.triggers import NewOrUpdatedRowOptions, new_or_updated_row
 from flows.errors import ZapValidationError
-from flows.intake.inbox import Inbox, events
+from flows.intake.db import events
+from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
 from flows.loader import load_zap_text
 from flows.runtime import Event, ZapRun

@@ -652,7 +652,8 @@ async def test_serve_polls_a_table_and_stores_each_new_row_as_one_event(
     """As `zapflow serve` runs it: the connection from the environment, the cursor in the
     inbox, one event per new row."""
     from flows import connections
-    from flows.intake.inbox import Inbox, events, poll_state
+    from flows.intake.db import events, poll_state
+    from flows.intake.inbox import Inbox
     from flows.intake.pollers import Pollers
 
     monkeypatch.setenv("ZAPFLOW_SQL_SHOP_URL", db.connection.url.get_secret_value())

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connectors import ActionContext, registry
 from connectors._errors import PermanentError
 from connectors._storage import MAX_KEYS
-from flows.intake.inbox import storage
+from flows.intake.db import storage
 from flows.intake.storage import close_stores, current_store
 from flows.loader import load_zap_text
 

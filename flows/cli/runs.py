@@ -37,7 +37,7 @@ def runs(
 ) -> None:
     """List recent zap runs, one per event and zap: state, duration, failing step."""
     from flows.history import recent_runs
-    from flows.intake.inbox import InboxError
+    from flows.intake.db import InboxError
 
     try:
         rows = asyncio.run(recent_runs(limit, zap, inbox_url=inbox_url, waiting=waiting))

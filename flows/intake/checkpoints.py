@@ -22,7 +22,8 @@ import contextlib
 import logging
 from typing import Any
 
-from flows.intake.inbox import Inbox, StepOutcome
+from flows.intake.db import StepOutcome
+from flows.intake.inbox import Inbox
 from flows.runtime import Journal
 
 log = logging.getLogger("zapflow.checkpoints")

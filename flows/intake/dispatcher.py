@@ -34,9 +34,10 @@ from typing import Any
 from connectors import registry
 from flows.compiler import EventRun
 from flows.intake.checkpoints import Checkpoints
+from flows.intake.db import Gate, RunResult
 from flows.intake.events import NewEvent, StoredEvent
 from flows.intake.folder import git_revision
-from flows.intake.inbox import Gate, Inbox, RunResult
+from flows.intake.inbox import Inbox
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
 from flows.model import POLLING_FLOOD, Flood, Zap, autoreplay_schedule, zap_version

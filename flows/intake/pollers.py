@@ -42,8 +42,9 @@ from connectors import registry
 from connectors._contract import PollingOptions, Trigger
 from connectors._errors import AuthError, ZapError
 from flows import connections
+from flows.intake.db import CHUNK, poll_seen, poll_state
 from flows.intake.events import NewEvent, derived_id
-from flows.intake.inbox import CHUNK, Inbox, poll_seen, poll_state
+from flows.intake.inbox import Inbox
 from flows.model import Zap
 
 log = logging.getLogger("zapflow.pollers")

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connectors._errors import PermanentError
 from connectors._storage import MAX_KEYS, MISSING, Change, Missing, check_value
-from flows.intake.inbox import Inbox, default_url, make_engine, storage
+from flows.intake.db import default_url, make_engine, storage
+from flows.intake.inbox import Inbox
 
 _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Store]]
 _stores = weakref.WeakKeyDictionary()

@@ -24,8 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from flows.intake.db import CHUNK, PENDING, events, unrecognised
 from flows.intake.events import NewEvent, occurrence_id
-from flows.intake.inbox import CHUNK, PENDING, Inbox, events, unrecognised
+from flows.intake.inbox import Inbox
 
 WAITING, REPROCESSED = "waiting", "reprocessed"
 

@@ -18,7 +18,7 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from flows.intake.inbox import VERSION_TABLE, default_url, make_engine, metadata
+from flows.intake.db import VERSION_TABLE, default_url, make_engine, metadata
 
 config = context.config
 
