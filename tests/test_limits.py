@@ -168,6 +168,17 @@ async def test_queued_runs_of_a_zap_whose_limit_was_removed_start(backend: Any) 
     assert started == {(first.id, "was-limited"): "started", (second.id, "was-limited"): "queued"}
     await inbox.finish_runs([], [claimed[0].seq], [claimed[1].seq], [])
     assert (await inbox.claim("w")) == []  # parked: waits for a slot, not for a clock
+    if backend.url.startswith("sqlite"):  # what `zapflow runs` shows of it
+        from typer.testing import CliRunner
+
+        from flows.cli import app
+
+        shown = await asyncio.to_thread(
+            CliRunner().invoke, app, ["runs", "--inbox", backend.url], env={"COLUMNS": "200"}
+        )
+        assert shown.exit_code == 0, shown.output
+        assert "Queued (limit)" in shown.output
+        assert "queued: waits for a free slot" in shown.output
     assert await inbox.wake_ungated({"was-limited"}) == 0  # still limited: left alone
     assert await inbox.wake_ungated(set()) == 1  # the limit is gone from the zap file
     claimed, started = await inbox.claim_and_start("w", lambda e: ["was-limited"])
