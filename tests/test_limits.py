@@ -179,6 +179,12 @@ async def test_queued_runs_of_a_zap_whose_limit_was_removed_start(backend: Any) 
         assert shown.exit_code == 0, shown.output
         assert "Queued (limit)" in shown.output
         assert "queued: waits for a free slot" in shown.output
+        # At 80 columns the runs keep their columns and the message comes whole, underneath.
+        shown = await asyncio.to_thread(
+            CliRunner().invoke, app, ["runs", "--inbox", backend.url], env={"COLUMNS": "80"}
+        )
+        assert " was-limited " in shown.output and "was-lim…" not in shown.output
+        assert f"\n{second.id[:12]} was-limited: {Gate(concurrency=1).describe()}" in shown.output
     assert await inbox.wake_ungated({"was-limited"}) == 0  # still limited: left alone
     assert await inbox.wake_ungated(set()) == 1  # the limit is gone from the zap file
     claimed, started = await inbox.claim_and_start("w", lambda e: ["was-limited"])

@@ -229,7 +229,7 @@ def test_permanent_error_fails_at_once_then_replay_after_the_fix(tmp_path):
     assert new_run.parameters["event"]["payload"] == old_event["payload"]
     assert new_run.parameters["event"]["id"] != event_id  # a new run, not a retry of the first
 
-    listing = runner.invoke(app, ["runs", "--zap", zap_id, "-n", "2"])
+    listing = runner.invoke(app, ["runs", "--zap", zap_id, "-n", "2"], env={"COLUMNS": "160"})
     rows = [line for line in listing.output.splitlines() if "│" in line][1:]
     assert "Completed" in rows[0], listing.output  # newest first: the replay
 

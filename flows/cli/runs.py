@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Column, Table
 
 from connectors._errors import ZapError
@@ -24,6 +25,11 @@ from flows.cli._common import (
 from flows.cli.zaps import _report_state
 
 # --------------------------------------------------------------------------- history
+
+
+NARROW = 120
+"""Columns below which `zapflow runs` leaves out how long runs took and prints each run's
+message under the table, whole."""
 
 
 @app.command()
@@ -43,7 +49,10 @@ def runs(
         rows = asyncio.run(recent_runs(limit, zap, inbox_url=inbox_url, waiting=waiting))
     except InboxError as exc:
         raise fail(str(exc)) from None
-    table = Table(
+    # On a narrow terminal the messages go under the table, whole, rather than squeeze the
+    # columns that identify a run.
+    narrow = out.width < NARROW
+    columns = [
         Column("event", no_wrap=True, min_width=12),
         Column("zap", min_width=8),
         Column("state", no_wrap=True, min_width=9),
@@ -51,7 +60,10 @@ def runs(
         Column("took", no_wrap=True, min_width=6),
         Column("failing step", min_width=8),
         Column("message", overflow="ellipsis", no_wrap=True, max_width=40),
-    )
+    ]
+    if narrow:  # without "took" and "message", in a table without borders
+        del columns[4], columns[-1]
+    table = Table(*columns, **({"box": box.SIMPLE_HEAD} if narrow else {}))
     for row in rows:
         took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
         started = row.started.strftime("%m-%d %H:%M:%S") if row.started else "-"
@@ -59,10 +71,23 @@ def runs(
             row.state, "cyan" if row.state.startswith("Waiting") else ""
         )
         state = f"[{colour}]{row.state}[/{colour}]" if colour else row.state
-        table.add_row(
-            row.event_id[:12], row.zap, state, started, took, row.failing_step or "", row.message
-        )
+        if narrow:
+            table.add_row(row.event_id[:12], row.zap, state, started, row.failing_step or "")
+        else:
+            table.add_row(
+                row.event_id[:12],
+                row.zap,
+                state,
+                started,
+                took,
+                row.failing_step or "",
+                row.message,
+            )
     out.print(table)
+    if narrow:
+        for row in rows:
+            if row.message:
+                out.print(f"{row.event_id[:12]} {row.zap}: {row.message}", markup=False)
     if not rows:
         out.print("no run waits in a delay" if waiting else "no zap runs yet")
     kept = asyncio.run(_unrecognised_waiting(inbox_url))
