@@ -72,6 +72,7 @@ def nested(depth: int) -> Any:
 def put_poison(home: Any) -> str:
     """An event for the plain zap nested 300 deep, as an older zapflow (before the receiver's
     nesting limit) accepted it: it can never be turned into a run."""
+    from flows.intake import event_queue
     from flows.intake import inbox as inbox_module
     from flows.intake.events import NewEvent
 
@@ -86,7 +87,7 @@ def put_poison(home: Any) -> str:
         )
         try:
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(inbox_module, "check_depth", lambda payload: None)
+                patch.setattr(event_queue, "check_depth", lambda payload: None)
                 assert await inbox.put(event)
         finally:
             await inbox.close()

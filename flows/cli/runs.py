@@ -63,7 +63,7 @@ def runs(
     ]
     if narrow:  # without "took" and "message", in a table without borders
         del columns[4], columns[-1]
-    table = Table(*columns, **({"box": box.SIMPLE_HEAD} if narrow else {}))
+    table = Table(*columns, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
     for row in rows:
         took = f"{row.duration.total_seconds():.2f} s" if row.duration else "-"
         started = row.started.strftime("%m-%d %H:%M:%S") if row.started else "-"
