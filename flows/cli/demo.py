@@ -94,11 +94,12 @@ def demo(
     zapflow's own Prefect server unless PREFECT_API_URL is set; it keeps running afterwards so
     the runs can be browsed (stop it with `zapflow server stop`).
     """
-    import re
     import threading
     from datetime import UTC, datetime
 
     from flows import server
+    from flows.intake.folder import app_hook_base, zap_hook_url
+    from flows.intake.hooks import Hooks
     from flows.intake.serve import StopHandle, serve_in_thread, serve_until_signalled
     from flows.loader import load_all
 
@@ -111,14 +112,15 @@ def demo(
     cinnox = [z.zap for z in loaded if z.zap.trigger.app == "cinnox" and z.zap.enabled]
     requests = _demo_request_zap([z.zap for z in loaded])
     port = _free_port()
-    lines: list[str] = []
+    served: list[Hooks] = []
     announced = threading.Event()
 
     def report(text: str) -> None:
         out.print(text, markup=False)
-        lines.append(text)
-        if text.startswith("hooks:"):
-            announced.set()
+
+    def on_hooks(table: Hooks) -> None:  # the receiver serves them now
+        served.append(table)
+        announced.set()
 
     with prefect_api() as url, _demo_peers() as (sandbox, slack, sheets):
         out.print(f"run history: {server.ui_url(url)}")
@@ -126,7 +128,12 @@ def demo(
             _demo_seed_requests(sheets)
         started_at = datetime.now(UTC)
         stop = StopHandle()
-        options: dict[str, Any] = {"port": port, "live_idle": 1.0, "report": report}
+        options: dict[str, Any] = {
+            "port": port,
+            "live_idle": 1.0,
+            "report": report,
+            "on_hooks": on_hooks,
+        }
         failure: list[BaseException] = []
 
         def failed(exc: BaseException) -> None:
@@ -137,9 +144,13 @@ def demo(
         try:
             if not announced.wait(60) or failure:
                 raise fail(f"zapflow serve did not start: {failure[0] if failure else 'timeout'}")
-            text = "\n".join(lines)
-            hooks = dict(re.findall(r"catch hook of (\S+): (\S+)", text))
-            app_hooks = dict(re.findall(r"cinnox connection (\S+): (\S+)/<channel>", text))
+            public, table = f"http://127.0.0.1:{port}", served[-1]
+            hooks = {z: zap_hook_url(public, z, h.token) for z, h in table.zaps.items()}
+            app_hooks = {
+                name: app_hook_base(public, app, name, h.token)
+                for (app, name), h in table.apps.items()
+                if app == "cinnox"
+            }
             expected = _demo_deliveries(catch, hooks, cinnox, app_hooks, sandbox)
             if requests:
                 expected += _demo_decide_requests(requests, sheets, started_at)

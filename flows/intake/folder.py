@@ -117,10 +117,15 @@ def app_hook_base(public_url: str, app: str, connection: str, token: str) -> str
     return f"{public_url.rstrip('/')}/hooks/{app}/{connection}/{token}"
 
 
+def zap_hook_url(public_url: str, zap_id: str, token: str) -> str:
+    """A zap's catch hook URL."""
+    return f"{public_url.rstrip('/')}/hooks/zap/{zap_id}/{token}"
+
+
 def hook_urls(public_url: str, hooks: Hooks) -> list[str]:
-    base = public_url.rstrip("/")
     lines = [
-        f"  catch hook of {zid}: {base}/hooks/zap/{zid}/{h.token}" for zid, h in hooks.zaps.items()
+        f"  catch hook of {zid}: {zap_hook_url(public_url, zid, h.token)}"
+        for zid, h in hooks.zaps.items()
     ]
     for (app, connection), hook in hooks.apps.items():
         url = f"{app_hook_base(public_url, app, connection, hook.token)}/<channel>"

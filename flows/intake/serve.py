@@ -234,12 +234,14 @@ async def serve(
     report: Callable[[str], None] = print,
     started: asyncio.Event | None = None,
     stop: StopHandle | None = None,
+    on_hooks: Callable[[Hooks], None] | None = None,
 ) -> None:
     """Everything ``zapflow serve`` runs, until SIGINT/SIGTERM (when on the main thread) or
     ``stop.request()``; then stops accepting, finishes the runs in hand and returns.
 
     The receiver runs in a process of its own (``flows.intake.receiver_process``); the
-    dispatcher, pollers and schedules run here.
+    dispatcher, pollers and schedules run here. ``on_hooks`` gets the hook table each time the
+    receiver starts serving it (at start, and when the zaps change).
     """
     public = public_url or f"http://{host}:{port}"
     quiet_run_logs()
@@ -288,6 +290,8 @@ async def serve(
                     hooks = await build_hooks(inbox, zaps.zaps, report)
                     await receiver.update(hooks)
                     report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
+                    if on_hooks is not None:
+                        on_hooks(hooks)
             except Exception as exc:  # keep serving what was loaded
                 report(f"reloading {folder} failed: {exc}")
 
@@ -379,6 +383,8 @@ async def serve(
             os.nice(RUNS_NICENESS)
         report(f"receiver on {public}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
         report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
+        if on_hooks is not None:
+            on_hooks(hooks)
         kept = await unrecognised.waiting_count(inbox)
         if kept:
             report(
