@@ -17,12 +17,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connectors.cinnox.sandbox.app import SandboxConfig, create_app
+    from connectors.cinnox.sandbox.app import create_app
     from connectors.cinnox.sandbox.control import SandboxControl, SandboxError, SandboxNotRunning
     from connectors.cinnox.sandbox.runner import run_in_thread, serve_in_thread
+    from connectors.cinnox.sandbox.state import SandboxConfig
 
 _EXPORTS = {
-    "SandboxConfig": "app",
+    "SandboxConfig": "state",
     "create_app": "app",
     "SandboxControl": "control",
     "SandboxError": "control",

@@ -33,7 +33,7 @@ from connectors.cinnox.sandbox.store import Doc
 from connectors.cinnox.sms import segments
 
 if TYPE_CHECKING:
-    from connectors.cinnox.sandbox.app import Sandbox
+    from connectors.cinnox.sandbox.state import Sandbox
 
 Code = wire.Code
 

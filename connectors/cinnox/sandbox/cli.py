@@ -98,7 +98,8 @@ def _serve(host: str, port: int, db: Path | None, rate_limit: int, base_url: str
     import uvicorn
 
     from connectors._loopback import bind, url_of
-    from connectors.cinnox.sandbox.app import SandboxConfig, create_app
+    from connectors.cinnox.sandbox.app import create_app
+    from connectors.cinnox.sandbox.state import SandboxConfig
 
     if rate_limit < 1:
         raise fail("--rate-limit must be at least 1")

@@ -21,7 +21,7 @@ from connectors.cinnox.sandbox.common import SERVICE_ID, ControlError
 from connectors.cinnox.sandbox.store import MAX_ACCOUNTS
 
 if TYPE_CHECKING:
-    from connectors.cinnox.sandbox.app import Sandbox
+    from connectors.cinnox.sandbox.state import Sandbox
 
 RECEIVED_KINDS = {
     "sms": "sms",

@@ -37,7 +37,7 @@ from connectors.cinnox.sandbox.events import FAMILY_OF, contact_event, enquiry_e
 from connectors.cinnox.sandbox.store import Doc, Store
 
 if TYPE_CHECKING:
-    from connectors.cinnox.sandbox.app import Sandbox
+    from connectors.cinnox.sandbox.state import Sandbox
 
 
 @dataclass

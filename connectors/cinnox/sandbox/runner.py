@@ -28,7 +28,8 @@ def run_in_thread(
     """Run a CINNOX sandbox on ``host:port`` (default: a free loopback port) in a background
     thread; yields ``(base_url, control)``: the Base URL its accounts show, and a client of its
     control API. ``db_path`` None keeps the state in memory."""
-    from connectors.cinnox.sandbox.app import SandboxConfig, create_app
+    from connectors.cinnox.sandbox.app import create_app
+    from connectors.cinnox.sandbox.state import SandboxConfig
 
     sock = bind(host, port)
     base_url = url_of(sock)
