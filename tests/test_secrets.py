@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.cli import demo as cli_demo
+from zapflow_demo import cli as cli_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -1,4 +1,4 @@
-"""``zapflow demo``: the example zaps against the CINNOX and Slack sandboxes."""
+"""The ``zapflow demo`` command: the example zaps against the CINNOX and Slack sandboxes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from rich.table import Column, Table
 
 from flows.cli._common import (
     ZapsOption,
-    app,
     err,
     fail,
     out,
@@ -76,7 +75,6 @@ def _demo_peers() -> Iterator[tuple[Any, Any, Path]]:
             yield control, slack, sheets
 
 
-@app.command()
 def demo(
     zaps: Path = ZapsOption,
     keep_serving: bool = typer.Option(
