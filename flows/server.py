@@ -157,6 +157,8 @@ def start(port: int | None = None, *, announce: bool = True) -> str:
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **SERVER_SETTINGS, "PREFECT_HOME": str(home / "prefect")}
     env.pop("PREFECT_API_URL", None)
+    # The UI asks the server where its API is; without this it says 4200 whatever the port.
+    env["PREFECT_UI_API_URL"] = url
     if announce:
         print(
             f"Starting the Prefect server on {url.removesuffix('/api')} "

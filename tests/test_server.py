@@ -30,6 +30,11 @@ def test_two_folders_do_not_mix_their_histories_on_one_server(tmp_path):
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"127.0.0.1:{port}" in started.stdout
+        # The UI on that port talks to the API on that port (Prefect's default says 4200).
+        import httpx
+
+        ui = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()
+        assert ui["api_url"] == f"http://127.0.0.1:{port}/api"
 
         refused = zapflow(second, "server", "start", ZAPFLOW_PREFECT_PORT=port)
         assert refused.returncode == 1
