@@ -543,6 +543,34 @@ class _Put:
 _STOP = object()
 
 
+def event_rows(new: Sequence[NewEvent], now: datetime) -> list[dict[str, Any]]:
+    """The events table's rows of new events, claimable from ``now``."""
+    return [
+        {
+            "id": e.id,
+            "app": e.app,
+            "trigger": e.trigger,
+            "connection": e.connection,
+            "zap": e.zap,
+            "payload": e.payload,
+            "received_at": e.received_at,
+            "state": PENDING,
+            "available_at": now,
+            "attempts": 0,
+        }
+        for e in new
+    ]
+
+
+def unpark(ids: Any, now: datetime) -> sa.Update:
+    """Parked events among ``ids`` (a list or a subquery) become claimable now."""
+    return (
+        events.update()
+        .where(events.c.id.in_(ids), events.c.state == PARKED)
+        .values(state=PENDING, available_at=now)
+    )
+
+
 class InboxBase:
     """The inbox's engines and settings, shared by its parts (event queue, run ledger,
     hook tokens); ``flows.intake.inbox.Inbox`` puts them together."""
@@ -589,21 +617,7 @@ class InboxBase:
         stmt = insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
         # Claimable from now: not from received_at, which a sender's or poller's clock set.
         now = _now()
-        rows = [
-            {
-                "id": e.id,
-                "app": e.app,
-                "trigger": e.trigger,
-                "connection": e.connection,
-                "zap": e.zap,
-                "payload": e.payload,
-                "received_at": e.received_at,
-                "state": PENDING,
-                "available_at": now,
-                "attempts": 0,
-            }
-            for e in new
-        ]
+        rows = event_rows(new, now)
         # One executemany; SQLAlchemy sends it as multi-row INSERTs and gathers RETURNING.
         result = await conn.execute(stmt, rows)
         return set(result.scalars().all())

@@ -26,7 +26,6 @@ from flows.intake.db import (
     CLAIMED,
     DISCARDED,
     HELD,
-    PARKED,
     PARKED_ONLY,
     PENDING,
     QUEUED,
@@ -43,6 +42,7 @@ from flows.intake.db import (
     _stored,
     events,
     runs,
+    unpark,
     workers,
 )
 from flows.intake.ledger import RunLedger
@@ -304,11 +304,7 @@ class EventQueue(RunLedger):
                 .order_by(runs.c.started_at, runs.c.event_id)
                 .limit(min(room, CHUNK))
             )
-            await conn.execute(
-                events.update()
-                .where(events.c.id.in_(oldest.scalar_subquery()), events.c.state == PARKED)
-                .values(state=PENDING, available_at=now)
-            )
+            await conn.execute(unpark(oldest.scalar_subquery(), now))
 
     async def wake_ungated(self, gated: Iterable[str]) -> int:
         """Queued runs of zaps no longer gated (their limit was taken out of the zap file)
@@ -320,11 +316,7 @@ class EventQueue(RunLedger):
                 .where(sa.text(QUEUED_ONLY), runs.c.zap.not_in(list(gated)))
                 .limit(CHUNK)
             )
-            woken = await conn.execute(
-                events.update()
-                .where(events.c.id.in_(ids.scalar_subquery()), events.c.state == PARKED)
-                .values(state=PENDING, available_at=now)
-            )
+            woken = await conn.execute(unpark(ids.scalar_subquery(), now))
         return woken.rowcount or 0
 
     async def _gate(
@@ -458,11 +450,8 @@ class EventQueue(RunLedger):
             )
             ids = sorted({row.event_id for row in picked.all()})
             for start in range(0, len(ids), CHUNK):
-                await conn.execute(  # claimable now: released runs start, discarded ones end
-                    events.update()
-                    .where(events.c.id.in_(ids[start : start + CHUNK]), events.c.state == PARKED)
-                    .values(state=PENDING, available_at=now)
-                )
+                # Claimable now: released runs start, discarded ones end.
+                await conn.execute(unpark(ids[start : start + CHUNK], now))
         return len(ids)
 
     async def extend(self, worker: str, seqs: list[int], lease: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from flows.intake.db import CHUNK, PENDING, events, unrecognised
+from flows.intake.db import CHUNK, event_rows, events, unrecognised
 from flows.intake.events import NewEvent, occurrence_id
 from flows.intake.inbox import Inbox
 
@@ -204,21 +204,7 @@ async def _resolve(inbox: Inbox, delivery_id: str, made: list[NewEvent]) -> None
     now = datetime.now(UTC)
     async with inbox.write_engine.begin() as conn:
         for start in range(0, len(made), CHUNK // 10):
-            rows = [
-                {
-                    "id": e.id,
-                    "app": e.app,
-                    "trigger": e.trigger,
-                    "connection": e.connection,
-                    "zap": e.zap,
-                    "payload": e.payload,
-                    "received_at": e.received_at,
-                    "state": PENDING,
-                    "available_at": now,
-                    "attempts": 0,
-                }
-                for e in made[start : start + CHUNK // 10]
-            ]
+            rows = event_rows(made[start : start + CHUNK // 10], now)
             await conn.execute(insert(events).on_conflict_do_nothing(index_elements=["id"]), rows)
         await conn.execute(
             unrecognised.update()
