@@ -24,9 +24,11 @@ from prefect.context import AsyncClientContext, FlowRunContext
 from prefect.states import Completed, Failed
 
 from connectors._errors import ZapError
-from flows.model import ActionStep, Zap, effective_policy, step_connection, zap_version
+from flows.events import Event
+from flows.model import Zap
+from flows.plan import StepPlan, ZapPlan, plan_of
 from flows.prefect_bridge import run_flow
-from flows.runtime import Event, Journal, RunOutcome, ZapRun
+from flows.runtime import Journal, RunOutcome, ZapRun
 from flows.task_runs import close_waiting_task_run, run_step_as_task_run
 
 RUN_JOURNAL: ContextVar[Journal | None] = ContextVar("zapflow_run_journal", default=None)
@@ -79,7 +81,7 @@ class EventRun:
 
 
 async def run_event(
-    model: Zap,
+    plan: ZapPlan,
     event: Event,
     *,
     dry_run: bool = False,
@@ -93,7 +95,7 @@ async def run_event(
     flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     try:
         run = ZapRun(
-            model,
+            plan,
             event,
             run_id=flow_run_id if not per_event else None,
             dry_run=dry_run,
@@ -107,16 +109,13 @@ async def run_event(
     event_ref = f"{event.app}.{event.trigger} {event.id[:12]}"
     run.wait_over = close_waiting_task_run
 
-    async def as_task_run(step: ActionStep, context: dict[str, Any]) -> Any:
+    async def as_task_run(step: StepPlan, context: dict[str, Any]) -> Any:
         return await run_step_as_task_run(
             step,
             context,
             run.base,
-            policy=effective_policy(model, step),
             name=f"{step.id} ← {event_ref}" if per_event else step.id,
-            task_key=f"{model.zap}.{step.id}",
             dry_run=dry_run,
-            connection_name=step_connection(model, step),
         )
 
     # Named after the event, not tagged with it: a tag would show in the UI's filters but each
@@ -150,16 +149,16 @@ async def run_zap(
     The deployments' entrypoint. On one event the flow run's state is the zap run's
     (Completed, Filtered or Failed); on many it is Failed if any of them failed.
     """
-    model = Zap.model_validate(zap)
-    await _ensure_tags(model)
+    plan = plan_of(Zap.model_validate(zap))
+    await _ensure_tags(plan.zap)
     if events is not None:
-        batch = [Event.model_validate(e) for e in events]
-        results = await asyncio.gather(*(run_event(model, e, per_event=True) for e in batch))
+        batch = [Event.from_json(e) for e in events]
+        results = await asyncio.gather(*(run_event(plan, e, per_event=True) for e in batch))
         return batch_summary(list(results))
     if event is None:
         raise ZapError("run_zap needs an event, events or a feed")
     result = await run_event(
-        model, Event.model_validate(event), dry_run=dry_run, journal=RUN_JOURNAL.get()
+        plan, Event.from_json(event), dry_run=dry_run, journal=RUN_JOURNAL.get()
     )
     outcome = result.outcome
     if outcome.status == "failed":
@@ -175,10 +174,10 @@ def _named_flow(zap_id: str, version: str) -> Flow[..., Any]:
     return run_zap.with_options(name=zap_id, version=version)
 
 
-def compile_zap(zap: Zap) -> Flow[..., Any]:
+def compile_zap(plan: ZapPlan) -> Flow[..., Any]:
     """The zap as a Prefect flow named after it, its version the zap's (a hash of its content:
     each flow run shows the version it ran); the definition travels as a parameter."""
-    return _named_flow(zap.zap, zap_version(zap))
+    return _named_flow(plan.id, plan.version)
 
 
 def prefect_session() -> AbstractAsyncContextManager[Any]:
@@ -196,10 +195,10 @@ async def run_with_history(zap: Zap, event: Event, *, dry_run: bool = False) -> 
     The flow run is created with its name and tags in one call (naming it from inside the run
     would cost the engine a second request per run).
     """
-    flow = compile_zap(zap)
+    flow = compile_zap(plan_of(zap))
     parameters = {
         "zap": zap.model_dump(mode="json", exclude_defaults=True),
-        "event": event.model_dump(mode="json"),
+        "event": event.to_json(),
         "dry_run": dry_run,
     }
     async with prefect_session() as session:

@@ -10,7 +10,7 @@ itself stays in the inbox until retention purges it, so a run can be replayed fr
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,12 @@ from prefect.client.schemas.objects import State
 
 from connectors._errors import ZapError
 from flows.compiler import RUN_JOURNAL, ZapRunFailed, run_with_history
+from flows.events import Event
 from flows.intake.db import LedgerRun, RunResult, StepOutcome
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_all
 from flows.model import Zap, with_failure_zaps, zap_version
-from flows.runtime import Event, Journal
+from flows.runtime import Journal
 
 
 @dataclass
@@ -119,15 +119,7 @@ async def run_and_record(
     ledger = inbox or await Inbox.open()
     try:
         await ledger.record_run(
-            NewEvent(
-                id=event.id,
-                app=event.app,
-                trigger=event.trigger,
-                payload=event.payload,
-                connection=connection or zap.trigger.connection,
-                zap=zap.zap,
-                received_at=event.received_at,
-            ),
+            replace(event, connection=connection or zap.trigger.connection, zap=zap.zap),
             await result_of(zap, event, state, started, saved),
         )
     finally:
@@ -239,14 +231,8 @@ async def _replay(
             "cannot be replayed"
         )
     model = await _zap_for(inbox, old, zap_dirs, version)
-    event = Event(
-        # From the start: a new event id; from the failed step: its own (the same keys).
-        id=uuid.uuid4().hex if from_start else stored.id,
-        app=stored.app,
-        trigger=stored.trigger,
-        received_at=stored.received_at,
-        payload=stored.payload,
-    )
+    # From the start: a new event id; from the failed step: its own (the same keys).
+    event = replace(stored, id=uuid.uuid4().hex) if from_start else stored
     if from_start:
         state = await run_and_record(model, event, inbox=inbox, connection=stored.connection)
         return Replayed(old, model, event, state, "from the start")

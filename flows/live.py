@@ -42,9 +42,10 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Crashed
 
 from flows.compiler import EventRun, batch_summary, compile_zap, run_event, run_tags
-from flows.model import Zap
+from flows.events import Event
+from flows.plan import ZapPlan
 from flows.prefect_bridge import create_running_flow_run, flow_run_context
-from flows.runtime import Event, Journal
+from flows.runtime import Journal
 
 log = logging.getLogger("zapflow.live")
 
@@ -117,7 +118,7 @@ class Feed:
 _CLOSE: Any = object()
 
 
-async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
+async def serve_feed(feed: Feed, plan: ZapPlan) -> list[EventRun]:
     """The body of a live flow run: run the feed's events until it closes."""
     gate = asyncio.Semaphore(feed.concurrency)
     results: list[EventRun] = []
@@ -125,7 +126,7 @@ async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
 
     async def one(event: Event, journal: Journal | None, future: asyncio.Future[EventRun]) -> None:
         try:
-            result = await run_event(model, event, per_event=True, journal=journal)
+            result = await run_event(plan, event, per_event=True, journal=journal)
         except Exception as exc:  # the run's caller hears of it through its future
             if not future.done():
                 future.set_exception(exc)
@@ -152,7 +153,7 @@ async def serve_feed(feed: Feed, model: Zap) -> list[EventRun]:
 
 @dataclass
 class _Live:
-    zap: Zap
+    plan: ZapPlan
     feed: Feed
     task: asyncio.Task[Any]
 
@@ -184,7 +185,7 @@ class LiveRuns:
             self._client = client
         return self._client
 
-    async def run(self, zap: Zap, event: Event, journal: Journal | None = None) -> EventRun:
+    async def run(self, plan: ZapPlan, event: Event, journal: Journal | None = None) -> EventRun:
         """Run the zap on the event in the zap's live flow run (opening one if needed), with
         ``journal``'s step checkpoints.
 
@@ -192,26 +193,27 @@ class LiveRuns:
         unreachable): the event then did not run.
         """
         while True:
-            live = await self._current(zap)
+            live = await self._current(plan)
             future = live.feed.offer(event, journal)
             if future is not None:
                 return await future
 
-    async def _current(self, zap: Zap) -> _Live:
-        lock = self._locks.setdefault(zap.zap, asyncio.Lock())
+    async def _current(self, plan: ZapPlan) -> _Live:
+        lock = self._locks.setdefault(plan.id, asyncio.Lock())
         async with lock:
-            live = self._live.get(zap.zap)
+            live = self._live.get(plan.id)
             if live is not None and live.feed.accepting and not live.task.done():
-                if live.zap == zap:
+                if live.plan is plan or live.plan.version == plan.version:
                     return live
                 live.feed.close()  # the zap changed: its next events go to a new flow run
-            live = await self._open(zap)
-            self._live[zap.zap] = live
+            live = await self._open(plan)
+            self._live[plan.id] = live
             return live
 
-    async def _open(self, zap: Zap) -> _Live:
+    async def _open(self, plan: ZapPlan) -> _Live:
+        zap = plan.zap
         feed = Feed(self.idle, self.max_events, self.max_age, self.concurrency)
-        flow = compile_zap(zap)
+        flow = compile_zap(plan)
         parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True)}
         opened = datetime.now(UTC).strftime("%H:%M:%S")
         name = f"{zap.zap} ← {zap.trigger.app}.{zap.trigger.event} live from {opened}"
@@ -224,7 +226,7 @@ class LiveRuns:
         async def drive() -> State:
             try:
                 with context:
-                    results = await serve_feed(feed, zap)
+                    results = await serve_feed(feed, plan)
                 state: State = batch_summary(results)
             except BaseException as exc:
                 state = Crashed(message=f"zapflow stopped running it: {type(exc).__name__}: {exc}")
@@ -236,7 +238,7 @@ class LiveRuns:
             await _finish(client, flow_run, flow, state)
             return state
 
-        return _Live(zap, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
+        return _Live(plan, feed, asyncio.create_task(drive(), name=f"live {zap.zap}"))
 
     async def close(self) -> None:
         """Stop taking events; wait for every live run to finish what it was given."""

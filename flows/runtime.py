@@ -1,8 +1,9 @@
 """Running a zap on one event: filter, then steps and paths in order.
 
-This module knows nothing of Prefect. ``ZapRun`` walks the zap and hands each action step to a
-``StepRunner``: ``run_step`` directly (``zapflow test``), or the Prefect task the compiler wraps
-around it (``zapflow run``, deployments), which adds retries, timeouts and run history.
+This module knows nothing of Prefect. ``ZapRun`` walks a compiled zap (``flows.plan``) and
+hands each action step's plan to a ``StepRunner``: ``run_step`` directly (``zapflow test``), or
+the Prefect task the compiler wraps around it (``zapflow run``, serve, deployments), which adds
+retries, timeouts and run history.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from connectors import registry
 from connectors._contract import ActionContext
 from connectors._errors import AuthError, RunParked, StepInputError
 from connectors._storage import KeyValueStore
 from flows import connections
 from flows.connections import ConnectionProblem
 from flows.errors import is_retryable
-from flows.loader import format_path
-from flows.model import ActionStep, PathsStep, Zap, step_connection
+from flows.events import Event
+from flows.model import ActionStep, PathsStep
+from flows.plan import StepPlan, ZapPlan, describe
 from flows.rendering import condition_holds, render
 
 
@@ -36,20 +37,6 @@ async def _zapflow_store() -> KeyValueStore:
     from flows.intake.storage import current_store
 
     return await current_store()
-
-
-class Event(BaseModel):
-    """One trigger event: what a zap run starts from."""
-
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    app: str
-    trigger: str
-    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    payload: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        return f"{self.app}.{self.trigger} {self.id[:12]}"
 
 
 StepStatus = Literal["completed", "skipped", "failed", "sampled", "waiting"]
@@ -96,25 +83,6 @@ class Skipped:
     reason: str
 
 
-def trigger_context(zap: Zap, event: Event) -> dict[str, Any]:
-    """The trigger payload as templates see it: validated by the trigger's payload model."""
-    trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
-    try:
-        model = trigger.payload_model.model_validate(event.payload)
-    except ValidationError as exc:
-        raise StepInputError(
-            f"the event does not fit trigger {trigger.key}: {_describe(exc)}"
-        ) from None
-    return model.model_dump(mode="json", by_alias=True)
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{format_path(e['loc']) or '(whole input)'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
-    )
-
-
 def sample_of(model: type[BaseModel]) -> dict[str, Any]:
     """Placeholder output for ``--dry-run`` of an action that would touch an app: a field's
     example, else its default, else a value of its type (``False``, ``0``, ``[]``, ``{}``, a
@@ -158,36 +126,34 @@ def placeholder(annotation: Any, key: str) -> Any:
 
 
 async def run_step(
-    step: ActionStep,
+    plan: StepPlan,
     context: dict[str, Any],
     base: ActionContext,
     *,
     dry_run: bool = False,
-    connection_name: str | None = None,
 ) -> tuple[Any, Any] | Skipped:
     """Render a step's input, check it against its action, call the action.
 
     Returns ``(rendered input, output)``, or ``Skipped`` when the step's ``when`` is false.
     Under ``dry_run`` actions with side effects are not called: their output is a sample.
     """
+    step, action, owner = plan.step, plan.action, plan.app
     if step.when is not None and not await condition_holds(
         step.when, context, f"steps.{step.id}.when"
     ):
         return Skipped(f"`when: {step.when}` was false")
-    action = registry.action(step.action)
     rendered = await render(step.input, context, f"steps.{step.id}.input")
     try:
         payload = action.input_model.model_validate(rendered)
     except ValidationError as exc:
         raise StepInputError(
-            f"step {step.id!r}: input for {action.key} is not valid: {_describe(exc)}"
+            f"step {step.id!r}: input for {action.key} is not valid: {describe(exc)}"
         ) from None
     if dry_run and action.side_effects:
         return rendered, sample_of(action.output_model)
-    owner = registry.app(action.app)
     connection = None
-    if owner.connection is not None and connection_name is not None:
-        connection = await connections.resolve(owner, connection_name)
+    if owner.connection is not None and plan.connection is not None:
+        connection = await connections.resolve(owner, plan.connection)
     elif owner.connection_required:
         raise ConnectionProblem(f"step {step.id!r}: app {owner.name!r} needs a connection")
     ctx = ActionContext(
@@ -196,7 +162,7 @@ async def run_step(
         run_id=base.run_id,
         event_id=base.event_id,
         connection=connection,
-        connection_name=connection_name,
+        connection_name=plan.connection,
         testing=base.testing or dry_run,
         can_park=base.can_park and not dry_run,
         logger=base.logger,
@@ -205,12 +171,12 @@ async def run_step(
     try:
         result = await action.run(payload, ctx)
     except AuthError:
-        connections.forget(owner.name, connection_name or "")
+        connections.forget(owner.name, plan.connection or "")
         raise
     return rendered, result.model_dump(mode="json", by_alias=True)
 
 
-StepRunner = Callable[[ActionStep, dict[str, Any]], Awaitable[tuple[Any, Any] | Skipped]]
+StepRunner = Callable[[StepPlan, dict[str, Any]], Awaitable[tuple[Any, Any] | Skipped]]
 
 
 @dataclass
@@ -240,7 +206,7 @@ class ZapRun:
 
     def __init__(
         self,
-        zap: Zap,
+        plan: ZapPlan,
         event: Event,
         *,
         run_id: str | None = None,
@@ -252,7 +218,8 @@ class ZapRun:
         """``dry_run``: call no app (sample outputs); ``testing``: call apps but never wait;
         ``journal``: step checkpoints (steps done before are not run again); ``can_park``: a
         delay ends the run's turn (``RunParked``, status ``waiting``) instead of sleeping."""
-        self.zap, self.event, self.dry_run = zap, event, dry_run
+        zap = plan.zap
+        self.plan, self.zap, self.event, self.dry_run = plan, zap, event, dry_run
         self.journal = journal or Journal()
         self.run_id = run_id or uuid.uuid4().hex
         self.base = ActionContext(
@@ -269,7 +236,7 @@ class ZapRun:
         to show its task run completed."""
         self.records: list[StepRecord] = []
         self.context: dict[str, Any] = {
-            "trigger": trigger_context(zap, event),
+            "trigger": plan.payload(event),
             "steps": {},
             "zap": {"id": zap.zap, "description": zap.description},
             "run": {
@@ -280,14 +247,8 @@ class ZapRun:
             },
         }
 
-    async def direct(self, step: ActionStep, context: dict[str, Any]) -> tuple[Any, Any] | Skipped:
-        return await run_step(
-            step,
-            context,
-            self.base,
-            dry_run=self.dry_run,
-            connection_name=step_connection(self.zap, step),
-        )
+    async def direct(self, step: StepPlan, context: dict[str, Any]) -> tuple[Any, Any] | Skipped:
+        return await run_step(step, context, self.base, dry_run=self.dry_run)
 
     async def execute(self, runner: StepRunner | None = None) -> RunOutcome:
         runner = runner or self.direct
@@ -352,7 +313,7 @@ class ZapRun:
         record = StepRecord(step.id, step.action, "completed")
         self.records.append(record)
         try:
-            result = await runner(step, self.context)
+            result = await runner(self.plan.step(step), self.context)
         except RunParked as park:
             record.status, record.output = "waiting", park.checkpoint
             record.seconds = time.perf_counter() - started
@@ -371,7 +332,7 @@ class ZapRun:
                 self.journal.save(step.id, "skipped", None)
             return
         record.input, record.output = result
-        if self.dry_run and registry.action(step.action).side_effects:
+        if self.dry_run and self.plan.step(step).action.side_effects:
             record.status = "sampled"
         self.context["steps"][step.id] = record.output
         if self.journal.save is not None and not self.dry_run:

@@ -41,7 +41,8 @@ from prefect.states import (
 from connectors._contract import ActionContext
 from connectors._errors import RunParked, ZapError
 from flows.errors import is_retryable
-from flows.model import ActionStep, StepPolicy
+from flows.model import StepPolicy
+from flows.plan import StepPlan
 from flows.prefect_bridge import StepTaskRun, jittered, prefect_now
 from flows.runtime import Skipped, run_step
 from flows.template_budget import step_deadline
@@ -71,21 +72,19 @@ def retry_delays(policy: StepPolicy) -> list[float]:
 
 
 async def run_step_as_task_run(
-    step: ActionStep,
+    step: StepPlan,
     context: dict[str, Any],
     base: ActionContext,
     *,
-    policy: StepPolicy,
     name: str,
-    task_key: str,
     dry_run: bool = False,
-    connection_name: str | None = None,
 ) -> tuple[Any, Any] | Skipped:
     """Run one step (render, validate, call its action) as a task run of the current flow
-    run, retrying transient errors under ``policy``; raises the step's last error."""
+    run, retrying transient errors under its policy; raises the step's last error."""
+    policy = step.policy
     delays = retry_delays(policy)
     record = StepTaskRun(
-        name, task_key, retries=policy.retries or 0, delays=delays, jitter=policy.retry_jitter
+        name, step.task_key, retries=policy.retries or 0, delays=delays, jitter=policy.retry_jitter
     )
     logger = record.logger
     timeout = policy.timeout.total_seconds() if policy.timeout else None
@@ -96,11 +95,7 @@ async def run_step_as_task_run(
             async with asyncio.timeout(timeout):
                 with step_deadline(timeout):  # the template's budget ends with the step too
                     result = await run_step(
-                        step,
-                        context,
-                        replace(base, logger=logger),
-                        dry_run=dry_run,
-                        connection_name=connection_name,
+                        step, context, replace(base, logger=logger), dry_run=dry_run
                     )
         except RunParked as park:
             when = park.resume_at.strftime("%Y-%m-%d %H:%M:%S UTC")

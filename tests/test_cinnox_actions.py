@@ -33,7 +33,8 @@ from connectors.cinnox.connection import CinnoxConnection
 from connectors.cinnox.sandbox import demo
 from flows.errors import ZapValidationError
 from flows.loader import load_zap_text
-from flows.model import ActionStep
+from flows.model import ActionStep, TriggerSpec, Zap
+from flows.plan import StepPlan, plan_of
 from flows.runtime import run_step
 
 if TYPE_CHECKING:
@@ -580,7 +581,7 @@ async def refused(
         with pytest.raises(ValidationError) as info:
             action.input_model.model_validate(data)
         with pytest.raises(StepInputError, match=f"input for cinnox.{name} is not valid"):
-            await run_step(*step_of(name, data), connection_name=conn_name)
+            await run_step(*step_of(name, data, conn_name))
     return info.value.errors(include_url=False)
 
 
@@ -595,19 +596,24 @@ def env_connection(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def step_of(name: str, data: dict[str, Any]) -> tuple[ActionStep, dict[str, Any], ActionContext]:
-    step = ActionStep(id="act", action=f"cinnox.{name}", input=data)
-    return step, {}, ActionContext(zap_id="z", step_id="act", run_id="r", event_id="e")
+def step_of(
+    name: str, data: dict[str, Any], connection: str | None = None
+) -> tuple[StepPlan, dict[str, Any], ActionContext]:
+    """A step of action ``cinnox.<name>`` on ``connection``, compiled as a zap's would be."""
+    step = ActionStep(id="act", action=f"cinnox.{name}", input=data, connection=connection)
+    zap = Zap(zap="z", trigger=TriggerSpec(app="builtin", event="catch_hook"), steps=[step])
+    base = ActionContext(zap_id="z", step_id="act", run_id="r", event_id="e")
+    return plan_of(zap).steps["act"], {}, base
 
 
 async def test_a_step_on_an_environment_connection_reaches_the_sandbox(
     cinnox_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn_name = env_connection(cinnox_sandbox, monkeypatch)
-    step, _, base = step_of("send_im_to_staff", {"staff_id": TOMMY, "text": "{{ trigger.text }}"})
-    rendered, output = await run_step(
-        step, {"trigger": {"text": "Case C100208 was missed"}}, base, connection_name=conn_name
+    step, _, base = step_of(
+        "send_im_to_staff", {"staff_id": TOMMY, "text": "{{ trigger.text }}"}, conn_name
     )
+    rendered, output = await run_step(step, {"trigger": {"text": "Case C100208 was missed"}}, base)
     assert rendered == {"staff_id": TOMMY, "text": "Case C100208 was missed"}
     [sent] = cinnox_sandbox.control.sent("im")
     assert output["message_id"] == sent["result"]["messageID"]
@@ -623,10 +629,12 @@ async def test_a_bad_value_rendered_from_the_trigger_is_refused_before_any_call(
 ) -> None:
     """A value the zap file cannot check (a template) is checked once rendered, at run time."""
     conn_name = env_connection(cinnox_sandbox, monkeypatch)
-    step, _, base = step_of("send_sms", {**SMS, "recipient_number": "{{ trigger.phone }}"})
+    step, _, base = step_of(
+        "send_sms", {**SMS, "recipient_number": "{{ trigger.phone }}"}, conn_name
+    )
     refusal = pytest.raises(StepInputError, match="recipient_number: Value error, '91234567'")
     with nothing_reaches(cinnox_sandbox), refusal:
-        await run_step(step, {"trigger": {"phone": "91234567"}}, base, connection_name=conn_name)
+        await run_step(step, {"trigger": {"phone": "91234567"}}, base)
 
 
 CONTACT_REFUSALS: list[tuple[dict[str, Any], str, str]] = [

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
+from flows.events import Event
 from flows.intake.dispatcher import Dispatcher, matching
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 
@@ -27,8 +27,8 @@ MISSED = load_zap_text(
 )
 
 
-def hook_event(name: str = "chan") -> NewEvent:
-    return NewEvent(
+def hook_event(name: str = "chan") -> Event:
+    return Event(
         id=uuid.uuid4().hex,
         app="builtin",
         trigger="catch_hook",
@@ -53,7 +53,7 @@ async def drain(dispatcher: Dispatcher, inbox: Inbox, timeout: float = 60) -> No
 def test_matching_by_trigger_connection_and_hook():
     other = MISSED.model_copy(update={"zap": "missed-other"})
     other.trigger = other.trigger.model_copy(update={"connection": "other"})
-    event = NewEvent(id="e", app="cinnox", trigger="missed_enquiry", payload={}, connection="main")
+    event = Event(id="e", app="cinnox", trigger="missed_enquiry", payload={}, connection="main")
     assert [z.zap for z in matching([GREET, MISSED, other], event)] == ["missed-main"]
     assert [z.zap for z in matching([GREET, MISSED], hook_event())] == ["greet-dispatch"]
     off = GREET.model_copy(update={"enabled": False})

@@ -534,8 +534,8 @@ steps:
 
 def run_zap(zap_id: str, payload: dict[str, Any]) -> Any:
     from flows.compiler import run_with_history
+    from flows.events import Event
     from flows.loader import load_zap_text
-    from flows.runtime import Event
 
     zap = load_zap_text(MAIL_ZAP.format(zap_id=zap_id))
     event = Event(app="builtin", trigger="catch_hook", payload=payload)

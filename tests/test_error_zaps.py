@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from flows.events import Event
 from flows.intake.dispatcher import Dispatcher
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 
@@ -48,7 +48,7 @@ async def test_a_failed_run_starts_the_error_zaps_once_and_an_error_zap_never_lo
     tmp_path: Any,
 ) -> None:
     inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
-    broken = NewEvent(
+    broken = Event(
         id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload={}, zap="breaks"
     )
     await inbox.put(broken)
@@ -116,7 +116,7 @@ async def test_on_failure_steps_run_on_the_failure_with_the_failed_runs_payload(
     assert zaps.zaps[1] is zaps.zaps[1]  # built once per loaded definition
 
     inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
-    event = NewEvent(
+    event = Event(
         id=uuid.uuid4().hex,
         app="builtin",
         trigger="catch_hook",

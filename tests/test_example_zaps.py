@@ -25,12 +25,12 @@ from connectors.cinnox.sandbox.control import SandboxControl
 from connectors.slack.sandbox import SlackSandbox, run_in_thread
 from flows import connections
 from flows.compiler import run_with_history
+from flows.events import Event
 from flows.intake.db import events
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
 from flows.loader import load_zap_file
 from flows.model import Zap
-from flows.runtime import Event
 
 pytest_plugins = ["cinnox_sandbox_fixtures"]
 pytestmark = pytest.mark.usefixtures("prefect_api")

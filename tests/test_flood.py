@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from connectors import registry
 from flows.cli import app
+from flows.events import Event
 from flows.intake.dispatcher import Dispatcher, flood_limits
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 
@@ -26,11 +26,9 @@ FLOODED = load_zap_text(
 )
 
 
-def events(count: int) -> list[NewEvent]:
+def events(count: int) -> list[Event]:
     return [
-        NewEvent(
-            id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload={}, zap="flooded"
-        )
+        Event(id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload={}, zap="flooded")
         for _ in range(count)
     ]
 

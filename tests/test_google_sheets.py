@@ -35,8 +35,10 @@ from connectors.google_sheets import auth, client
 from connectors.google_sheets.connection import GoogleSheetsConnection
 from connectors.google_sheets.triggers import NewOrUpdatedRowOptions, new_or_updated_row
 from flows import connections
+from flows.events import Event
 from flows.loader import load_zap_text
-from flows.runtime import Event, ZapRun
+from flows.plan import plan_of
+from flows.runtime import ZapRun
 
 SHEET_ID = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
 EMAIL = "zaps@zapflow-test.iam.gserviceaccount.com"
@@ -361,7 +363,7 @@ async def test_a_zap_appends_follow_ups_to_a_google_sheet(
     for case, name, calls in (("HK-1042", "Chan Tai Man", 2), ("HK-1043", "陳小明", 1)):
         payload = {"displayCaseNumber": case, "name": name, "calls": calls}
         outcome = await ZapRun(
-            zap, Event(app="builtin", trigger="catch_hook", payload=payload)
+            plan_of(zap), Event(app="builtin", trigger="catch_hook", payload=payload)
         ).execute()
         assert outcome.status == "completed", outcome.message
     assert outcome.outputs["log"]["row_number"] == 3

@@ -772,7 +772,7 @@ def test_bad_http_steps_are_located_in_the_zap_file() -> None:
 def run(zap_yaml: str, payload: dict[str, Any]) -> Any:
     """Run a zap once as a Prefect flow run, with its retries and run history."""
     from flows.compiler import run_with_history
-    from flows.runtime import Event
+    from flows.events import Event
 
     zap = load_zap_text(zap_yaml)
     event = Event(app="builtin", trigger="catch_hook", payload=payload)

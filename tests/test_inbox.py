@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from flows.events import Event
 from flows.intake.db import VERSION_TABLE, InboxError, RunResult, metadata
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ pytest_plugins = ["inbox_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def event(event_id: str, **payload: Any) -> NewEvent:
-    return NewEvent(id=event_id, app="test", trigger="thing_happened", payload=payload)
+def event(event_id: str, **payload: Any) -> Event:
+    return Event(id=event_id, app="test", trigger="thing_happened", payload=payload)
 
 
 # -- accepting events ----------------------------------------------------------------------
@@ -52,12 +52,12 @@ async def test_put_returns_once_a_new_inbox_can_see_the_event(backend: Backend) 
 
 CRASHING_WRITER = """
 import asyncio, os, sys
-from flows.intake.events import NewEvent
+from flows.events import Event
 from flows.intake.inbox import Inbox
 
 async def main():
     inbox = await Inbox.open(sys.argv[1], schema=sys.argv[2] or None)
-    events = [NewEvent(id=f"crash-{i}", app="t", trigger="t", payload={}) for i in range(50)]
+    events = [Event(id=f"crash-{i}", app="t", trigger="t", payload={}) for i in range(50)]
     acked = await asyncio.gather(*(inbox.put(e) for e in events))
     print(sum(acked), flush=True)
     os._exit(0)  # die on the spot: no close, no flush, no cleanup of any kind
@@ -152,7 +152,7 @@ async def test_one_bad_event_does_not_fail_its_batch(backend: Backend) -> None:
 
 async def test_a_payload_nested_too_deep_is_refused_whoever_puts_it(backend: Backend) -> None:
     """Pollers and schedules put events too: the nesting limit holds for them as at the door."""
-    from flows.intake.events import MAX_DEPTH, TooDeep
+    from flows.events import MAX_DEPTH, TooDeep
 
     inbox = await backend.open()
     deep: Any = 1

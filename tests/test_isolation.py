@@ -72,13 +72,13 @@ def nested(depth: int) -> Any:
 def put_poison(home: Any) -> str:
     """An event for the plain zap nested 300 deep, as an older zapflow (before the receiver's
     nesting limit) accepted it: it can never be turned into a run."""
+    from flows.events import Event
     from flows.intake import event_queue
     from flows.intake import inbox as inbox_module
-    from flows.intake.events import NewEvent
 
     async def put() -> str:
         inbox = await inbox_module.Inbox.open(f"sqlite+aiosqlite:///{home / 'inbox.db'}")
-        event = NewEvent(
+        event = Event(
             id=uuid.uuid4().hex,
             app="builtin",
             trigger="catch_hook",

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 from connectors import ActionContext, App, registry
 from connectors._rates import Rate, RateLimiter, parse_rate, use_shared_store
 from connectors.cinnox.connection import CinnoxConnection
+from flows.events import Event
 from flows.intake.db import Gate
 from flows.intake.dispatcher import Dispatcher, gates
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 from flows.model import ZAP_ADAPTER
@@ -73,9 +73,9 @@ def zap(name: str, limits: str, seconds: float = 0.3) -> Any:
     )
 
 
-def burst(name: str, count: int) -> list[NewEvent]:
+def burst(name: str, count: int) -> list[Event]:
     return [
-        NewEvent(
+        Event(
             id=f"{name}-{n:03d}-{uuid.uuid4().hex[:8]}",
             app="builtin",
             trigger="catch_hook",

@@ -18,9 +18,10 @@ from prefect.client.schemas.filters import (
 )
 
 from flows.compiler import prefect_session
+from flows.events import Event
 from flows.live import FeedClosed, LiveRuns
 from flows.loader import load_zap_text
-from flows.runtime import Event
+from flows.plan import plan_of
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -62,12 +63,12 @@ async def test_a_live_run_records_its_events_steps_and_outcome():
     zap = load_zap_text(ZAP.format(zap="live-outcome"))
     runs = LiveRuns(idle=5)
     async with prefect_session(), get_client() as client:
-        first = await runs.run(zap, event(name="ada", wait="1s"))
+        first = await runs.run(plan_of(zap), event(name="ada", wait="1s"))
         flow_run_id = first.flow_run_id
         assert first.outcome.status == "completed" and flow_run_id
         while_open = await client.read_flow_run(flow_run_id)
         assert while_open.state and while_open.state.name == "Running"
-        refused = await runs.run(zap, event(name="bob", refuse=True))
+        refused = await runs.run(plan_of(zap), event(name="bob", refuse=True))
         assert refused.flow_run_id == flow_run_id and refused.outcome.status == "failed"
         await runs.close()
 
@@ -110,9 +111,9 @@ async def test_a_changed_zap_gets_a_new_live_run():
     zap = load_zap_text(ZAP.format(zap="live-changed"))
     runs = LiveRuns(idle=5)
     async with prefect_session(), get_client() as client:
-        before = await runs.run(zap, event(name="a"))
+        before = await runs.run(plan_of(zap), event(name="a"))
         changed = zap.model_copy(update={"description": "now described"})
-        after = await runs.run(changed, event(name="b"))
+        after = await runs.run(plan_of(changed), event(name="b"))
         assert after.flow_run_id != before.flow_run_id
         await runs.close()
         old = await client.read_flow_run(before.flow_run_id)
@@ -124,7 +125,7 @@ async def test_a_live_run_stopped_midway_is_crashed_and_its_waiting_events_not_r
     zap = load_zap_text(ZAP.format(zap="live-crash"))
     runs = LiveRuns(idle=5)
     async with prefect_session(), get_client() as client:
-        slow = asyncio.create_task(runs.run(zap, event(name="slow", wait="30s")))
+        slow = asyncio.create_task(runs.run(plan_of(zap), event(name="slow", wait="30s")))
         deadline = time.monotonic() + 20
         while "live-crash" not in runs._live:
             assert time.monotonic() < deadline
@@ -150,11 +151,11 @@ async def test_a_zaps_flow_deleted_while_served_is_made_again_for_its_next_live_
     zap = load_zap_text(ZAP.format(zap="live-flow-deleted"))
     runs = LiveRuns(idle=0.2)
     async with get_client() as client:
-        first = await runs.run(zap, event(name="a"))
+        first = await runs.run(plan_of(zap), event(name="a"))
         old = await client.read_flow_run(first.flow_run_id)
         await asyncio.sleep(0.5)  # that live run closes
         await client.delete_flow(old.flow_id)
-        again = await runs.run(zap, event(name="b"))
+        again = await runs.run(plan_of(zap), event(name="b"))
         assert again.outcome.status == "completed"
         new = await client.read_flow_run(again.flow_run_id)
         assert new.flow_id != old.flow_id
@@ -168,7 +169,7 @@ async def test_a_quick_step_is_recorded_by_its_final_state_and_a_slow_one_shows_
     zap = load_zap_text(ZAP.format(zap="live-running"))
     runs = LiveRuns(idle=5)
     async with get_client() as client:
-        slow = asyncio.create_task(runs.run(zap, event(name="ada", wait="4s")))
+        slow = asyncio.create_task(runs.run(plan_of(zap), event(name="ada", wait="4s")))
         deadline = time.monotonic() + 15
         while True:
             found = await client.read_task_runs(
@@ -211,7 +212,7 @@ async def test_a_state_that_cannot_be_recorded_never_changes_how_the_step_ended(
     runs = LiveRuns(idle=1)
     before = sum(ATTEMPTS.values())
     async with prefect_session():
-        result = await runs.run(zap, event(name="carol"))
+        result = await runs.run(plan_of(zap), event(name="carol"))
         await runs.close()
     assert result.outcome.status == "completed"
     assert sum(ATTEMPTS.values()) == before + 1  # the action ran once, not retried

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from inbox_fixtures import PG_SKIP, PG_URL
 
+from flows.events import Event
 from flows.intake.dispatcher import Dispatcher
-from flows.intake.events import NewEvent
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
 
@@ -35,8 +35,8 @@ def zap(zap_id: str, wait: str) -> Any:
     )
 
 
-def hook_event(zap_id: str, name: str) -> NewEvent:
-    return NewEvent(
+def hook_event(zap_id: str, name: str) -> Event:
+    return Event(
         id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload={"name": name}, zap=zap_id
     )
 
@@ -419,9 +419,9 @@ async def test_autoreplay_replays_a_failed_run_from_its_failed_step_until_it_pas
     assert [w.total_seconds() / 60 for w in STANDARD_AUTOREPLAY] == [5, 30, 60, 180, 360]
     inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
 
-    def event(name: str, fails: int, permanent: bool = False) -> NewEvent:
+    def event(name: str, fails: int, permanent: bool = False) -> Event:
         payload = {"name": name, "fails": fails, "permanent": permanent}
-        return NewEvent(
+        return Event(
             id=uuid.uuid4().hex, app="builtin", trigger="catch_hook", payload=payload, zap="replays"
         )
 

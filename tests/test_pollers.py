@@ -25,8 +25,8 @@ from waiting import until
 from connectors._loopback import serve_in_thread
 from connectors.builtin.schedule import ScheduleOptions
 from connectors.http.client import close_all
+from flows.events import derived_id
 from flows.intake.db import events
-from flows.intake.events import derived_id
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers, PollState, PollStore, latest_moment, next_moment
 from flows.loader import load_all, load_zap_text

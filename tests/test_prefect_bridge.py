@@ -15,8 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.compiler import run_with_history
+from flows.events import Event
 from flows.loader import load_zap_text
-from flows.runtime import Event
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

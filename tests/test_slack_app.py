@@ -405,7 +405,7 @@ def test_a_zap_posts_replies_in_the_thread_and_tells_a_webhook(
 
     from flows import connections
     from flows.compiler import run_with_history
-    from flows.runtime import Event
+    from flows.events import Event
 
     monkeypatch.setenv("ZAPFLOW_SLACK_ACME_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("ZAPFLOW_SLACK_ACME_WEBHOOK_URL", f"{slack.url}/services/{HOOK_SECRET}")

@@ -35,11 +35,13 @@ from connectors.spreadsheet import files
 from connectors.spreadsheet.connection import SpreadsheetConnection
 from connectors.spreadsheet.triggers import NewOrUpdatedRowOptions, new_or_updated_row
 from flows.errors import ZapValidationError
+from flows.events import Event
 from flows.intake.db import events
 from flows.intake.inbox import Inbox
 from flows.intake.pollers import Pollers
 from flows.loader import load_zap_text
-from flows.runtime import Event, ZapRun
+from flows.plan import plan_of
+from flows.runtime import ZapRun
 
 if TYPE_CHECKING:
     from inbox_fixtures import Backend
@@ -129,7 +131,7 @@ async def test_a_zap_appends_one_row_per_event_under_a_header_it_creates(folder:
             "calls": calls,
         }
         outcome = await ZapRun(
-            zap, Event(app="builtin", trigger="catch_hook", payload=payload)
+            plan_of(zap), Event(app="builtin", trigger="catch_hook", payload=payload)
         ).execute()
         assert outcome.status == "completed", outcome.message
         log, check = outcome.outputs["log"], outcome.outputs["check"]
@@ -165,7 +167,7 @@ async def test_a_step_with_a_connection_works_in_its_folder(
         "    input: {file: calls.csv, row: {Case: '{{ trigger.id }}'}}\n"
     )
     event = Event(app="builtin", trigger="catch_hook", payload={"id": "HK-1"})
-    outcome = await ZapRun(load_zap_text(text), event).execute()
+    outcome = await ZapRun(plan_of(load_zap_text(text)), event).execute()
     assert outcome.status == "completed", outcome.message
     assert cells(shared / "calls.csv") == [["Case"], ["HK-1"]]
     assert not (folder / "calls.csv").exists()

@@ -314,7 +314,7 @@ def test_a_zap_run_counts_in_its_own_storage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.compiler import run_with_history
-    from flows.runtime import Event
+    from flows.events import Event
 
     monkeypatch.setenv("ZAPFLOW_INBOX_URL", f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
     zap = load_zap_text(

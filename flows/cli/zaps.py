@@ -185,7 +185,7 @@ def read_event(
     import yaml
 
     from connectors import registry
-    from flows.runtime import Event
+    from flows.events import Event
 
     trigger = registry.trigger(zap.trigger.app, zap.trigger.event)
     if wire is not None and event_file is None:
@@ -357,13 +357,14 @@ def test_zap(
     wait; each step runs once (retries apply under serve). With --dry-run no app is called
     (pure tools still run) and nothing needs a server.
     """
+    from flows.plan import plan_of
     from flows.runtime import ZapRun
 
     try:
         model = resolve_zap(zap, zaps)
         trigger_event = read_event(model, event, sample, wire)
         _note_retries(model)
-        run = ZapRun(model, trigger_event, dry_run=dry_run, testing=True)
+        run = ZapRun(plan_of(model), trigger_event, dry_run=dry_run, testing=True)
         outcome = asyncio.run(run.execute())
     except ZapValidationError as exc:
         for problem in exc.problems:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from connectors._errors import ZapError
 from connectors._rates import Rate
-from flows.intake.events import NewEvent, StoredEvent
+from flows.events import Event
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -433,8 +433,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _stored(row: sa.Row[Any]) -> StoredEvent:
-    return StoredEvent(
+def _stored(row: sa.Row[Any]) -> Event:
+    return Event(
         id=row.id,
         app=row.app,
         trigger=row.trigger,
@@ -536,14 +536,14 @@ class LedgerRun:
 
 @dataclass
 class _Put:
-    event: NewEvent
+    event: Event
     future: asyncio.Future[bool]
 
 
 _STOP = object()
 
 
-def event_rows(new: Sequence[NewEvent], now: datetime) -> list[dict[str, Any]]:
+def event_rows(new: Sequence[Event], now: datetime) -> list[dict[str, Any]]:
     """The events table's rows of new events, claimable from ``now``."""
     return [
         {
@@ -611,7 +611,7 @@ class InboxBase:
         for modules that keep tables of their own in the inbox (``pollers``)."""
         return self._write_engine
 
-    async def _insert_events(self, conn: AsyncConnection, new: Sequence[NewEvent]) -> set[str]:
+    async def _insert_events(self, conn: AsyncConnection, new: Sequence[Event]) -> set[str]:
         """Insert events (those whose id is already there are left alone); the new ids."""
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         stmt = insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)

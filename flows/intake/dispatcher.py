@@ -31,17 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors import registry
 from flows.compiler import EventRun
+from flows.events import Event
 from flows.intake.checkpoints import Checkpoints
 from flows.intake.db import Gate, RunResult
-from flows.intake.events import NewEvent, StoredEvent
 from flows.intake.folder import git_revision
 from flows.intake.inbox import Inbox
 from flows.intake.pressure import IntakePressure
 from flows.live import LiveRuns
-from flows.model import POLLING_FLOOD, Flood, Zap, autoreplay_schedule, zap_version
-from flows.runtime import Event, Journal
+from flows.model import POLLING_FLOOD, Flood, Zap, autoreplay_schedule
+from flows.plan import ZapPlan, plan_of
+from flows.runtime import Journal
 
 log = logging.getLogger("zapflow.dispatcher")
 HOST = socket.gethostname()
@@ -67,7 +67,7 @@ def is_infrastructure(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError | OSError | TimeoutError)
 
 
-def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
+def matching(zaps: list[Zap], event: Event) -> list[Zap]:
     """The enabled zaps an event triggers (those its trigger's ``accepts`` lets through)."""
     if event.zap is not None:
         return [z for z in zaps if z.zap == event.zap and z.enabled]
@@ -80,7 +80,7 @@ def matching(zaps: list[Zap], event: StoredEvent) -> list[Zap]:
         and z.trigger.connection == event.connection
     ]
     if found:
-        accepts = registry.trigger(event.app, event.trigger).accepts
+        accepts = plan_of(found[0]).trigger.accepts
         if accepts is not None:
             found = [z for z in found if accepts(z.trigger.options, event.payload)]
     return found
@@ -93,7 +93,7 @@ def flood_limits(zaps: list[Zap]) -> dict[str, tuple[int, float]]:
     for zap in zaps:
         flood = zap.flood
         if flood is None:
-            kind = registry.trigger(zap.trigger.app, zap.trigger.event).kind
+            kind = plan_of(zap).trigger.kind
             flood = POLLING_FLOOD if kind == "polling" else None
         if isinstance(flood, Flood):
             limits[zap.zap] = (flood.max, flood.per.total_seconds())
@@ -123,7 +123,7 @@ def failure_event(
     autoreplays: int,
     flow_run_id: str | None,
     payload: dict[str, Any] | None = None,
-) -> NewEvent:
+) -> Event:
     """The ``builtin.zap_failed`` event of a zap run that failed for good (``payload``: the
     failed run's trigger payload)."""
     failure = {
@@ -140,7 +140,7 @@ def failure_event(
         "replay_command": f"zapflow replay {event_id[:12]} --zap {zap.zap}",
         "payload": payload or {},
     }
-    return NewEvent(
+    return Event(
         id=f"zap-failed:{zap.zap}:{event_id}",
         app=ZAP_FAILED[0],
         trigger=ZAP_FAILED[1],
@@ -148,7 +148,7 @@ def failure_event(
     )
 
 
-def matching_ids(zaps: list[Zap], event: StoredEvent) -> list[str]:
+def matching_ids(zaps: list[Zap], event: Event) -> list[str]:
     return [zap.zap for zap in matching(zaps, event)]
 
 
@@ -230,16 +230,6 @@ class DispatchStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
-def _as_event(event: StoredEvent) -> Event:
-    return Event(
-        id=event.id,
-        app=event.app,
-        trigger=event.trigger,
-        received_at=event.received_at,
-        payload=event.payload,
-    )
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -263,7 +253,6 @@ class Dispatcher:
         self.in_flight, self.stale_after = in_flight, stale_after
         self.worker = worker or worker_identity()
         self.zap_folder = zap_folder
-        self._versions: dict[str, tuple[Zap, str]] = {}
         self._kept_versions: set[str] = set()
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
         self.checkpoints = Checkpoints(inbox)
@@ -282,7 +271,7 @@ class Dispatcher:
         self._results: list[RunResult] = []
         self._done: list[int] = []
         self._parked: list[int] = []
-        self._failures: list[NewEvent] = []
+        self._failures: list[Event] = []
         self._flood_limits: dict[str, tuple[int, float]] = {}
         self._gates: dict[str, Gate] = {}
         self._holding: set[str] = set()
@@ -484,9 +473,7 @@ class Dispatcher:
                     )
                 )
 
-    async def _one(
-        self, event: StoredEvent, zaps: list[Zap], states: dict[tuple[str, str], str]
-    ) -> None:
+    async def _one(self, event: Event, zaps: list[Zap], states: dict[tuple[str, str], str]) -> None:
         mine = [z for z in zaps if states.get((event.id, z.zap)) == "started"]
         elsewhere = any(states.get((event.id, z.zap)) == "running" for z in zaps)
         # A run parked in a delay and not due yet (the event came back for another's): the
@@ -514,7 +501,6 @@ class Dispatcher:
             if states.get((event.id, z.zap))
             not in ("started", "running", "waiting", "held", "queued")
         )
-        trigger_event = _as_event(event)
         done: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
         replays: dict[tuple[str, str], int] = {}
         if mine and event.attempts > 1:  # claimed before: a run may be resumed mid-way
@@ -533,7 +519,7 @@ class Dispatcher:
             *(
                 self._run(
                     zap,
-                    trigger_event,
+                    event,
                     self.checkpoints.journal(event.id, zap.zap, done.get((event.id, zap.zap))),
                 )
                 for zap in mine
@@ -580,7 +566,7 @@ class Dispatcher:
             self._done.append(event.seq)
         self._flush_wanted.set()
 
-    def _poisoned(self, event: StoredEvent, zap: Zap, error: BaseException) -> bool:
+    def _poisoned(self, event: Event, zap: Zap, error: BaseException) -> bool:
         """Count a failure that is the event's own; after ``POISON_TRIES``, record its run as
         failed (with the reason, for ``zapflow runs`` and ``zapflow replay``) and say True."""
         key = (event.id, zap.zap)
@@ -638,8 +624,9 @@ class Dispatcher:
                 event.id,
                 ", ".join(journal.done),
             )
-        await self._keep_version(zap)
-        result = await self.live.run(zap, event, journal)
+        plan = plan_of(zap)
+        await self._keep_version(plan)
+        result = await self.live.run(plan, event, journal)
         log.info(
             "%s on %s: %s in %.3f s",
             zap.zap,
@@ -649,17 +636,10 @@ class Dispatcher:
         )
         return result
 
-    def _version(self, zap: Zap) -> str:
-        """The zap's version (a hash of its content), computed once per loaded definition."""
-        known = self._versions.get(zap.zap)
-        if known is None or known[0] is not zap:
-            known = self._versions[zap.zap] = (zap, zap_version(zap))
-        return known[1]
-
-    async def _keep_version(self, zap: Zap) -> None:
+    async def _keep_version(self, plan: ZapPlan) -> None:
         """Keep the definition of a zap version the first time it runs here (so a run can be
         replayed with the zap it ran), with the zap folder's git revision."""
-        version = self._version(zap)
+        zap, version = plan.zap, plan.version
         if version in self._kept_versions:
             return
         self._kept_versions.add(version)
@@ -713,7 +693,7 @@ class Dispatcher:
                 failing_step=result.failing_step,
                 message=message,
                 resume_at=resume_at,
-                zap_version=self._version(zap),
+                zap_version=plan_of(zap).version,
                 autoreplays=replays,
                 steps=outcome.unsaved,
             )

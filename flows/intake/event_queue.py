@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.intake.events import NewEvent, StoredEvent, check_depth
+from flows.events import Event, check_depth
 
 if TYPE_CHECKING:
     pass
@@ -53,7 +53,7 @@ class EventQueue(RunLedger):
 
     # -- accepting events ------------------------------------------------------------------
 
-    async def put(self, event: NewEvent) -> bool:
+    async def put(self, event: Event) -> bool:
         """Store an event; return once it is committed: True if new, False if a duplicate.
 
         Raises the database's error if the commit failed: the event must then not be
@@ -65,7 +65,7 @@ class EventQueue(RunLedger):
         self._queue.put_nowait(_Put(event, future))
         return await future
 
-    async def put_many(self, events: list[NewEvent]) -> list[bool]:
+    async def put_many(self, events: list[Event]) -> list[bool]:
         """Store several events (committed together when they fit one batch), in order."""
         self._check_open()
         for event in events:
@@ -163,9 +163,7 @@ class EventQueue(RunLedger):
 
     # -- dispatching -----------------------------------------------------------------------
 
-    async def claim(
-        self, worker: str, *, limit: int = 100, lease: float = 60.0
-    ) -> list[StoredEvent]:
+    async def claim(self, worker: str, *, limit: int = 100, lease: float = 60.0) -> list[Event]:
         """Take up to ``limit`` waiting events, oldest first, for ``lease`` seconds.
 
         Waiting means pending (and past any release delay), or claimed under a lease that has
@@ -177,7 +175,7 @@ class EventQueue(RunLedger):
 
     async def _claim(
         self, conn: AsyncConnection, worker: str, *, limit: int, lease: float
-    ) -> list[StoredEvent]:
+    ) -> list[Event]:
         if limit < 1:
             return []
         now = _now()
@@ -233,14 +231,14 @@ class EventQueue(RunLedger):
     async def claim_and_start(
         self,
         worker: str,
-        zaps_of: Callable[[StoredEvent], list[str]],
+        zaps_of: Callable[[Event], list[str]],
         *,
         limit: int = 100,
         lease: float = 60.0,
         stale_after: float = 600.0,
         floods: dict[str, tuple[int, float]] | None = None,
         gates: dict[str, Gate] | None = None,
-    ) -> tuple[list[StoredEvent], dict[tuple[str, str], str]]:
+    ) -> tuple[list[Event], dict[tuple[str, str], str]]:
         """:meth:`claim` and :meth:`start_runs` for the claimed events' zaps (``zaps_of``), in
         one transaction: a dispatcher's event waits for one commit before its runs start, not
         two. ``floods``: zap → (max runs, per seconds); a new run beyond its zap's limit is
@@ -572,7 +570,7 @@ class EventQueue(RunLedger):
             )
             return int(result.rowcount or 0)
 
-    async def get(self, event_id: str) -> StoredEvent | None:
+    async def get(self, event_id: str) -> Event | None:
         """The stored event with this id (in any state), e.g. to replay it."""
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()

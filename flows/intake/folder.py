@@ -15,7 +15,8 @@ from flows.errors import Problem
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 from flows.loader import find_zap_files, load_zap_file
-from flows.model import Zap, failure_zap
+from flows.model import Zap, with_failure_zaps
+from flows.plan import plan_of
 
 
 def zap_secret(zap: Zap) -> str | None:
@@ -34,27 +35,25 @@ def zap_secret(zap: Zap) -> str | None:
 
 @dataclass
 class ZapFolder:
-    """The zaps of a folder, re-read when its files change."""
+    """The zaps of a folder, re-read and compiled (``flows.plan``) when its files change."""
 
     folder: Path
     report: Callable[[str], None] = print
     by_file: dict[Path, Zap] = field(default_factory=dict)
     stamps: dict[Path, float] = field(default_factory=dict)
-    _failure_zaps: dict[Path, tuple[Zap, Zap | None]] = field(default_factory=dict)
+    _served: dict[Path, list[Zap]] = field(default_factory=dict)
 
     @property
     def zaps(self) -> list[Zap]:
-        """The zaps, each followed by the zap its ``on_failure`` steps run as (built once per
-        loaded definition)."""
-        out: list[Zap] = []
-        for path, zap in self.by_file.items():
-            out.append(zap)
-            known = self._failure_zaps.get(path)
-            if known is None or known[0] is not zap:
-                known = self._failure_zaps[path] = (zap, failure_zap(zap))
-            if known[1] is not None:
-                out.append(known[1])
-        return out
+        """The zaps, each followed by the zap its ``on_failure`` steps run as."""
+        return [zap for path in self.by_file for zap in self._served[path]]
+
+    def _load(self, path: Path, zap: Zap) -> None:
+        """Take a loaded definition: its on-failure zap made and both compiled, once."""
+        served = with_failure_zaps([zap])
+        for each in served:
+            plan_of(each)
+        self.by_file[path], self._served[path] = zap, served
 
     def refresh(self) -> bool:
         """Re-read added and changed files, forget removed ones; True if anything changed."""
@@ -62,7 +61,7 @@ class ZapFolder:
         changed = False
         for path in set(self.by_file) - set(files):
             self.report(f"zap {self.by_file.pop(path).zap!r} removed ({path})")
-            self._failure_zaps.pop(path, None)
+            self._served.pop(path, None)
             changed = True
         for path, stamp in files.items():
             if self.stamps.get(path) == stamp:
@@ -70,13 +69,13 @@ class ZapFolder:
             self.stamps[path] = stamp
             try:
                 zap = load_zap_file(path).zap
+                verb = "changed" if path in self.by_file else "loaded"
+                self._load(path, zap)
             except ZapError as exc:
                 problems: list[Problem] = getattr(exc, "problems", [])
                 kept = " (its previous version keeps running)" if path in self.by_file else ""
                 self.report(f"{path} is not valid{kept}:\n" + "\n".join(map(str, problems)))
                 continue
-            verb = "changed" if path in self.by_file else "loaded"
-            self.by_file[path] = zap
             self.report(f"zap {zap.zap!r} {verb} ({path})")
             changed = True
         for path in set(self.stamps) - set(files):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.intake.events import NewEvent
+from flows.events import Event
 
 if TYPE_CHECKING:
     pass
@@ -269,7 +269,7 @@ class RunLedger(InboxBase):
         results: Sequence[RunResult],
         done: Sequence[int] = (),
         parked: Sequence[int] = (),
-        new_events: Sequence[NewEvent] = (),
+        new_events: Sequence[Event] = (),
     ) -> None:
         """Record how many zap runs ended (or parked: ``waiting`` with a resume time), mark
         events done, park events (``parked``: each is claimed again when the earliest of its
@@ -357,7 +357,7 @@ class RunLedger(InboxBase):
                 )
             )
 
-    async def record_run(self, event: NewEvent, result: RunResult) -> None:
+    async def record_run(self, event: Event, result: RunResult) -> None:
         """Record a zap run made outside the dispatcher (``zapflow run``, ``replay``, the demo):
         its event, already done, and its ledger row, finished (with its steps' checkpoints)."""
         now = _now()

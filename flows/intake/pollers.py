@@ -42,8 +42,8 @@ from connectors import registry
 from connectors._contract import PollingOptions, Trigger
 from connectors._errors import AuthError, ZapError
 from flows import connections
+from flows.events import Event, derived_id
 from flows.intake.db import CHUNK, poll_seen, poll_state
-from flows.intake.events import NewEvent, derived_id
 from flows.intake.inbox import Inbox
 from flows.model import Zap
 
@@ -325,9 +325,9 @@ class _Poller(_Runner):
         )
         return self.base_delay()
 
-    def _event(self, key: str, payload: dict[str, Any]) -> NewEvent:
+    def _event(self, key: str, payload: dict[str, Any]) -> Event:
         spec = self.zap.trigger
-        return NewEvent(
+        return Event(
             id=derived_id("poll", self.zap.zap, key),
             app=spec.app,
             trigger=spec.event,
@@ -380,9 +380,9 @@ class _Schedule(_Runner):
         upcoming = next_moment(self.options.cron, self.zone, max(now, last))
         return max(0.0, (upcoming - self.owner.clock()).total_seconds())
 
-    def _event(self, due: datetime, now: datetime) -> NewEvent:
+    def _event(self, due: datetime, now: datetime) -> Event:
         spec, moment = self.zap.trigger, due.astimezone(UTC).isoformat()
-        return NewEvent(
+        return Event(
             id=derived_id("schedule", self.zap.zap, moment),
             app=spec.app,
             trigger=spec.event,

@@ -36,8 +36,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from connectors._signatures import SignatureError, verify
+from flows.events import MAX_DEPTH, Event, TooDeep, check_depth, occurrence_id
 from flows.intake import unrecognised
-from flows.intake.events import MAX_DEPTH, NewEvent, TooDeep, check_depth, occurrence_id
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
 from flows.intake.inbox import Inbox
 
@@ -151,7 +151,7 @@ def create_app(
     called after events are committed (it wakes the dispatcher); ``running()`` says whether
     the events accepted are being run, and if not why (for ``/readyz``)."""
 
-    async def store(events: list[NewEvent]) -> list[bool]:
+    async def store(events: list[Event]) -> list[bool]:
         try:
             fresh = (
                 await inbox.put_many(events) if len(events) > 1 else [await inbox.put(events[0])]
@@ -175,7 +175,7 @@ def create_app(
             except SignatureError as exc:
                 raise Refused(401, f"signature refused: {exc}") from None
         app_name, trigger = CATCH_HOOK
-        event = NewEvent(
+        event = Event(
             id=occurrence_id("zap", zap_id, delivery),
             app=app_name,
             trigger=trigger,
@@ -218,7 +218,7 @@ def create_app(
         if not isinstance(result, list):  # a WebhookReply: the app answers the sender itself
             return json_response(result.body, result.status)
         events = [
-            NewEvent(
+            Event(
                 id=occurrence_id(app_name, connection, item.key),
                 app=app_name,
                 trigger=item.trigger,

@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from flows.events import Event, occurrence_id
 from flows.intake.db import CHUNK, event_rows, events, unrecognised
-from flows.intake.events import NewEvent, occurrence_id
 from flows.intake.inbox import Inbox
 
 WAITING, REPROCESSED = "waiting", "reprocessed"
@@ -54,7 +54,7 @@ class Outcome:
     """What reprocessing one delivery did."""
 
     delivery: Unrecognised
-    events: list[NewEvent]
+    events: list[Event]
     """The events it made (committed to the inbox), empty if it still cannot be read."""
     error: str | None = None
     """Why it still cannot be read (it stays waiting, with this as its reason)."""
@@ -142,7 +142,7 @@ async def waiting_count(inbox: Inbox) -> int:
         )
 
 
-def read(delivery: Unrecognised) -> list[NewEvent]:
+def read(delivery: Unrecognised) -> list[Event]:
     """The events the app's webhook adapter makes of a kept delivery now (raises its error,
     usually a ValueError saying what it cannot read)."""
     from connectors import registry
@@ -154,7 +154,7 @@ def read(delivery: Unrecognised) -> list[NewEvent]:
     if not isinstance(result, list):  # a handshake (e.g. a challenge): nothing to run
         return []
     return [
-        NewEvent(
+        Event(
             id=occurrence_id(delivery.app, delivery.connection, item.key),
             app=delivery.app,
             trigger=item.trigger,
@@ -199,7 +199,7 @@ async def _note(inbox: Inbox, delivery_id: str, reason: str) -> None:
         )
 
 
-async def _resolve(inbox: Inbox, delivery_id: str, made: list[NewEvent]) -> None:
+async def _resolve(inbox: Inbox, delivery_id: str, made: list[Event]) -> None:
     insert = postgresql.insert if inbox.engine.dialect.name == "postgresql" else sqlite.insert
     now = datetime.now(UTC)
     async with inbox.write_engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""An event as the inbox keeps it."""
+"""The event type, and how events are identified and bounded."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import TypeAdapter
 
 MAX_DEPTH = 64
 """How deeply arrays and objects may nest in anything the inbox accepts. Real webhook bodies
@@ -35,15 +37,18 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-@dataclass(frozen=True)
-class NewEvent:
-    """An event accepted by the receiver (or a poller, or a schedule), before it is stored.
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One trigger event, from the moment it is accepted (by the receiver, a poller, a schedule
+    or ``zapflow run``) to the zap runs it starts: the inbox stores it, a dispatcher claims it,
+    a run reads it. The one event type of the engine (an app's webhook adapter hands the
+    receiver ``connectors._contract.Inbound`` items, which have no id yet).
 
     ``id`` is the de-duplication key: a redelivery of the same event must carry the same id
     (from the sender's delivery id, else a hash of what identifies the event).
     """
 
-    id: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
     app: str
     trigger: str
     payload: dict[str, Any]
@@ -51,14 +56,34 @@ class NewEvent:
     zap: str | None = None
     """Set when the event is for one zap only (its catch hook); else every matching zap runs."""
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-@dataclass(frozen=True)
-class StoredEvent(NewEvent):
-    """An event claimed from the inbox by a dispatcher."""
-
     seq: int = 0
+    """Its place in the inbox's queue (0 until it is stored and claimed)."""
     attempts: int = 0
+    """How many times a dispatcher has claimed it (more than 1: a run may resume mid-way)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.app}.{self.trigger} {self.id[:12]}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a flow run parameter (what ``from_json`` reads back)."""
+        return {
+            "id": self.id,
+            "app": self.app,
+            "trigger": self.trigger,
+            "received_at": self.received_at.isoformat(),
+            "payload": self.payload,
+            **({"connection": self.connection} if self.connection else {}),
+            **({"zap": self.zap} if self.zap else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        """An event from a flow run's parameters; a missing id or time is made up."""
+        return _EVENT.validate_python(data)
+
+
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def derived_id(*parts: str | None) -> str:
