@@ -1,9 +1,12 @@
 """Connections: named credentials of one app account (e.g. the CINNOX account "main").
 
-Stored as Prefect Blocks of type ``zapflow-connection``: the app's secret fields (those its
-connection model types ``SecretStr``) go into the block's ``SecretDict``, which the Prefect server
-encrypts at rest and never shows. They can also come from the environment (CI, containers):
-``ZAPFLOW_<APP>_<NAME>_<FIELD>``, e.g. ``ZAPFLOW_CINNOX_MAIN_APP_TOKEN``; the environment wins.
+Stored as Prefect Blocks, one block type per app generated from its connection model
+(``flows.connection_blocks``: ``zapflow-cinnox-connection``, a document per connection named
+after it): the app's secret fields (those its connection model types ``SecretStr``) are secret
+fields of the block, which the Prefect server encrypts at rest and never shows; the Prefect UI's
+Blocks page creates and edits them with a form. They can also come from the environment (CI,
+containers): ``ZAPFLOW_<APP>_<NAME>_<FIELD>``, e.g. ``ZAPFLOW_CINNOX_MAIN_APP_TOKEN``; the
+environment wins.
 
 Values leave this module only as the app's connection model, whose secrets are ``SecretStr``
 (masked in ``repr``, logs and errors), or masked for display.
@@ -11,6 +14,7 @@ Values leave this module only as the app's connection model, whose secrets are `
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -25,8 +29,10 @@ from connectors._errors import PermanentError
 from flows.model import CONNECTION_NAME
 
 NAME_PATTERN = CONNECTION_NAME
-BLOCK_SLUG = "zapflow-connection"
+LEGACY_SLUG = "zapflow-connection"
+"""The block type all connections were stored as before each app had its own."""
 MASK = "********"
+log = logging.getLogger("zapflow.connections")
 _CACHE_SECONDS = 30.0
 _cache: dict[tuple[str, str], tuple[float, BaseModel]] = {}
 
@@ -114,16 +120,18 @@ def env_connections(apps: dict[str, App]) -> list[tuple[App, str]]:
 
 
 @cache
-def _block_class() -> Any:
+def _legacy_block_class() -> Any:
+    """The one generic block type connections were stored as before each app had its own
+    (read only, to move them: ``migrate_legacy``)."""
     from prefect.blocks.core import Block
     from prefect.blocks.fields import SecretDict
 
     class ZapflowConnection(Block):
-        """Credentials of one app account, used by zapflow zaps."""
+        """Credentials of one app account, used by zapflow zaps (the old, generic form)."""
 
         _block_type_name = "zapflow connection"
-        _block_type_slug = BLOCK_SLUG
-        _description = "Credentials of one app account used by zapflow zaps (secrets encrypted)."
+        _block_type_slug = LEGACY_SLUG
+        _description = "Old form of zapflow connections: moved to each app's own block type."
 
         app: str
         name: str
@@ -133,30 +141,30 @@ def _block_class() -> Any:
     return ZapflowConnection
 
 
-def block_name(app: str, name: str) -> str:
+def legacy_block_name(app: str, name: str) -> str:
     return f"{app.replace('_', '-')}--{name}"
 
 
 async def load_block(app: App, name: str) -> BaseModel | None:
+    """The connection stored on the Prefect server as a block of the app's type (one stored in
+    the old generic form is moved to it first), or None."""
     from prefect.exceptions import ObjectNotFound
 
+    from flows.connection_blocks import block_class, values_of
+
     try:
-        block = await _block_class().aload(block_name(app.name, name))
+        block = await block_class(app).aload(name)
     except (ValueError, ObjectNotFound):
-        return None
-    return validate(app, name, {**block.settings, **block.secrets.get_secret_value()})
+        if not await _move_legacy(app, name):
+            return None
+        block = await block_class(app).aload(name)
+    return validate(app, name, values_of(block, app))
 
 
 async def save_block(app: App, name: str, connection: BaseModel, *, overwrite: bool) -> None:
-    secrets = secret_fields(type(connection))
-    plain = connection.model_dump()
-    block = _block_class()(
-        app=app.name,
-        name=name,
-        settings={k: v for k, v in plain.items() if k not in secrets and v is not None},
-        secrets={k: getattr(connection, k).get_secret_value() for k in secrets},
-    )
-    await block.asave(block_name(app.name, name), overwrite=overwrite)
+    from flows.connection_blocks import block_of
+
+    await block_of(app, connection).asave(name, overwrite=overwrite)
     _cache.pop((app.name, name), None)
 
 
@@ -164,45 +172,111 @@ async def delete_block(app: App, name: str) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
+    from flows.connection_blocks import block_type_slug
+
+    deleted = False
     async with get_client() as client:
-        try:
-            doc = await client.read_block_document_by_name(
-                block_name(app.name, name), block_type_slug=BLOCK_SLUG
-            )
-        except ObjectNotFound:
-            return False
-        await client.delete_block_document(doc.id)
+        for slug, doc_name in (
+            (block_type_slug(app.name), name),
+            (LEGACY_SLUG, legacy_block_name(app.name, name)),
+        ):
+            try:
+                doc = await client.read_block_document_by_name(doc_name, block_type_slug=slug)
+            except ObjectNotFound:
+                continue
+            await client.delete_block_document(doc.id)
+            deleted = True
     _cache.pop((app.name, name), None)
-    return True
+    return deleted
 
 
-async def block_connections(apps: dict[str, App]) -> list[ConnectionInfo]:
+async def register_block_types(apps: dict[str, App]) -> None:
+    """Register each app's connection block type with the Prefect server, so its UI's Blocks
+    page offers a form for each app before any connection of it is saved."""
+    from flows.connection_blocks import block_class
+
+    for app in apps.values():
+        if app.connection is not None:
+            await block_class(app).aregister_type_and_schema()
+
+
+async def _documents(slug: str, *, secrets: bool) -> list[Any]:
+    """The block documents of one block type ([] when the server has no such type yet)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     async with get_client() as client:
         try:
-            docs = await client.read_block_documents_by_type(BLOCK_SLUG, include_secrets=False)
+            return list(await client.read_block_documents_by_type(slug, include_secrets=secrets))
         except ObjectNotFound:
             return []
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code == 404:  # a fresh server: no connection saved yet
                 return []
             raise
+
+
+async def _move_legacy(app: App, name: str) -> bool:
+    """Move one connection stored in the old generic form to the app's block type."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        old = await _legacy_block_class().aload(legacy_block_name(app.name, name))
+    except (ValueError, ObjectNotFound):
+        return False
+    values = {**old.settings, **old.secrets.get_secret_value()}
+    await save_block(app, name, validate(app, name, values), overwrite=False)
+    await delete_legacy(app.name, name)
+    return True
+
+
+async def delete_legacy(app: str, name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            doc = await client.read_block_document_by_name(
+                legacy_block_name(app, name), block_type_slug=LEGACY_SLUG
+            )
+        except ObjectNotFound:
+            return
+        await client.delete_block_document(doc.id)
+
+
+async def migrate_legacy(apps: dict[str, App]) -> list[str]:
+    """Move every connection stored in the old generic form to its app's block type; returns
+    ``app/name`` of each moved (one that does not fit its app's model is left, and named)."""
+    moved: list[str] = []
+    for doc in await _documents(LEGACY_SLUG, secrets=False):
+        app = apps.get(str(doc.data.get("app")))
+        name = str(doc.data.get("name"))
+        if app is None or app.connection is None:
+            continue
+        try:
+            if await _move_legacy(app, name):
+                moved.append(f"{app.name}/{name}")
+        except ConnectionProblem as exc:
+            log.warning("connection %s/%s was not moved to its block type: %s", app.name, name, exc)
+    return moved
+
+
+async def block_connections(apps: dict[str, App]) -> list[ConnectionInfo]:
+    """Every connection stored on the Prefect server, secrets masked."""
+    from flows.connection_blocks import block_type_slug
+
     out = []
-    for doc in docs:
-        data = doc.data
-        app = apps.get(str(data.get("app")))
-        settings = data.get("settings", {})
-        values = {k: str(v) for k, v in settings.items()}
-        if app is not None and app.connection is not None:
-            secrets = secret_fields(app.connection)
+    for app in apps.values():
+        if app.connection is None:
+            continue
+        secrets = secret_fields(app.connection)
+        for doc in await _documents(block_type_slug(app.name), secrets=False):
             values = {
-                k: MASK if k in secrets else str(settings[k])
+                k: MASK if k in secrets else str(doc.data[k])
                 for k in app.connection.model_fields
-                if k in secrets or k in settings
+                if k in doc.data and doc.data[k] is not None
             }
-        out.append(ConnectionInfo(str(data.get("app")), str(data.get("name")), "prefect", values))
+            out.append(ConnectionInfo(app.name, str(doc.name), "prefect", values))
     return out
 
 

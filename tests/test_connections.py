@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from connectors import registry
 from flows import connections
 from flows.cli import app
+from flows.connection_blocks import block_type_slug
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 runner = CliRunner()
@@ -156,11 +157,95 @@ def test_connections_on_a_fresh_server_lists_none(prefect_api):
     import httpx
 
     with httpx.Client(base_url=prefect_api, timeout=10) as api:
-        found = api.get(f"/block_types/slug/{connections.BLOCK_SLUG}")
-        if found.status_code == 200:  # an earlier test stored one: make the server fresh again
-            assert api.delete(f"/block_types/{found.json()['id']}").status_code == 204
+        for slug in [block_type_slug(a) for a in registry.apps()] + [connections.LEGACY_SLUG]:
+            found = api.get(f"/block_types/slug/{slug}")
+            if found.status_code == 200:  # an earlier test stored one: make it fresh again
+                assert api.delete(f"/block_types/{found.json()['id']}").status_code == 204
     result = runner.invoke(app, ["connections"])
     assert result.exit_code == 0, result.output
     assert "no connections yet" in result.output
     assert connect("after-fresh").exit_code == 0  # and the first one registers the type
     assert "after-fresh" in runner.invoke(app, ["connections"]).output
+
+
+def test_each_app_has_a_block_type_with_a_form_its_secrets_write_only(prefect_api):
+    """What the Prefect UI's Blocks page builds its form from: one block type per app, a field
+    per connection field with its description and default, secrets as password fields."""
+    import httpx
+
+    asyncio.run(connections.register_block_types(registry.apps()))
+    with httpx.Client(base_url=prefect_api, timeout=10) as api:
+        kind = api.get("/block_types/slug/zapflow-cinnox-connection")
+        assert kind.status_code == 200, kind.text
+        assert kind.json()["name"] == "zapflow CINNOX connection"
+        schemas = api.post(
+            "/block_schemas/filter",
+            json={"block_schemas": {"block_type_id": {"any_": [kind.json()["id"]]}}},
+        ).json()
+        fields = schemas[0]["fields"]
+        assert fields["secret_fields"] == ["app_token"]
+        assert fields["properties"]["app_token"]["format"] == "password"
+        assert fields["properties"]["rate_limit"]["default"] == "500/min"
+        assert set(fields["required"]) == {"app_id", "app_token", "base_url"}
+        for app_name in ("http", "google-sheets", "email", "sql", "slack", "teams"):
+            found = api.get(f"/block_types/slug/zapflow-{app_name}-connection")
+            assert found.status_code == 200, app_name
+
+
+def test_a_connection_made_in_the_prefect_ui_is_used_by_zaps(prefect_api):
+    """The UI saves a block document of the app's type from its form: zapflow reads it (its
+    model still checks the values), lists it masked, and the API never shows its secret."""
+    import httpx
+
+    owner = registry.app("cinnox")
+    asyncio.run(connections.register_block_types({"cinnox": owner}))
+    with httpx.Client(base_url=prefect_api, timeout=10) as api:
+        kind = api.get("/block_types/slug/zapflow-cinnox-connection").json()
+        schema = api.post(
+            "/block_schemas/filter",
+            json={"block_schemas": {"block_type_id": {"any_": [kind["id"]]}}},
+        ).json()[0]
+        form = {"app_id": "ui-app", "app_token": TOKEN, "base_url": "http://127.0.0.1:9"}
+        made = api.post(
+            "/block_documents/",
+            json={
+                "name": "from-the-ui",
+                "block_type_id": kind["id"],
+                "block_schema_id": schema["id"],
+                "data": {**form, "rate_limit": "120/min"},
+            },
+        )
+        assert made.status_code == 201, made.text
+        assert TOKEN not in api.get(f"/block_documents/{made.json()['id']}").text
+    connections.forget("cinnox", "from-the-ui")
+    used = asyncio.run(connections.resolve(owner, "from-the-ui"))
+    assert used.app_id == "ui-app" and used.app_token.get_secret_value() == TOKEN
+    assert (used.rate_limit.count, used.rate_limit.per) == (120, 60.0)
+    listing = runner.invoke(app, ["connections", "--app", "cinnox"]).output
+    assert "from-the-ui" in listing and "rate_limit=120/min" in listing and TOKEN not in listing
+
+
+def test_a_connection_stored_in_the_old_generic_form_is_moved_and_keeps_working():
+    """Connections saved before each app had its block type (one `zapflow-connection` block
+    per connection, named <app>--<name>) are moved to their app's type, secrets and all."""
+    owner = registry.app("cinnox")
+    old = connections._legacy_block_class()(
+        app="cinnox",
+        name="old-office",
+        settings={"app_id": "old-app", "base_url": "http://127.0.0.1:9"},
+        secrets={"app_token": TOKEN},
+    )
+    asyncio.run(old.asave("cinnox--old-office", overwrite=True))
+    listing = runner.invoke(app, ["connections"])
+    assert listing.exit_code == 0, listing.output
+    assert "cinnox/old-office" in listing.output  # said to have moved
+    assert "old-office" in listing.output and TOKEN not in listing.output
+    moved = asyncio.run(connections.load_block(owner, "old-office"))
+    assert moved.app_id == "old-app" and moved.app_token.get_secret_value() == TOKEN
+    assert asyncio.run(connections.migrate_legacy(registry.apps())) == []  # nothing left
+    # One not listed yet is moved when a zap first uses it.
+    asyncio.run(old.asave("cinnox--used-first", overwrite=True))
+    connections.forget("cinnox", "used-first")
+    used = asyncio.run(connections.resolve(owner, "used-first"))
+    assert used.app_token.get_secret_value() == TOKEN
+    assert asyncio.run(connections.migrate_legacy(registry.apps())) == []

@@ -151,7 +151,10 @@ def connections_list(
 
     apps = registry.apps()
     with prefect_api():
+        moved = asyncio.run(connections.migrate_legacy(apps))
         rows = asyncio.run(connections.block_connections(apps))
+    if moved:
+        err.print(f"moved to their app's block type: {', '.join(moved)}", markup=False)
     for owner, name in connections.env_connections(apps):
         shown = connections.from_env(owner, name)
         if shown is not None:

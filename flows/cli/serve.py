@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -76,6 +77,7 @@ def serve(
         out.print(f"run history: {server.ui_url(url)}")
         for warning in server.version_warnings(url):
             err.print(f"warning: {warning}", markup=False)
+        _prepare_connection_blocks()
         serve_until_signalled(
             folder,
             host=host,
@@ -88,3 +90,23 @@ def serve(
             retention=keep or None,
             report=lambda text: out.print(text, markup=False),
         )
+
+
+def _prepare_connection_blocks() -> None:
+    """Register each app's connection block type (the Prefect UI's Blocks page then has a form
+    for each) and move connections stored in the old generic form to them."""
+    from connectors import registry
+    from flows import connections
+
+    async def prepare() -> list[str]:
+        apps = registry.apps()
+        await connections.register_block_types(apps)
+        return await connections.migrate_legacy(apps)
+
+    try:
+        moved = asyncio.run(prepare())
+    except Exception as exc:  # the zaps still run; connections are read when used
+        err.print(f"warning: could not register connection block types: {exc}", markup=False)
+        return
+    if moved:
+        out.print(f"moved {len(moved)} connection(s) to their app's block type: {', '.join(moved)}")
