@@ -23,7 +23,7 @@ from functools import cache
 from typing import Annotated, Any
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, WithJsonSchema
 from pydantic.fields import FieldInfo
 
 from connectors._contract import App
@@ -58,7 +58,11 @@ def _storable(annotation: Any) -> bool:
 
 def _block_field(name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
     """The block's field for one field of the connection model."""
-    annotation = info.annotation if _storable(info.annotation) else str
+    annotation: Any = info.annotation if _storable(info.annotation) else str
+    arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(arms) == 1 and len(typing.get_args(annotation)) == 2:  # optional: a plain form field
+        plain = TypeAdapter(arms[0]).json_schema()
+        annotation = Annotated[annotation, WithJsonSchema(plain)]
     extra: dict[str, Any] = {}
     if info.is_required():
         default: Any = ...
