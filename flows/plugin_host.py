@@ -59,10 +59,9 @@ class EngineHost:
             if connections.from_env(owner, name) is not None:
                 return asyncio.run(run())
             try:  # stored connections live on the Prefect server
-                url = server.ensure_api()
+                with server.api():
+                    return asyncio.run(run())
             except server.ServerError as exc:
                 raise HostProblem(str(exc)) from None
-            with server.using_api(url):
-                return asyncio.run(run())
         except connections.ConnectionProblem as exc:
             raise HostProblem(str(exc)) from None

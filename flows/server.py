@@ -270,5 +270,14 @@ def using_api(url: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def api() -> Iterator[str]:
+    """Prefect's client pointed at the run history (``ensure_api``) while inside; yields its
+    URL. Raises ``ServerError`` when there is none to be had."""
+    url = ensure_api()
+    with using_api(url):
+        yield url
+
+
 def ui_url(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flows.events import Event
+from flows.events import Event, derived_id
 from flows.intake.dispatcher import Dispatcher
 from flows.intake.inbox import Inbox
 from flows.loader import load_zap_text
@@ -67,7 +67,7 @@ async def test_a_failed_run_starts_the_error_zaps_once_and_an_error_zap_never_lo
     dispatcher.stop()
     await task
     runs = {(r.zap, r.event_id): r for r in await inbox.recent_runs(limit=100)}
-    failure_id = f"zap-failed:breaks:{broken.id}"
+    failure_id = derived_id("zap-failed", "breaks", broken.id)
     failure = await inbox.get(failure_id)
     counts = await inbox.counts()
     await inbox.close()
@@ -126,7 +126,7 @@ async def test_on_failure_steps_run_on_the_failure_with_the_failed_runs_payload(
     await inbox.put(event)
     dispatcher = Dispatcher(inbox, lambda: zaps.zaps)
     task = asyncio.create_task(dispatcher.run())
-    failure_id = f"zap-failed:sms-with-fallback:{event.id}"
+    failure_id = derived_id("zap-failed", "sms-with-fallback", event.id)
     deadline = time.monotonic() + 30
     while True:
         runs = {(r.zap, r.event_id): r for r in await inbox.recent_runs(limit=100)}

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from inbox_fixtures import PG_SKIP, PG_URL
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.events import Event
 from flows.intake.dispatcher import Dispatcher
 from flows.intake.inbox import Inbox
@@ -80,6 +82,12 @@ async def test_a_delay_frees_its_slot_and_resumes_when_due(tmp_path: Any) -> Non
     assert (await inbox.counts())["parked"] == 5
     listed = await recent_runs(inbox_url=url, waiting=True)
     assert len(listed) == 5 and all(r.state.startswith("Waiting until ") for r in listed)
+    shown = await asyncio.to_thread(  # on a narrow terminal: the time under "Waiting until"
+        CliRunner().invoke, app, ["runs", "--inbox", url, "--waiting"], env={"COLUMNS": "80"}
+    )
+    assert shown.exit_code == 0, shown.output
+    waiting = [line for line in shown.output.splitlines() if "Waiting until" in line]
+    assert len(waiting) == 5 and all(" parks " in line for line in waiting), shown.output
     parked = await ledger(inbox, "parks")
     steps = await inbox.load_steps([(e.id, "parks") for e in events])
     for event in events:  # the first step is done and kept; the delay waits, stored

@@ -39,8 +39,7 @@ def prefect_api() -> Iterator[str]:
     from flows import server
 
     try:
-        url = server.ensure_api()
+        with server.api() as url:
+            yield url
     except server.ServerError as exc:
         raise fail(str(exc)) from None
-    with server.using_api(url):
-        yield url

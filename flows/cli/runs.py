@@ -54,7 +54,7 @@ def runs(
     narrow = out.width < NARROW
     columns = [
         Column("event", no_wrap=True, min_width=12),
-        Column("zap", min_width=8),
+        Column("zap", min_width=8, overflow="fold"),  # whole, on as many lines as it takes
         Column("state", no_wrap=True, min_width=9),
         Column("started", no_wrap=True, min_width=14),
         Column("took", no_wrap=True, min_width=6),
@@ -70,7 +70,8 @@ def runs(
         colour = {"Completed": "green", "Failed": "red", "Filtered": "yellow"}.get(
             row.state, "cyan" if row.state.startswith("Waiting") else ""
         )
-        state = f"[{colour}]{row.state}[/{colour}]" if colour else row.state
+        state = row.state.replace("until ", "until\n") if narrow else row.state  # two lines
+        state = f"[{colour}]{state}[/{colour}]" if colour else state
         if narrow:
             table.add_row(row.event_id[:12], row.zap, state, started, row.failing_step or "")
         else:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.compiler import EventRun
-from flows.events import Event
+from flows.events import Event, derived_id
 from flows.intake.checkpoints import Checkpoints
 from flows.intake.db import Gate, RunResult
 from flows.intake.folder import git_revision
@@ -141,7 +141,9 @@ def failure_event(
         "payload": payload or {},
     }
     return Event(
-        id=f"zap-failed:{zap.zap}:{event_id}",
+        # Derived, so one failure makes one event; hex like every other id, so its first 12
+        # characters tell it apart in `zapflow runs` and `zapflow replay`.
+        id=derived_id("zap-failed", zap.zap, event_id),
         app=ZAP_FAILED[0],
         trigger=ZAP_FAILED[1],
         payload=failure,
