@@ -2,10 +2,18 @@
 
     .venv/bin/python bench/bench_engine.py [--runs 30]
 
-1. compile: parse + validate a zap file, and build its Prefect flow;
-2. per-run overhead: a compiled zap of three trivial steps against a hand-written async Prefect
+1. compile: parse + validate a zap file, compile its plan, build its Prefect flow;
+2. the engine alone: CPU per run of a compiled three-step zap, run directly (no Prefect, no
+   I/O) in this process — what ``--engine-only`` prints. Timing is noisy on a shared machine;
+   for a count that is not, count instructions with valgrind, with and without the runs:
+
+       valgrind --tool=callgrind .venv/bin/python bench/bench_engine.py --engine-only \
+           --engine-runs 0                    # then --engine-runs 2000
+
+   (the difference of the two "I refs", divided by 2000, is the instructions per run);
+3. per-run overhead: a compiled zap of three trivial steps against a hand-written async Prefect
    flow with three equivalent tasks, both recorded by the same Prefect server;
-3. ``zapflow test --dry-run`` wall time, as a user's shell sees it (a fresh process each time).
+4. ``zapflow test --dry-run`` wall time, as a user's shell sees it (a fresh process each time).
 
 Uses the Prefect server at PREFECT_API_URL if set, else a throwaway one (SQLite, ~20 s to start).
 """
@@ -117,6 +125,33 @@ async def bench_runs(n: int) -> None:
     print(f"  zapflow's overhead per run: {overhead * 1000:+.1f} ms (median against median)")
 
 
+async def bench_engine_alone(n: int) -> None:
+    from flows.events import Event
+    from flows.loader import load_zap_text
+    from flows.plan import plan_of
+    from flows.runtime import ZapRun
+
+    plan = plan_of(load_zap_text(TRIVIAL))
+
+    async def one(i: int) -> None:
+        event = Event(app="builtin", trigger="catch_hook", payload={"k": "x", "i": i})
+        outcome = await ZapRun(plan, event).execute()
+        assert outcome.status == "completed", outcome.message
+
+    for i in range(200):  # warm up: templates compiled, caches filled
+        await one(i)
+    if n == 0:
+        return
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(n):
+        await one(i)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print("the engine alone (a compiled zap of 3 steps run directly, no Prefect)")
+    print(
+        f"  CPU per run {cpu / n * 1e6:8.1f} µs   wall per run {wall / n * 1e6:8.1f} µs   (n={n})"
+    )
+
+
 def bench_dry_run(n: int) -> None:
     cmd = [
         sys.executable,
@@ -134,7 +169,12 @@ def bench_dry_run(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30, help="runs per measurement")
+    parser.add_argument("--engine-runs", type=int, default=5000, help="runs of the engine alone")
+    parser.add_argument("--engine-only", action="store_true", help="only the engine alone")
     args = parser.parse_args()
+    asyncio.run(bench_engine_alone(args.engine_runs))
+    if args.engine_only:
+        return
     bench_compile(max(args.runs, 50))
     bench_dry_run(min(args.runs, 10))
     from prefect.settings import PREFECT_API_URL

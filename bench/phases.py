@@ -102,7 +102,7 @@ def measure(
     result = Phase(system_name, phase, events, senders, cap)
     result.memory_idle = memory_of(pids)
     result.pss_idle = proportional_memory_of(pids)
-    cpu_before = cpu_seconds_of(pids), _bench_cpu_seconds(sink), *machine_cpu_seconds()
+    cpu_before = cpu_seconds_of(pids), _bench_cpu_seconds(sink.pid), *machine_cpu_seconds()
     start = time.time()
     deadline = start + cap if cap else None
     with _PeakMemory(pids) as peak:
@@ -112,7 +112,7 @@ def measure(
         expected = {s.id for s in sends if s.accepted}
         result.settled = _settle(sink, prefix, expected, settle, (deadline or time.time()) + drain)
         result.seconds = time.time() - start
-        cpu_after = cpu_seconds_of(pids), _bench_cpu_seconds(sink), *machine_cpu_seconds()
+        cpu_after = cpu_seconds_of(pids), _bench_cpu_seconds(sink.pid), *machine_cpu_seconds()
     system, bench, machine, kernel = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
     result.cpu_percent = 100 * system / result.seconds
     result.kernel_percent = 100 * kernel / result.seconds

@@ -14,10 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sink import Sink
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -101,9 +98,9 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (user + nice + system + irq + softirq + steal) / tick, kernel / tick
 
 
-def _bench_cpu_seconds(sink: Sink) -> float:
-    """This process, its finished sender processes and the sink."""
-    ticks = _cpu_ticks(os.getpid(), reaped=True) + _cpu_ticks(sink.pid)
+def _bench_cpu_seconds(sink_pid: int) -> float:
+    """This process, its finished sender processes and the sink (process ``sink_pid``)."""
+    ticks = _cpu_ticks(os.getpid(), reaped=True) + _cpu_ticks(sink_pid)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
