@@ -185,13 +185,15 @@ async def test_a_step_timeout_ends_its_render_too():
     from flows.rendering import render
     from flows.template_budget import step_deadline
 
+    # A deadline short enough that no machine does the template's 1,000,000 iterations first
+    # (at 0.15 s a fast moment of this machine did: the sandbox's count refused it instead).
     started = time.monotonic()
-    with step_deadline(0.15), pytest.raises(TemplateError) as info:
+    with step_deadline(0.06), pytest.raises(TemplateError) as info:
         await render({"text": RUNAWAY}, CONTEXT, "steps.s.input")
     assert time.monotonic() - started < 0.4
     assert str(info.value) == (
         "steps.s.input.text: refused by the template sandbox: "
-        "the template ran past the step's timeout (0.15 s)"
+        "the template ran past the step's timeout (0.06 s)"
     )
 
 
