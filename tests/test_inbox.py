@@ -369,6 +369,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         "0008",
         "0009",
         "0010",
+        "0011",
     )
     await first.put(event("kept"))
     await first.close()
@@ -380,7 +381,7 @@ async def test_reopening_an_existing_inbox_migrates_nothing(backend: Backend) ->
         context = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
         )
-        assert context.get_current_revision() == "0010"
+        assert context.get_current_revision() == "0011"
         return list(compare_metadata(context, metadata))
 
     # What the migrations built is what the queries expect.
@@ -429,7 +430,7 @@ async def test_an_inbox_made_before_parking_upgrades_keeping_its_events(backend:
         highest = purged.scalar_one()
     await engine.dispose()
     inbox = await backend.open()
-    assert inbox.applied_migrations == ("0008", "0009", "0010")
+    assert inbox.applied_migrations == ("0008", "0009", "0010", "0011")
     assert await inbox.put(event("new"))
     new = await inbox.get("new")
     assert new is not None and new.seq > highest
@@ -453,7 +454,7 @@ async def test_inboxes_opening_a_fresh_database_at_once_migrate_it_once(backend:
     assert sorted(inbox.applied_migrations for inbox in opened) == [
         (),
         (),
-        ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
+        ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"),
     ]
 
 

@@ -462,3 +462,57 @@ async def test_moments_missed_while_down_fire_once_the_latest(backend: Backend) 
     # Started again within the hour: nothing more.
     at_1240 = datetime(2026, 11, 27, 12, 40, tzinfo=UTC)
     assert len(await run_at(at_1240, "2026-11-27T12:00:00+00:00")) == 1
+
+
+# --------------------------------------------------------------------------- several workers
+
+
+async def test_a_zaps_poller_runs_on_one_worker_and_passes_over_when_that_one_dies(
+    source: Source, backend: Backend
+) -> None:
+    """Workers sharing the inbox hold each zap's poller under a lease: one polls; when it
+    dies (no goodbye), another takes the zap over from the stored cursor once the lease ends."""
+    first_inbox, second_inbox = await backend.open(), await backend.open()
+    zap = poll_zap(source, skip_existing=False)
+    source.add(1)
+    first = pollers_on(first_inbox, holder="host-a:1:1", lease=1.0)
+    second = pollers_on(second_inbox, holder="host-b:2:2", lease=1.0)
+    first.update([zap])
+    await until(lambda: first.held == {"new-orders"})
+    second.update([zap])
+    await until(lambda: _count(first_inbox, 1))
+    await asyncio.sleep(1.5)  # several renewals: the lease stays where it is
+    assert first.held == {"new-orders"} and second.held == set()
+    [member_leases] = [await first_inbox.take_leases("host-c:3:3", ["poller:new-orders"], 1.0)]
+    assert member_leases == set()  # nobody else gets it either
+
+    # The first dies: its tasks end without letting the lease go.
+    assert first._keeper is not None
+    for task in [first._keeper, *(t for _, t in first._tasks.values())]:
+        task.cancel()
+    died = time.monotonic()
+    await until(lambda: second.held == {"new-orders"}, timeout=5)
+    assert time.monotonic() - died < 1.0 + 1.0 / 3 + 0.5  # the lease, a renewal, slack
+    source.add(2)
+    await until(lambda: _count(second_inbox, 2))
+    await second.stop()
+    assert [r.payload["n"] for r in await stored(second_inbox)] == [1, 2]
+
+
+async def test_a_worker_that_stops_gracefully_hands_its_pollers_over_at_once(
+    source: Source, backend: Backend
+) -> None:
+    first_inbox, second_inbox = await backend.open(), await backend.open()
+    zap = poll_zap(source)
+    first = pollers_on(first_inbox, holder="host-a:1:1", lease=30.0)
+    second = pollers_on(second_inbox, holder="host-b:2:2", lease=30.0)
+    first.update([zap])
+    await until(lambda: first.held == {"new-orders"})
+    second.update([zap])
+    await first.stop()
+    second._renew_now.set()  # its next round, without waiting a third of the lease
+    await until(lambda: second.held == {"new-orders"}, timeout=3)
+    await second.stop()
+    assert await second_inbox.take_leases("host-c:3:3", ["poller:new-orders"], 1.0) == {
+        "poller:new-orders"
+    }

@@ -227,6 +227,16 @@ workers = sa.Table(
     sa.Column("host", sa.Text(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.Column("role", sa.Text(), nullable=False, server_default="all"),
+)
+
+leases = sa.Table(
+    "zapflow_leases",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("holder", sa.Text(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_zapflow_leases_holder", "holder"),
 )
 
 hook_tokens = sa.Table(
@@ -571,6 +581,10 @@ def unpark(ids: Any, now: datetime) -> sa.Update:
     )
 
 
+EVENTS_CHANNEL = "zapflow_events:"
+"""The PostgreSQL notification channel of new events, followed by the inbox's schema."""
+
+
 class InboxBase:
     """The inbox's engines and settings, shared by its parts (event queue, run ledger,
     hook tokens); ``flows.intake.inbox.Inbox`` puts them together."""
@@ -620,4 +634,11 @@ class InboxBase:
         rows = event_rows(new, now)
         # One executemany; SQLAlchemy sends it as multi-row INSERTs and gathers RETURNING.
         result = await conn.execute(stmt, rows)
-        return set(result.scalars().all())
+        new_ids = set(result.scalars().all())
+        if new_ids and self._is_postgresql:
+            # Workers that listen (``EventQueue.listen``) claim at once, wherever they run.
+            # PostgreSQL delivers the notification when this transaction commits, not before.
+            await conn.execute(
+                sa.text(f"SELECT pg_notify('{EVENTS_CHANNEL}' || current_schema(), '')")
+            )
+        return new_ids

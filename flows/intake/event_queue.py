@@ -4,20 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.events import Event, check_depth
-
-if TYPE_CHECKING:
-    pass
-
 from flows.intake.db import (
     _STOP,
     ABANDONED,
@@ -25,6 +22,7 @@ from flows.intake.db import (
     CLAIMABLE,
     CLAIMED,
     DISCARDED,
+    EVENTS_CHANNEL,
     HELD,
     PARKED_ONLY,
     PENDING,
@@ -46,6 +44,29 @@ from flows.intake.db import (
     workers,
 )
 from flows.intake.ledger import RunLedger
+
+
+class Listening:
+    """A connection listening for new events (``EventQueue.listen``); ``lost`` is set when it
+    ends (the database restarted or dropped it): listen again."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any, channel: str) -> None:
+        self._conn, self._driver, self.channel = conn, driver, channel
+        self.lost = asyncio.Event()
+
+    def heard(self, on_new: Callable[[], None]) -> Callable[..., None]:
+        self._callback: Callable[..., None] = lambda *_: on_new()
+        return self._callback
+
+    def ended(self, *_: Any) -> None:
+        self.lost.set()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._driver.remove_listener(self.channel, self._callback)
+        with contextlib.suppress(Exception):
+            await self._conn.close()
+        self.lost.set()
 
 
 class EventQueue(RunLedger):
@@ -127,6 +148,25 @@ class EventQueue(RunLedger):
                 assert isinstance(item, _Put)
                 batch.append(item)
             await self._write(batch)
+
+    async def listen(self, on_new: Callable[[], None]) -> Listening | None:
+        """On PostgreSQL, call ``on_new`` whenever any process sharing the inbox commits new
+        events (a notification: workers on other machines claim at once instead of at their next
+        idle poll). None on SQLite, whose writers all share one machine."""
+        if not self._is_postgresql:
+            return None
+        conn = await self._engine.connect()
+        try:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            channel = EVENTS_CHANNEL + str(await driver.fetchval("SELECT current_schema()"))
+            listening = Listening(conn, driver, channel)
+            await driver.add_listener(channel, listening.heard(on_new))
+            driver.add_termination_listener(listening.ended)
+        except BaseException:
+            await conn.close()
+            raise
+        return listening
 
     async def _write(self, batch: list[_Put]) -> None:
         """Commit one batch and settle its callers' futures (never raises)."""
@@ -474,17 +514,25 @@ class EventQueue(RunLedger):
     # -- dispatchers' heartbeats ------------------------------------------------------------
 
     async def heartbeat(
-        self, worker: str, host: str, seqs: Sequence[int] = (), lease: float = 120.0
+        self,
+        worker: str,
+        host: str,
+        seqs: Sequence[int] = (),
+        lease: float = 120.0,
+        role: str = "all",
     ) -> None:
-        """``worker`` is alive: note it, and extend its leases on the events in ``seqs`` (those
-        it is still running), so nobody takes them while it works on them."""
+        """``worker`` (a serve process in ``role``) is alive: note it, and extend its leases on
+        the events in ``seqs`` (those it is still running), so nobody takes them while it works
+        on them."""
         now = _now()
         insert = postgresql.insert if self._is_postgresql else sqlite.insert
         async with self._write_engine.begin() as conn:
             await conn.execute(
                 insert(workers)
-                .values(worker=worker, host=host, started_at=now, seen_at=now)
-                .on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
+                .values(worker=worker, host=host, started_at=now, seen_at=now, role=role)
+                .on_conflict_do_update(
+                    index_elements=["worker"], set_={"seen_at": now, "role": role}
+                )
             )
             until = now + timedelta(seconds=lease)
             for chunk in _chunks(list(seqs)):

@@ -2,8 +2,9 @@
 
 ``Inbox`` puts its parts together, each a module of its own: ``db`` (tables, engines,
 migrations, ``InboxBase``), ``event_queue`` (accepting, claiming, leases, heartbeats), ``ledger``
-(the run ledger, step checkpoints, zap versions) and ``tokens`` (hook tokens, shared API rate
-counts); this module opens, purges and closes it.
+(the run ledger, step checkpoints, zap versions), ``tokens`` (hook tokens, shared API rate
+counts) and ``members`` (who shares the inbox, in which role; single-holder jobs); this module
+opens, purges and closes it.
 
 The receiver acknowledges a delivery only after :meth:`Inbox.put` returns, and ``put`` returns
 only after the event is committed, so an acknowledged event survives a crash or a power cut.
@@ -50,8 +51,11 @@ own server, which has an ``events`` table and an ``alembic_version`` table of it
     ``(event_id, zap, step)``: ``status`` (``completed``, ``skipped``, or ``waiting``: the delay
     step a parked run waits in, its ``output`` holding the resume time), ``output`` (JSON),
     ``finished_at``.
-``zapflow_workers`` — dispatchers' heartbeats: ``worker`` (``host:pid:start``), ``host``,
-    ``started_at``, ``seen_at``.
+``zapflow_workers`` — heartbeats of the serve processes sharing the inbox: ``worker``
+    (``host:pid:start``), ``host``, ``role`` (``all``, ``receiver``, ``worker``), ``started_at``,
+    ``seen_at``.
+``zapflow_leases`` — jobs only one process may do at a time (``flows.intake.members``): ``name``
+    (primary key, e.g. ``poller:<zap>``), ``holder`` (a worker), ``expires_at``.
 ``zapflow_zap_versions`` — each version of each zap that ran, once: ``version`` (primary key:
     a hash of the zap's content, as ``zapflow_runs.zap_version`` and the Prefect flow run's
     version say), ``zap``, ``definition`` (JSON), ``git_revision`` (of the zap folder, when it
@@ -87,12 +91,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-
-if TYPE_CHECKING:
-    pass
 
 from flows.intake.db import (
     _SCHEMA_NAME,
@@ -113,10 +113,11 @@ from flows.intake.db import (
     workers,
 )
 from flows.intake.event_queue import EventQueue
+from flows.intake.members import Members
 from flows.intake.tokens import HookTokens
 
 
-class Inbox(EventQueue, HookTokens):
+class Inbox(EventQueue, HookTokens, Members):
     """A durable, de-duplicating event store shared by receivers and dispatchers.
 
     Open with ``await Inbox.open(url)``; close with ``await inbox.close()`` (or ``async with``).

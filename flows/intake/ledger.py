@@ -6,17 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.events import Event
-
-if TYPE_CHECKING:
-    pass
-
 from flows.intake.db import (
     ABANDONED,
     CHUNK,

@@ -16,6 +16,12 @@ Moments missed while nothing ran fire once, the latest of them; a new schedule (
 one) fires from now on. Prefect's scheduler is not used: its ephemeral server, the embedded
 default, runs no scheduler service.
 
+**One place at a time.** Under ``zapflow serve`` each zap's poller or schedule is held under a
+lease in the inbox (``flows.intake.members``): of all the workers sharing the inbox, only the
+holder polls; it renews the lease every ``LEASE_SECONDS / 3``, and when it dies the lease
+expires and another worker takes the zap over (from the stored cursor), within
+``LEASE_SECONDS`` and a renewal. A worker that stops gracefully lets its leases go at once.
+
 Either way a failure (the app, the network, the inbox) is recorded in ``zapflow_poll_state``
 and retried with a growing pause; it never ends the loop. :class:`Pollers` runs one task per
 zap and follows the zap folder through :meth:`Pollers.update`.
@@ -53,7 +59,14 @@ MIN_INTERVAL = 1.0
 MAX_BACKOFF = 900.0
 SEEN_FOR = timedelta(days=30)
 STOP_GRACE = 5.0
+LEASE_SECONDS = 30.0
+"""How long a worker holds a zap's poller or schedule without renewing it (it renews every
+third of that): after a worker dies, another takes its pollers over within about this long."""
 Clock = Callable[[], datetime]
+
+
+def lease_name(zap_id: str) -> str:
+    return f"poller:{zap_id}"
 
 
 def _utcnow() -> datetime:
@@ -247,6 +260,9 @@ class _Runner:
             await asyncio.wait([after])
         stopping = self.owner.stopping
         while not stopping.is_set():
+            if not self.owner.holds(self.zap.zap):  # another worker runs it (or nobody yet)
+                await self.owner.next_round()
+                continue
             try:
                 delay = await self.step()
                 if self.failures:
@@ -412,15 +428,68 @@ class Pollers:
         min_interval: float = MIN_INTERVAL,
         clock: Clock = _utcnow,
         stop_grace: float = STOP_GRACE,
+        holder: str | None = None,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         """``on_new`` is called when an event was stored (e.g. to wake the dispatcher);
         ``clock`` gives the time schedules go by; ``stop_grace``: how long :meth:`stop` lets a
-        poll in flight finish."""
+        poll in flight finish; ``holder``: the worker these pollers run for, which holds each
+        zap's poller under a lease of ``lease`` seconds (None: no leases, every one runs
+        here)."""
         self.inbox, self.store = inbox, PollStore(inbox)
         self.report, self.on_new = report, on_new
         self.min_interval, self.clock, self.stop_grace = min_interval, clock, stop_grace
+        self.holder, self.lease = holder, lease
         self.stopping = asyncio.Event()
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self.held: set[str] = set()
+        """The zaps whose poller this worker holds (with ``holder``)."""
+        self._round = asyncio.Event()
+        self._renew_now = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+
+    def holds(self, zap_id: str) -> bool:
+        """Whether this worker is the one to run the zap's poller now."""
+        return self.holder is None or zap_id in self.held
+
+    async def next_round(self) -> None:
+        """Wait for the next renewal of the leases (or the stop)."""
+        waiting = asyncio.ensure_future(self._round.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait(
+                [waiting, stopping], timeout=self.lease, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            waiting.cancel()
+            stopping.cancel()
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases on this worker's pollers every third of ``lease``; take those that
+        are free or whose holder died. If the inbox cannot be reached for longer than a lease,
+        this worker can no longer be sure it holds any: it stops running them until it can."""
+        assert self.holder is not None
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        while not self.stopping.is_set():
+            self._renew_now.clear()
+            names = [lease_name(zap_id) for zap_id in self._tasks]
+            try:
+                taken = await self.inbox.take_leases(self.holder, names, self.lease)
+                renewed = loop.time()
+                held = {name.removeprefix("poller:") for name in taken}
+            except Exception as exc:
+                log.warning("renewing the pollers' leases failed: %s", exc)
+                held = self.held if loop.time() - renewed < self.lease * 0.9 else set()
+            for zap_id in sorted(held - self.held):
+                log.info("zap %s: its poller runs on this worker", zap_id)
+            for zap_id in sorted(self.held - held):
+                log.info("zap %s: its poller no longer runs on this worker", zap_id)
+            self.held = held
+            done, self._round = self._round, asyncio.Event()
+            done.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), self.lease / 3)
 
     @property
     def running(self) -> list[str]:
@@ -444,6 +513,10 @@ class Pollers:
         for zap_id, (zap, trigger) in wanted.items():
             if zap_id not in self._tasks:
                 self._start(zap, trigger, previous.get(zap_id))
+        if self.holder is not None:
+            if self._keeper is None and self._tasks:
+                self._keeper = asyncio.create_task(self._keep_leases(), name="zapflow-leases")
+            self._renew_now.set()  # new zaps ask for their leases at once
 
     def _start(self, zap: Zap, trigger: Trigger, previous: asyncio.Task[None] | None) -> None:
         kind = _Poller if trigger.kind == "polling" else _Schedule
@@ -461,9 +534,18 @@ class Pollers:
         self.stopping.set()
         tasks = [task for _, task in self._tasks.values()]
         self._tasks.clear()
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=self.stop_grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.stop_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
+        if self.holder is not None and self.held:
+            try:  # another worker takes them over at once rather than when they expire
+                await self.inbox.drop_leases(self.holder)
+            except Exception as exc:
+                log.warning("letting the pollers' leases go failed (they expire): %s", exc)
+            self.held = set()

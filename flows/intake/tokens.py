@@ -6,16 +6,11 @@ from __future__ import annotations
 import secrets
 import zlib
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors._rates import Rate
-
-if TYPE_CHECKING:
-    pass
-
 from flows.intake.db import (
     InboxBase,
     _now,
