@@ -26,8 +26,14 @@ class Serve:
     """`zapflow serve` in a subprocess, its output read line by line."""
 
     def __init__(
-        self, folder: Path, home: Path, env: dict[str, str], port: int | None = None
+        self,
+        folder: Path,
+        home: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        extra: list[str] | None = None,
     ) -> None:
+        """``extra``: more options, e.g. ``["--role", "worker", "--inbox", url]``."""
         self.port = port or free_port()
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -42,6 +48,7 @@ class Serve:
                 str(self.port),
                 "--live-idle",
                 "1",
+                *(extra or []),
             ],
             env={**os.environ, **env, "ZAPFLOW_HOME": str(home), "COLUMNS": "250"},
             stdout=subprocess.PIPE,

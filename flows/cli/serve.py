@@ -6,6 +6,7 @@ import asyncio
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -49,8 +50,18 @@ def serve(
         envvar="ZAPFLOW_MAX_BODY",
         help="Largest webhook body accepted (e.g. 512KiB, 4MiB); larger ones get a 413",
     ),
+    role: str = typer.Option(
+        "all",
+        "--role",
+        envvar="ZAPFLOW_ROLE",
+        help="all: everything here; receiver: only accept deliveries into the shared inbox; "
+        "worker: only run zaps from it (dispatcher, pollers, schedules)",
+    ),
 ) -> None:
-    """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully."""
+    """Run everything: receiver, inbox, dispatcher, following ZAP_DIR; Ctrl-C stops gracefully.
+
+    On several machines, share one PostgreSQL inbox (--inbox) and run receivers and workers
+    (--role) on as many as needed."""
     import logging
 
     from flows.intake.serve import serve_until_signalled
@@ -69,8 +80,34 @@ def serve(
         body_limit = parse_size(max_body)
     except ValueError as exc:
         raise fail(f"--max-body: {exc}") from None
+    from flows.intake.members import ROLES
+
+    if role not in ROLES:
+        raise fail(f"--role {role!r}: expected one of {', '.join(ROLES)}")
+    if role != "all" and not (inbox_url or "").startswith("postgresql"):
+        err.print(
+            f"note: --role {role} on a SQLite inbox works on one machine only, where a worker "
+            "sees a receiver's events at its next look (within 1 s); across machines give "
+            "--inbox postgresql+asyncpg://…",
+            markup=False,
+        )
     if inbox_url:  # the storage app keeps its values in the same database
         os.environ["ZAPFLOW_INBOX_URL"] = inbox_url
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "public_url": public_url,
+        "inbox_url": inbox_url,
+        "concurrency": concurrency,
+        "live_idle": live_idle,
+        "max_body": body_limit,
+        "retention": keep or None,
+        "report": lambda text: out.print(text, markup=False),
+        "role": role,
+    }
+    if role == "receiver":  # accepts into the inbox: no run history to reach
+        serve_until_signalled(folder, **options)
+        return
     with prefect_api() as url:
         from flows import server
 
@@ -78,18 +115,7 @@ def serve(
         for warning in server.version_warnings(url):
             err.print(f"warning: {warning}", markup=False)
         _prepare_connection_blocks()
-        serve_until_signalled(
-            folder,
-            host=host,
-            port=port,
-            public_url=public_url,
-            inbox_url=inbox_url,
-            concurrency=concurrency,
-            live_idle=live_idle,
-            max_body=body_limit,
-            retention=keep or None,
-            report=lambda text: out.print(text, markup=False),
-        )
+        serve_until_signalled(folder, **options)
 
 
 def _prepare_connection_blocks() -> None:
@@ -110,3 +136,59 @@ def _prepare_connection_blocks() -> None:
         return
     if moved:
         out.print(f"moved {len(moved)} connection(s) to their app's block type: {', '.join(moved)}")
+
+
+# --------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(
+    inbox_url: str = typer.Option(None, "--inbox", envvar="ZAPFLOW_INBOX_URL", help=INBOX_HELP),
+) -> None:
+    """Every serve process sharing the inbox — role, host, last heartbeat, the pollers it
+    holds — and how many events wait."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from flows.intake.db import InboxError
+    from flows.intake.dispatcher import SILENT_AFTER
+
+    try:
+        members, counts, unread = asyncio.run(_status(inbox_url))
+    except InboxError as exc:
+        raise fail(str(exc)) from None
+    now = datetime.now(UTC)
+    table = Table("process", "role", "host", "up since", "last heartbeat", "holds")
+    for member in members:
+        ago = (now - member.seen_at).total_seconds()
+        seen = f"{ago:.0f} s ago"
+        if ago > SILENT_AFTER:  # its work is taken over by the others
+            seen = f"[red]{seen}: silent, taken as dead[/red]"
+        held = ", ".join(name.removeprefix("poller:") for name in member.leases)
+        table.add_row(
+            member.worker,
+            member.role,
+            member.host,
+            f"{member.started_at.astimezone():%m-%d %H:%M:%S}",
+            seen,
+            f"pollers: {held}" if held else "",
+        )
+    out.print(table if members else "no serve process shares this inbox now")
+    out.print(
+        f"events: {counts['pending']} waiting, {counts['claimed']} running, "
+        f"{counts['parked']} parked (delays, limits, holds), {counts['done']} done"
+        + (f"; {unread} deliveries kept unrecognised" if unread else "")
+    )
+
+
+async def _status(inbox_url: str | None) -> tuple[list[Any], dict[str, int], int]:
+    from flows.intake import unrecognised
+    from flows.intake.inbox import Inbox
+
+    async with await Inbox.open(inbox_url) as inbox:
+        return (
+            await inbox.members(),
+            await inbox.counts(),
+            await unrecognised.waiting_count(inbox),
+        )

@@ -619,6 +619,10 @@ class InboxBase:
         """The inbox's database engine, for diagnostics and tests."""
         return self._engine
 
+    def describe(self) -> str:
+        """Where the inbox is, for people (its URL without any password)."""
+        return self._engine.url.render_as_string(hide_password=True)
+
     @property
     def write_engine(self) -> AsyncEngine:
         """The engine to write with (on SQLite its transactions take the write lock at once),

@@ -247,13 +247,16 @@ class Dispatcher:
         live_idle: float = 5.0,
         worker: str | None = None,
         zap_folder: Path | None = None,
+        role: str = "all",
     ) -> None:
         """``concurrency``: events one zap runs at once; ``in_flight``: events claimed and not
-        finished yet; ``live_idle``: seconds a zap's live flow run waits for more events."""
+        finished yet; ``live_idle``: seconds a zap's live flow run waits for more events;
+        ``role``: the serve process's, as its heartbeat says."""
         self.inbox, self.zaps = inbox, zaps
         self.batch, self.lease, self.idle_poll = batch, lease, idle_poll
         self.in_flight, self.stale_after = in_flight, stale_after
         self.worker = worker or worker_identity()
+        self.role = role
         self.zap_folder = zap_folder
         self._kept_versions: set[str] = set()
         self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
@@ -347,7 +350,9 @@ class Dispatcher:
         HEARTBEAT_EVERY seconds."""
         while True:
             await self._safely(
-                self.inbox.heartbeat(self.worker, HOST, sorted(self._in_hand), self.lease)
+                self.inbox.heartbeat(
+                    self.worker, HOST, sorted(self._in_hand), self.lease, role=self.role
+                )
             )
             await asyncio.sleep(HEARTBEAT_EVERY)
 

@@ -29,10 +29,11 @@ from connectors._errors import ZapError
 from connectors._rates import use_shared_store
 from flows import rendering
 from flows.intake import unrecognised
-from flows.intake.dispatcher import Dispatcher
+from flows.intake.dispatcher import HEARTBEAT_EVERY, HOST, Dispatcher, worker_identity
 from flows.intake.folder import ZapFolder, build_hooks, hook_urls
 from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
+from flows.intake.members import ROLES
 from flows.intake.pollers import Pollers
 from flows.intake.receiver_process import STATUS_EVERY, status_line
 from flows.intake.threaded import ThreadedInbox
@@ -235,33 +236,47 @@ async def serve(
     started: asyncio.Event | None = None,
     stop: StopHandle | None = None,
     on_hooks: Callable[[Hooks], None] | None = None,
+    role: str = "all",
 ) -> None:
     """Everything ``zapflow serve`` runs, until SIGINT/SIGTERM (when on the main thread) or
     ``stop.request()``; then stops accepting, finishes the runs in hand and returns.
 
+    ``role``: ``all`` (one machine: everything below), ``receiver`` (only accept deliveries
+    into the inbox) or ``worker`` (only run zaps from it: dispatcher, pollers and schedules).
     The receiver runs in a process of its own (``flows.intake.receiver_process``); the
     dispatcher, pollers and schedules run here. ``on_hooks`` gets the hook table each time the
     receiver starts serving it (at start, and when the zaps change).
     """
+    if role not in ROLES:
+        raise ZapError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    receives, runs = role in ("all", "receiver"), role in ("all", "worker")
     public = public_url or f"http://{host}:{port}"
     quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
-    # The dispatcher's own inbox runs its transactions on a thread of their own, so they never
-    # hold the write lock while this loop runs zaps (see flows.intake.threaded).
-    claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
-    # App accounts' API rate limits are counted in the inbox, across every serve sharing it.
-    use_shared_store(claims)
     zaps = ZapFolder(folder, report)
     zaps.refresh()
-    dispatcher = Dispatcher(
-        claims,
-        lambda: zaps.zaps,
-        concurrency=concurrency,
-        live_idle=live_idle,
-        zap_folder=Path(folder),
-    )
-    pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set)
-    pollers.update(zaps.zaps)
+    identity = worker_identity()
+    claims: Inbox | None = None
+    dispatcher: Dispatcher | None = None
+    pollers: Pollers | None = None
+    if runs:
+        # The dispatcher's own inbox runs its transactions on a thread of their own, so they
+        # never hold the write lock while this loop runs zaps (see flows.intake.threaded).
+        claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
+        # App accounts' API rate limits are counted in the inbox, across every serve sharing it.
+        use_shared_store(claims)
+        dispatcher = Dispatcher(
+            claims,
+            lambda: zaps.zaps,
+            concurrency=concurrency,
+            live_idle=live_idle,
+            zap_folder=Path(folder),
+            worker=identity,
+            role=role,
+        )
+        # Each zap's poller runs on one worker of all those sharing the inbox (a lease).
+        pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set, holder=identity)
+        pollers.update(zaps.zaps)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     if stop is not None:
@@ -270,32 +285,40 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stopping.set)
-    wake, _ = await loop.create_datagram_endpoint(
-        lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
-    )
-    args = ["--host", host, "--port", str(port)]
-    args += ["--wake", str(wake.get_extra_info("sockname")[1])]
-    args += ["--inbox", inbox_url] if inbox_url else []
-    args += ["--max-body", str(max_body)] if max_body else []
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    hooks = await build_hooks(inbox, zaps.zaps, report)
-    receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
+    wake: asyncio.DatagramTransport | None = None
+    receiver: ReceiverProcess | None = None
+    hooks = Hooks()
+    if receives:
+        args = ["--host", host, "--port", str(port)]
+        if dispatcher is not None:  # the receiver nudges this process's dispatcher
+            wake, _ = await loop.create_datagram_endpoint(
+                lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
+            )
+            args += ["--wake", str(wake.get_extra_info("sockname")[1])]
+        args += ["--inbox", inbox_url] if inbox_url else []
+        args += ["--max-body", str(max_body)] if max_body else []
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        hooks = await build_hooks(inbox, zaps.zaps, report)
+        receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
 
     async def follow_folder() -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
                 if zaps.refresh():
-                    pollers.update(zaps.zaps)
-                    hooks = await build_hooks(inbox, zaps.zaps, report)
-                    await receiver.update(hooks)
-                    report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
-                    if on_hooks is not None:
-                        on_hooks(hooks)
+                    if pollers is not None:
+                        pollers.update(zaps.zaps)
+                    if receiver is not None:
+                        hooks = await build_hooks(inbox, zaps.zaps, report)
+                        await receiver.update(hooks)
+                        report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
+                        if on_hooks is not None:
+                            on_hooks(hooks)
             except Exception as exc:  # keep serving what was loaded
                 report(f"reloading {folder} failed: {exc}")
 
     async def keep_dispatching() -> None:
+        assert dispatcher is not None
         while True:  # a dispatcher that crashes is reported and started again
             try:
                 await dispatcher.run()
@@ -305,6 +328,7 @@ async def serve(
                 await asyncio.sleep(1.0)
 
     async def keep_receiving() -> None:
+        assert receiver is not None
         while not stopping.is_set():  # a receiver that dies is reported and started again
             assert receiver.proc is not None
             code = await receiver.proc.wait()
@@ -317,12 +341,44 @@ async def serve(
                 report(f"{exc}; trying again")
                 await asyncio.sleep(1.0)
 
+    async def keep_listening() -> None:
+        """On PostgreSQL: hear of events any receiver commits, and claim them at once."""
+        assert dispatcher is not None
+        while True:
+            try:
+                listening = await inbox.listen(dispatcher.wake.set)
+            except Exception as exc:  # the database is away: the idle poll still claims
+                log.warning("listening for new events failed: %s; trying again", exc)
+                await asyncio.sleep(5.0)
+                continue
+            if listening is None:
+                return  # SQLite: one machine; the receiver nudges this process directly
+            try:
+                await listening.lost.wait()
+            finally:
+                await listening.close()
+            dispatcher.wake.set()  # what was committed meanwhile
+            await asyncio.sleep(1.0)
+
+    async def beat_as_receiver() -> None:
+        """A receiver-only process is listed by ``zapflow status`` (a worker's heartbeat is its
+        dispatcher's)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await inbox.heartbeat(identity, HOST, role=role)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
     async def tell_running() -> None:
         """Every STATUS_EVERY seconds: is Prefect's server there, and are runs draining? The
         receiver answers ``/readyz/running`` from it; when Prefect answers again after being
         away, the events waiting for it run at once."""
         from prefect.client.orchestration import get_client
 
+        if dispatcher is None:  # a receiver alone: zap runs are the workers' business
+            assert receiver is not None
+            while True:
+                await receiver.status(True, "receiver only: the workers run the zaps")
+                await asyncio.sleep(STATUS_EVERY)
         down_since: datetime | None = None
         async with get_client() as client:
             while True:
@@ -350,7 +406,8 @@ async def serve(
                         f"({type(error).__name__}: {error}); "
                         "accepted events wait in the inbox and run when it answers"
                     )
-                await receiver.status(ok, reason)
+                if receiver is not None:
+                    await receiver.status(ok, reason)
                 await asyncio.sleep(STATUS_EVERY)
 
     async def keep_telling() -> None:
@@ -373,47 +430,64 @@ async def serve(
                 report(f"purging old events failed: {exc}")
             await asyncio.sleep(PURGE_EVERY)
 
-    dispatching = asyncio.create_task(keep_dispatching())
+    dispatching = asyncio.create_task(keep_dispatching()) if dispatcher is not None else None
     tasks: list[asyncio.Task[None]] = []
     try:
-        await receiver.start()
-        # Acknowledging comes first: under a burst the runs wait in the inbox, not the senders.
-        # (Linux nice values are per thread: this lowers the thread running the zaps.)
-        with contextlib.suppress(OSError):
-            os.nice(RUNS_NICENESS)
-        report(f"receiver on {public}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
-        report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
-        if on_hooks is not None:
-            on_hooks(hooks)
-        kept = await unrecognised.waiting_count(inbox)
-        if kept:
-            report(
-                f"{kept} deliveries wait as unrecognised (their app could not read them): "
-                "zapflow events --unrecognised"
-            )
+        if receiver is not None:
+            await receiver.start()
+        if dispatcher is not None:
+            # Acknowledging comes first: under a burst the runs wait in the inbox, not the
+            # senders. (Linux nice values are per thread: this lowers the thread running zaps.)
+            with contextlib.suppress(OSError):
+                os.nice(RUNS_NICENESS)
+        doing = {"all": "receiver", "receiver": "receiver only", "worker": "worker"}[role]
+        where = f" on {public}" if receiver is not None else f" (inbox {inbox.describe()})"
+        report(f"{doing}{where}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
+        if receiver is not None:
+            report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
+            if on_hooks is not None:
+                on_hooks(hooks)
+            kept = await unrecognised.waiting_count(inbox)
+            if kept:
+                report(
+                    f"{kept} deliveries wait as unrecognised (their app could not read them): "
+                    "zapflow events --unrecognised"
+                )
         if started is not None:
             started.set()
-        tasks = [
-            asyncio.create_task(follow_folder()),
-            asyncio.create_task(keep_receiving()),
-            asyncio.create_task(purge_old()),
-            asyncio.create_task(keep_telling()),
-        ]
+        tasks = [asyncio.create_task(follow_folder())]
+        if receiver is not None:
+            tasks += [asyncio.create_task(keep_receiving()), asyncio.create_task(keep_telling())]
+        if dispatcher is not None:
+            tasks += [asyncio.create_task(purge_old()), asyncio.create_task(keep_listening())]
+            if receiver is None:
+                tasks.append(asyncio.create_task(keep_telling()))
+        else:
+            tasks.append(asyncio.create_task(beat_as_receiver()))
         await stopping.wait()
     finally:
         # Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
         # what is still in the inbox stays there for the next start.
         stopping.set()
-        await receiver.stop()
+        if receiver is not None:
+            await receiver.stop()
         for task in tasks:
             task.cancel()
-        await pollers.stop()
-        dispatcher.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatching
-        wake.close()
+        if pollers is not None:
+            await pollers.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
+        if dispatching is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatching
+        if wake is not None:
+            wake.close()
         rendering.shutdown()
-        use_shared_store(None)
-        await claims.close()
+        if claims is not None:
+            use_shared_store(None)
+            await claims.close()
+        if dispatcher is None:
+            with contextlib.suppress(Exception):
+                await inbox.sign_off(identity)
         await inbox.close()
         report("stopped; events not yet run stay in the inbox for the next start")
