@@ -160,7 +160,12 @@ async def run_zap(
     result = await run_event(
         plan, Event.from_json(event), dry_run=dry_run, journal=RUN_JOURNAL.get()
     )
-    outcome = result.outcome
+    return flow_result(result.outcome)
+
+
+def flow_result(outcome: RunOutcome) -> Any:
+    """What a flow run that ran one zap run returns: its steps' outputs (the flow run is
+    Completed), a Completed state named Filtered, or ``ZapRunFailed`` raised (Failed)."""
     if outcome.status == "failed":
         raise ZapRunFailed(outcome)
     summary = {"status": outcome.status, "message": outcome.message, "steps": outcome.outputs}

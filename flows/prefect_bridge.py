@@ -25,6 +25,8 @@ exactly (pyproject.toml, requirements.lock) and ``zapflow serve`` warns on anoth
   logs belong to it (``flow_run_context``).
 - ``prefect.flow_engine.run_flow_async`` — a compiled flow run in a flow run made beforehand
   with its name and tags (``run_flow``, for ``zapflow run``).
+- ``prefect.client.schemas.actions.WorkPoolCreate`` — the model ``PrefectClient.create_work_pool``
+  takes, for the work pool ``zapflow deploy`` puts zaps on (``ensure_work_pool``).
 
 Upgrading Prefect: read each of these in the new release, pin it, and run the whole suite (its
 run-history tests read back what the server recorded).
@@ -40,7 +42,7 @@ from uuid import UUID, uuid4
 
 import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+from prefect.client.schemas.actions import FlowCreate, FlowRunCreate, WorkPoolCreate
 from prefect.client.schemas.objects import (
     Flow,
     FlowRun,
@@ -238,3 +240,15 @@ async def run_flow(flow: Any, flow_run: FlowRun, parameters: dict[str, Any]) -> 
     )
     assert isinstance(state, State)
     return state
+
+
+async def ensure_work_pool(client: PrefectClient, name: str, kind: str = "process") -> bool:
+    """The work pool ``name`` exists (made, of type ``kind``, if it did not); True if made."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        await client.read_work_pool(name)
+        return False
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(name=name, type=kind))
+        return True

@@ -192,3 +192,55 @@ async def _status(inbox_url: str | None) -> tuple[list[Any], dict[str, int], int
             await inbox.counts(),
             await unrecognised.waiting_count(inbox),
         )
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@app.command()
+def deploy(
+    folder: Path = typer.Argument(DEFAULT_ZAPS, metavar="ZAP_DIR", help="Folder of zaps"),
+    pool: str = typer.Option("zapflow", "--pool", help="The work pool (made if missing)"),
+    project_dir: Path = typer.Option(
+        None,
+        "--project-dir",
+        help="Where Prefect workers find this project (default: here); their runs start there",
+    ),
+) -> None:
+    """One Prefect deployment per zap (zap/<id>), kept in step with ZAP_DIR: made or updated,
+    and deleted when its zap is gone. A Prefect worker on the pool runs them:
+    `prefect worker start --pool zapflow`."""
+    from flows.deployments import deploy as deploy_zaps
+    from flows.loader import load_all
+    from flows.model import with_failure_zaps
+
+    if not folder.is_dir():
+        raise fail(f"{folder}: no such folder of zaps")
+    loaded, problems = load_all([folder])
+    if problems:  # deploying some and deleting the others' deployments would surprise
+        for problem in problems:
+            err.print(str(problem), markup=False)
+        raise fail(f"{len(problems)} problem(s) in {folder}: nothing deployed")
+    zaps = with_failure_zaps(item.zap for item in loaded)
+    where = (project_dir or Path.cwd()).resolve()
+
+    async def run() -> Any:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            return await deploy_zaps(client, zaps, pool=pool, project_dir=where)
+
+    with prefect_api() as url:
+        from flows import server
+
+        done = asyncio.run(run())
+        ui = server.ui_url(url)
+    if done.pool_made:
+        out.print(f"made work pool {pool!r} (type process)")
+    for verb, names in (("made", done.made), ("updated", done.updated), ("deleted", done.deleted)):
+        for name in names:
+            out.print(f"{verb} deployment zap/{name}")
+    out.print(
+        f"{len(zaps)} zap(s) deployed on pool {pool!r}; run them from {ui}/deployments, with a "
+        f"worker on the pool: prefect worker start --pool {pool}"
+    )
