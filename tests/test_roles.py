@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from serve_process import Serve
@@ -69,6 +70,14 @@ def _runs(url: str, zap: str) -> list[Any]:
     return asyncio.run(read())
 
 
+def _sample(text: str, name: str) -> float:
+    """One sample's value from Prometheus' text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} in:\n{text}")
+
+
 def test_a_receiver_and_two_workers_run_every_event_once_through_a_worker_kill(
     tmp_path: Path, prefect_api: str, shared_inbox: str
 ) -> None:
@@ -108,6 +117,19 @@ def test_a_receiver_and_two_workers_run_every_event_once_through_a_worker_kill(
         assert len(ran) == 300 and {r.state for r in ran} == {"completed"}
         ran_on = {r.worker.split(":")[1] for r in ran if r.worker}
         assert str(workers[1].proc.pid) in ran_on  # the survivor ran (and took over) events
+
+        # What a dashboard scrapes: the receiver's deliveries, the survivor's runs and health.
+        delivered = httpx.get(f"http://127.0.0.1:{receiver.port}/metrics", timeout=10).text
+        assert (
+            _sample(delivered, 'zapflow_deliveries_total{app="builtin",outcome="accepted"}') == 300
+        )
+        survivor = f"http://127.0.0.1:{workers[1].port}"
+        assert httpx.get(f"{survivor}/readyz", timeout=10).json()["ready"] is True
+        scraped = httpx.get(f"{survivor}/metrics", timeout=10).text
+        assert _sample(scraped, 'zapflow_runs_total{state="completed",zap="crash-notify"}') >= 1
+        assert _sample(scraped, "zapflow_claim_lag_seconds_count") >= 1
+        assert _sample(scraped, 'zapflow_inbox_events{state="pending"}') == 0
+        assert 'zapflow_step_seconds_bucket{le="0.1",step="notify",zap="crash-notify"}' in scraped
 
         listed = CliRunner().invoke(
             app, ["status", "--inbox", shared_inbox], env={"COLUMNS": "200"}

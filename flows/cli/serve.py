@@ -50,6 +50,12 @@ def serve(
         envvar="ZAPFLOW_MAX_BODY",
         help="Largest webhook body accepted (e.g. 512KiB, 4MiB); larger ones get a 413",
     ),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        help="Also answer /metrics, /healthz and /readyz of the zap runs on this port (a worker "
+        "answers them on --port; a receiver's own are on its hook port)",
+    ),
     role: str = typer.Option(
         "all",
         "--role",
@@ -104,6 +110,7 @@ def serve(
         "retention": keep or None,
         "report": lambda text: out.print(text, markup=False),
         "role": role,
+        "metrics_port": metrics_port,
     }
     if role == "receiver":  # accepts into the inbox: no run history to reach
         serve_until_signalled(folder, **options)

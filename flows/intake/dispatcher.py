@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows import metrics
 from flows.compiler import EventRun
 from flows.events import Event, derived_id
 from flows.intake.checkpoints import Checkpoints
@@ -432,7 +433,10 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self._idle_wait())
                 continue
+            now = datetime.now(UTC)
             for event in claimed:
+                if event.attempts == 1:  # its first claim: how long it waited for a worker
+                    metrics.CLAIM_LAG.observe(max(0.0, (now - event.received_at).total_seconds()))
                 self._in_hand.add(event.seq)
                 task = asyncio.create_task(self._one(event, matching(zaps, event), started))
                 task.add_done_callback(functools.partial(self._out_of_hand, event.seq))
@@ -691,6 +695,7 @@ class Dispatcher:
             )
         self.stats.runs += 1
         self.stats.by_state[status] = self.stats.by_state.get(status, 0) + 1
+        metrics.record_run(zap.zap, status, outcome.steps)
         self._results.append(
             RunResult(
                 event_id=result.event_id,

@@ -36,6 +36,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from connectors._signatures import SignatureError, verify
+from flows import metrics
 from flows.events import MAX_DEPTH, Event, TooDeep, check_depth, occurrence_id
 from flows.intake import unrecognised
 from flows.intake.hooks import CATCH_HOOK, AppHook, Hooks, ZapHook
@@ -134,6 +135,8 @@ def _answers_refusals(endpoint: Endpoint) -> Endpoint:
         try:
             return await endpoint(request)
         except Refused as exc:
+            app = request.path_params.get("app_name", "builtin")
+            metrics.DELIVERIES.labels(app, "refused").inc()
             return json_response({"error": exc.message}, exc.status)
 
     return answer
@@ -159,6 +162,9 @@ def create_app(
         except TooDeep as exc:  # the payload an app read out of a body within the limit
             raise Refused(400, str(exc)) from None
         on_accept()
+        for event, is_new in zip(events, fresh, strict=True):
+            if is_new:
+                metrics.EVENTS_ACCEPTED.labels(event.app).inc()
         return fresh
 
     @_answers_refusals
@@ -184,6 +190,7 @@ def create_app(
             zap=zap_id,
         )
         (fresh,) = await store([event])
+        metrics.DELIVERIES.labels(app_name, "accepted" if fresh else "duplicate").inc()
         return json_response({"accepted": True, "event_id": event.id, "duplicate": not fresh})
 
     @_answers_refusals
@@ -214,6 +221,7 @@ def create_app(
                 reason=reason,
             )
             warn_unrecognised(app_name, connection, channel, reason)
+            metrics.DELIVERIES.labels(app_name, "unrecognised").inc()
             return json_response({"code": 0, "accepted": 0, "unrecognised": kept})
         if not isinstance(result, list):  # a WebhookReply: the app answers the sender itself
             return json_response(result.body, result.status)
@@ -227,8 +235,9 @@ def create_app(
             )
             for item in result
         ]
-        if events:
-            await store(events)
+        fresh = await store(events) if events else []
+        outcome = "accepted" if any(fresh) else "duplicate" if fresh else "empty"
+        metrics.DELIVERIES.labels(app_name, outcome).inc()
         return json_response({"code": 0, "accepted": len(events)})
 
     async def healthz(_: Request) -> Response:
@@ -266,6 +275,10 @@ def create_app(
     async def openapi(_: Request) -> Response:
         return json_response(OPENAPI)
 
+    async def metrics_page(_: Request) -> Response:
+        body = await metrics.exposition(inbox.counts, lambda: unrecognised.waiting_count(inbox))
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     async def docs(_: Request) -> Response:
         return HTMLResponse(DOCS_PAGE)
 
@@ -277,6 +290,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/readyz/accepting", readyz_accepting, methods=["GET"]),
             Route("/readyz/running", readyz_running, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
         ]

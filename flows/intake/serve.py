@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import uvicorn
 
 from connectors._errors import ZapError
 from connectors._rates import use_shared_store
-from flows import rendering
+from flows import metrics, rendering
 from flows.intake import unrecognised
 from flows.intake.dispatcher import HEARTBEAT_EVERY, HOST, Dispatcher, worker_identity
 from flows.intake.folder import ZapFolder, build_hooks, hook_urls
@@ -35,7 +36,7 @@ from flows.intake.hooks import Hooks
 from flows.intake.inbox import Inbox
 from flows.intake.members import ROLES
 from flows.intake.pollers import Pollers
-from flows.intake.receiver_process import STATUS_EVERY, status_line
+from flows.intake.receiver_process import STATUS_EVERY, Server, status_line
 from flows.intake.threaded import ThreadedInbox
 
 log = logging.getLogger("zapflow.serve")
@@ -221,6 +222,40 @@ DEFAULT_RETENTION = timedelta(days=7)
 PURGE_EVERY = 3600.0
 
 
+def ops_app(inbox: Inbox, dispatcher: Dispatcher, role: str) -> Any:
+    """What a worker answers on its port (a receiver answers the same on its hook port):
+    ``/healthz`` (the process is up), ``/readyz`` (the inbox answers and its events are being
+    run: 503 saying why otherwise) and ``/metrics`` (``flows.metrics``)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "role": role, "worker": dispatcher.worker})
+
+    async def readyz(_: Request) -> Response:
+        ok, reason = dispatcher.health()
+        try:
+            counts: dict[str, Any] = {"inbox": await inbox.counts()}
+        except Exception as exc:
+            ok, reason, counts = False, f"the inbox cannot be read: {type(exc).__name__}", {}
+        body = {"ready": ok, ("reason" if ok else "error"): reason, **counts}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics_page(_: Request) -> Response:
+        body = await metrics.exposition(inbox.counts, lambda: unrecognised.waiting_count(inbox))
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
+        ]
+    )
+
+
 async def serve(
     folder: Path,
     *,
@@ -237,6 +272,7 @@ async def serve(
     stop: StopHandle | None = None,
     on_hooks: Callable[[Hooks], None] | None = None,
     role: str = "all",
+    metrics_port: int | None = None,
 ) -> None:
     """Everything ``zapflow serve`` runs, until SIGINT/SIGTERM (when on the main thread) or
     ``stop.request()``; then stops accepting, finishes the runs in hand and returns.
@@ -245,7 +281,9 @@ async def serve(
     into the inbox) or ``worker`` (only run zaps from it: dispatcher, pollers and schedules).
     The receiver runs in a process of its own (``flows.intake.receiver_process``); the
     dispatcher, pollers and schedules run here. ``on_hooks`` gets the hook table each time the
-    receiver starts serving it (at start, and when the zaps change).
+    receiver starts serving it (at start, and when the zaps change). A worker answers
+    ``/healthz``, ``/readyz`` and ``/metrics`` on ``port``; with ``metrics_port`` a serve that
+    also receives answers them there (its receiver answers its own on ``port``).
     """
     if role not in ROLES:
         raise ZapError(f"role {role!r}: expected one of {', '.join(ROLES)}")
@@ -432,6 +470,8 @@ async def serve(
 
     dispatching = asyncio.create_task(keep_dispatching()) if dispatcher is not None else None
     tasks: list[asyncio.Task[None]] = []
+    ops: Server | None = None
+    ops_task: asyncio.Task[None] | None = None
     try:
         if receiver is not None:
             await receiver.start()
@@ -460,6 +500,20 @@ async def serve(
             tasks += [asyncio.create_task(keep_receiving()), asyncio.create_task(keep_telling())]
         if dispatcher is not None:
             tasks += [asyncio.create_task(purge_old()), asyncio.create_task(keep_listening())]
+            ops_port = port if receiver is None else metrics_port
+            if ops_port is not None:
+                ops = Server(
+                    uvicorn.Config(
+                        ops_app(inbox, dispatcher, role),
+                        host=host,
+                        port=ops_port,
+                        log_level="warning",
+                        lifespan="off",
+                    )
+                )
+                ops_task = asyncio.create_task(ops.serve())
+                local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+                report(f"health and metrics: http://{local}:{ops_port}/readyz, /metrics")
             if receiver is None:
                 tasks.append(asyncio.create_task(keep_telling()))
         else:
@@ -471,6 +525,10 @@ async def serve(
         stopping.set()
         if receiver is not None:
             await receiver.stop()
+        if ops is not None and ops_task is not None:
+            ops.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(ops_task, 5.0)
         for task in tasks:
             task.cancel()
         if pollers is not None:
