@@ -1,0 +1,259 @@
+"""The whole several-machines topology as processes on loopback, set up as the README's
+"Several machines" says: Prefect's API twice on PostgreSQL with Redis messaging plus its
+background services in a process of their own, two zapflow receivers and two workers sharing a
+PostgreSQL inbox. 2,000 events go in across both receivers; one worker and one receiver are
+SIGKILLed mid-stream. Every acknowledged event runs once (a repeat only for the step in flight
+at the kill, with its idempotency key), the poller keeps running on one worker, and Prefect's
+history holds a completed task run for every event's step, whichever API replica recorded it.
+
+Needs the PostgreSQL and Redis this machine runs (``ZAPFLOW_TEST_POSTGRES_URL``,
+``ZAPFLOW_TEST_REDIS_URL``); skipped, saying why, without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from serve_process import Serve, free_port
+from sqlalchemy.ext.asyncio import create_async_engine
+from test_crash import ZAP, Sink
+
+from flows.intake.db import runs
+from flows.intake.inbox import Inbox
+from flows.server import SERVER_SETTINGS
+
+PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("ZAPFLOW_TEST_REDIS_URL")
+EVENTS = 2000
+
+
+async def _admin(statement: str) -> None:
+    assert PG_URL is not None
+    engine = create_async_engine(
+        sa.make_url(PG_URL).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql(statement)
+    await engine.dispose()
+
+
+@pytest.fixture
+def databases() -> Iterator[tuple[str, str]]:
+    """Two databases of their own: zapflow's inbox and Prefect's."""
+    if not PG_URL or not REDIS_URL:
+        pytest.skip(
+            "the several-machines topology needs PostgreSQL and Redis: set "
+            "ZAPFLOW_TEST_POSTGRES_URL and ZAPFLOW_TEST_REDIS_URL (.ci/run sets both)"
+        )
+    tag = uuid.uuid4().hex[:10]
+    names = [f"zapflow_topo_{tag}", f"prefect_topo_{tag}"]
+    for name in names:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_URL).set(drivername="postgresql+asyncpg")
+    yield tuple(url.set(database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
+    for name in names:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class PrefectAtScale:
+    """Prefect's server the way its docs scale it: migrations once, API replicas without
+    services (block types registered by the first only), the services in their own process."""
+
+    def __init__(self, database: str, redis_url: str, home: Path) -> None:
+        redis = httpx.URL(redis_url)
+        db = random.randrange(2, 16)  # a Redis database of this run's own, most likely
+        self.env = {
+            **os.environ,
+            **SERVER_SETTINGS,  # the batching zapflow's own server runs with
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+            "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+            "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+            "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+            "PREFECT_REDIS_MESSAGING_HOST": redis.host,
+            "PREFECT_REDIS_MESSAGING_PORT": str(redis.port or 6379),
+            "PREFECT_REDIS_MESSAGING_DB": str(db),
+            "PREFECT_SERVER_DOCKET_URL": f"redis://{redis.host}:{redis.port or 6379}/{db}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        self.env.pop("PREFECT_API_URL", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.apis: list[str] = []
+        self.home = home
+
+    def _start(self, *args: str, log: str, **extra: str) -> subprocess.Popen[bytes]:
+        out = (self.home / log).open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", *args],
+            env={**self.env, **extra},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self, replicas: int = 2) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            env=self.env,
+            capture_output=True,
+            timeout=300,
+        )
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        for i in range(replicas):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/api"
+            # Replicas registering Prefect's block types at once collide on their unique slug
+            # (seen here: the second replica exits): the first registers them.
+            self._start(
+                *("server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"),
+                log=f"api{i}.log",
+                PREFECT_API_BLOCKS_REGISTER_ON_START="true" if i == 0 else "false",
+                PREFECT_UI_API_URL=url,
+            )
+            self._wait(url, f"api{i}.log")
+            self.apis.append(url)
+        self._start("server", "services", "start", log="services.log")
+
+    def _wait(self, url: str, log: str) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError((self.home / log).read_text()[-3000:])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _send(urls: list[str], first: int, last: int, acked: set[int], lock: threading.Lock) -> None:
+    """Deliver events first..last-1, alternating receivers; a refused or failed delivery goes to
+    the other receiver, with the same webhook-id, until one acknowledges it."""
+    with httpx.Client(timeout=5) as client:
+        for n in range(first, last):
+            turn = n
+            while True:
+                url = urls[turn % len(urls)]
+                try:
+                    reply = client.post(url, json={"n": n}, headers={"webhook-id": f"d-{n}"})
+                    if reply.status_code == 200:
+                        with lock:
+                            acked.add(n)
+                        break
+                except httpx.HTTPError:
+                    pass
+                turn += 1
+                time.sleep(0.05)
+
+
+def _ledger(url: str) -> list[Any]:
+    async def read() -> list[Any]:
+        async with await Inbox.open(url) as inbox, inbox.engine.connect() as conn:
+            query = sa.select(runs.c.event_id, runs.c.state, runs.c.flow_run_id)
+            return list((await conn.execute(query.where(runs.c.zap == "crash-notify"))).all())
+
+    return asyncio.run(read())
+
+
+def _completed_task_runs(api: str) -> int:
+    body = {"task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}, "name": {"like_": "notify"}}}
+    reply = httpx.post(f"{api}/task_runs/count", json=body, timeout=30)
+    reply.raise_for_status()
+    return int(reply.json())
+
+
+def test_receivers_and_workers_on_prefect_at_scale_run_every_event_once(
+    tmp_path: Path, databases: tuple[str, str]
+) -> None:
+    inbox_url, prefect_db = databases
+    assert REDIS_URL is not None
+    prefect = PrefectAtScale(prefect_db, REDIS_URL, tmp_path / "prefect")
+    sink = Sink()
+    folder = tmp_path / "zaps"
+    folder.mkdir()
+    (folder / "crash.yaml").write_text(ZAP.format(sink=sink.url))
+    inbox = ["--inbox", inbox_url]
+    processes: list[Serve] = []
+    try:
+        prefect.start()
+        receivers = [
+            Serve(folder, tmp_path / f"rx{i}", {}, extra=["--role", "receiver", *inbox])
+            for i in (1, 2)
+        ]
+        workers = [  # each worker on its own API replica, as behind a load balancer
+            Serve(
+                folder,
+                tmp_path / f"w{i}",
+                {"PREFECT_API_URL": api},
+                extra=["--role", "worker", *inbox],
+            )
+            for i, api in enumerate(prefect.apis)
+        ]
+        processes = [*receivers, *workers]
+        hooks = [r.wait_for(r"catch hook of crash-notify: (\S+)").group(1) for r in receivers]
+        for worker in workers:
+            worker.wait_for(r"^worker \(inbox postgresql", timeout=120)
+
+        acked: set[int] = set()
+        lock = threading.Lock()
+        senders = [
+            threading.Thread(target=_send, args=(hooks, k, EVENTS, acked, lock), daemon=True)
+            for k in (0,)
+        ]
+        for sender in senders:
+            sender.start()
+        while len(sink.keys) < EVENTS // 4:
+            time.sleep(0.05)
+        workers[0].kill()
+        while len(acked) < EVENTS // 2:
+            time.sleep(0.05)
+        receivers[0].kill()  # its senders' next deliveries go to the other receiver
+        for sender in senders:
+            sender.join(timeout=300)
+        assert len(acked) == EVENTS, "the surviving receiver did not take every event"
+        deadline = time.monotonic() + 300
+        while len(sink.keys) < EVENTS and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        assert set(sink.keys) == {str(n) for n in range(EVENTS)}, "an acknowledged event was lost"
+        for n, keys in sink.keys.items():  # a repeat is the step in flight at the kill
+            assert len(set(keys)) == 1, (n, keys)
+        ledger = _ledger(inbox_url)
+        assert len(ledger) == EVENTS and {r.state for r in ledger} == {"completed"}
+        # Prefect's history, through either replica: a completed task run per event's step.
+        deadline = time.monotonic() + 120
+        while _completed_task_runs(prefect.apis[1]) < EVENTS and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _completed_task_runs(prefect.apis[0]) >= EVENTS
+    finally:
+        for process in processes:
+            if process.proc.poll() is None:
+                process.stop()
+        prefect.stop()
