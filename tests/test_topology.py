@@ -125,7 +125,7 @@ class PrefectAtScale:
             self._start(
                 *("server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"),
                 log=f"api{i}.log",
-                PREFECT_API_BLOCKS_REGISTER_ON_START="true" if i == 0 else "false",
+                PREFECT_SERVER_REGISTER_BLOCKS_ON_START="true" if i == 0 else "false",
                 PREFECT_UI_API_URL=url,
             )
             self._wait(url, f"api{i}.log")
