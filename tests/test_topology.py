@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import subprocess
 import sys
 import threading
 import time
@@ -27,13 +25,15 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from serve_process import Serve, free_port
+from serve_process import Serve
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_crash import ZAP, Sink
 
 from flows.intake.db import runs
 from flows.intake.inbox import Inbox
-from flows.server import SERVER_SETTINGS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from topology import PrefectAtScale  # noqa: E402 - the launcher bench_topology.py uses too
 
 PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("ZAPFLOW_TEST_REDIS_URL")
@@ -66,91 +66,6 @@ def databases() -> Iterator[tuple[str, str]]:
     yield tuple(url.set(database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
     for name in names:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-class PrefectAtScale:
-    """Prefect's server the way its docs scale it: migrations once, API replicas without
-    services (block types registered by the first only), the services in their own process."""
-
-    def __init__(self, database: str, redis_url: str, home: Path) -> None:
-        redis = httpx.URL(redis_url)
-        db = random.randrange(2, 16)  # a Redis database of this run's own, most likely
-        self.env = {
-            **os.environ,
-            **SERVER_SETTINGS,  # the batching zapflow's own server runs with
-            "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": database,
-            "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
-            "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
-            "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
-            "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
-            "PREFECT_REDIS_MESSAGING_HOST": redis.host,
-            "PREFECT_REDIS_MESSAGING_PORT": str(redis.port or 6379),
-            "PREFECT_REDIS_MESSAGING_DB": str(db),
-            "PREFECT_SERVER_DOCKET_URL": f"redis://{redis.host}:{redis.port or 6379}/{db}",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        self.env.pop("PREFECT_API_URL", None)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.apis: list[str] = []
-        self.home = home
-
-    def _start(self, *args: str, log: str, **extra: str) -> subprocess.Popen[bytes]:
-        out = (self.home / log).open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", *args],
-            env={**self.env, **extra},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def start(self, replicas: int = 2) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        upgrade = subprocess.run(
-            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-            env=self.env,
-            capture_output=True,
-            timeout=300,
-        )
-        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
-        for i in range(replicas):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}/api"
-            # Replicas registering Prefect's block types at once collide on their unique slug
-            # (seen here: the second replica exits): the first registers them.
-            self._start(
-                *("server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"),
-                log=f"api{i}.log",
-                PREFECT_SERVER_REGISTER_BLOCKS_ON_START="true" if i == 0 else "false",
-                PREFECT_UI_API_URL=url,
-            )
-            self._wait(url, f"api{i}.log")
-            self.apis.append(url)
-        self._start("server", "services", "start", log="services.log")
-
-    def _wait(self, url: str, log: str) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError((self.home / log).read_text()[-3000:])
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def _send(urls: list[str], first: int, last: int, acked: set[int], lock: threading.Lock) -> None:

@@ -1,0 +1,229 @@
+"""One host against the several-machines topology, on the same burst, in one run.
+
+    .venv/bin/python bench/bench_topology.py --redis redis://127.0.0.1:6379 \\
+        --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test [--events 2000] [--senders 50]
+
+1. one host: ``zapflow serve`` (``--role all``) with its own Prefect server (SQLite), as
+   bench_compare runs it;
+2. the topology (``topology.py``): Prefect's API twice on PostgreSQL with Redis messaging and its
+   services apart, two receivers and two workers on a PostgreSQL inbox (each worker on its own
+   API replica), the senders split between the receivers.
+
+The zap is bench_compare's (catch hook → one HTTP POST to the sink). For each: zap runs/s (first
+send → last action), event → action p50/p99 (sink arrival − sent), and CPU seconds per zap run
+by process kind. On one machine the processes share its cores, so what compares is CPU per run:
+what the topology's coordination (PostgreSQL's inbox, Redis, two API replicas) costs over one
+host, per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from harness import Sink, missed_enquiry, send_events
+from procs import _cpu_ticks, _tree
+from sqlalchemy.ext.asyncio import create_async_engine
+from topology import PrefectAtScale, free_port
+from zapflow_system import ZAP, start_zapflow
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _by_name(name: str) -> list[int]:
+    """Pids of the processes whose command is ``name`` (PostgreSQL's backends, Redis)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip().startswith(name):
+                found.append(int(stat.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def _ticks(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+            total += _cpu_ticks(pid)
+    return total
+
+
+def _burst(
+    urls: list[str], sink: Sink, events: int, senders: int, kinds: dict[str, list[int]]
+) -> None:
+    """Send the burst (split between ``urls``), wait for every action, print the figures."""
+    prefix = f"b{uuid.uuid4().hex[:6]}-"
+    warm = [threading.Thread(target=send_events, args=(u, 5, 1, missed_enquiry)) for u in urls]
+    for thread in warm:
+        thread.start()
+    for thread in warm:
+        thread.join()
+    time.sleep(3)
+    trees = {kind: _tree(pids) for kind, pids in kinds.items()}
+    before = {kind: _ticks(pids) for kind, pids in trees.items()}
+    sends: list = []
+    share = events // len(urls)
+
+    def send(url: str, k: int) -> None:
+        sends.extend(
+            send_events(url, share, senders // len(urls), missed_enquiry, prefix=f"{prefix}{k}-")
+        )
+
+    start = time.time()
+    threads = [threading.Thread(target=send, args=(u, k)) for k, u in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = share * len(urls)
+    while sink.count(prefix) < total and time.time() - start < 600:
+        time.sleep(0.2)
+    done = sink.count(prefix)
+    arrivals = {event_id: at for event_id, at in sink.records(prefix)}
+    last = max(arrivals.values(), default=start)
+    sent = {s.id: s.sent for s in sends if s.accepted}
+    latency = sorted(1000 * (arrivals[i] - sent[i]) for i in arrivals if i in sent)
+    p99 = latency[min(len(latency) - 1, int(len(latency) * 0.99))] if latency else 0.0
+    print(
+        f"  {done} of {total} actions, {done / max(0.001, last - start):.1f} zap runs/s; "
+        f"event → action p50 {statistics.median(latency) if latency else 0:.0f} ms, "
+        f"p99 {p99:.0f} ms"
+    )
+    all_cpu = 0.0
+    for kind, pids in trees.items():
+        seconds = (_ticks(pids) - before[kind]) / TICK
+        all_cpu += seconds
+        print(f"    {kind:<22} {seconds:6.1f} s CPU  {1000 * seconds / max(done, 1):6.2f} ms/run")
+    print(f"    {'all':<22} {all_cpu:6.1f} s CPU  {1000 * all_cpu / max(done, 1):6.2f} ms/run")
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(
+        sa.make_url(url).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql(statement)
+    await engine.dispose()
+
+
+def _serve(folder: Path, home: Path, role: str, inbox: str, env: dict[str, str]) -> tuple:
+    port = free_port()
+    log = (home / f"{role}-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from flows.cli import main; main()", "serve", str(folder)]
+        + ["--role", role, "--inbox", inbox, "--port", str(port)],
+        env={**os.environ, **env, "ZAPFLOW_HOME": str(home / f"{role}-{port}"), "COLUMNS": "300"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc, port, log
+
+
+def _hook(log_path: Path, deadline: float) -> str:
+    import re
+
+    while time.time() < deadline:
+        found = re.search(r"catch hook of bench-missed-enquiry: (\S+)", log_path.read_text())
+        if found:
+            return found.group(1)
+        time.sleep(0.3)
+    raise RuntimeError(log_path.read_text()[-2000:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--postgres", required=True, help="a PostgreSQL URL (databases are made)")
+    parser.add_argument("--redis", required=True, help="a Redis URL")
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--senders", type=int, default=50)
+    args = parser.parse_args()
+    sink = Sink()
+    try:
+        print(f"one host (serve --role all, its own Prefect server): {args.events} events")
+        url, _, pids, stop = start_zapflow(sink.url)
+        try:
+            _burst(
+                [url],
+                sink,
+                args.events,
+                args.senders,
+                {"serve + receiver": pids[:1], "Prefect server": pids[1:]},
+            )
+        finally:
+            stop()
+        _topology(args, sink)
+    finally:
+        sink.stop()
+
+
+def _topology(args: argparse.Namespace, sink: Sink) -> None:
+    tag = uuid.uuid4().hex[:8]
+    names = [f"zapflow_bench_{tag}", f"prefect_bench_{tag}"]
+    for name in names:
+        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+    base = sa.make_url(args.postgres).set(drivername="postgresql+asyncpg")
+    inbox, prefect_db = (base.set(database=n).render_as_string(hide_password=False) for n in names)
+    home = Path(tempfile.mkdtemp(prefix="zapflow-bench-topology-"))
+    folder = home / "zaps"
+    folder.mkdir()
+    (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
+    prefect = PrefectAtScale(prefect_db, args.redis, home / "prefect")
+    started: list = []
+    try:
+        prefect.start()
+        receivers = [_serve(folder, home, "receiver", inbox, {}) for _ in range(2)]
+        workers = [
+            _serve(folder, home, "worker", inbox, {"PREFECT_API_URL": api}) for api in prefect.apis
+        ]
+        started = receivers + workers
+        deadline = time.time() + 120
+        hooks = [_hook(Path(log.name), deadline) for _, _, log in receivers]
+        time.sleep(5)  # the workers' start
+        print(
+            f"topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, workers "
+            f"x2, PostgreSQL inbox): {args.events} events"
+        )
+        _burst(
+            hooks,
+            sink,
+            args.events,
+            args.senders,
+            {
+                "receivers": [p.pid for p, _, _ in receivers],
+                "workers": [p.pid for p, _, _ in workers],
+                "Prefect API x2": prefect.api_pids,
+                "Prefect services": [prefect.services_pid],
+                "PostgreSQL": _by_name("postgres"),
+                "Redis": _by_name("redis-server"),
+            },
+        )
+    finally:
+        for proc, _, _log in started:
+            proc.terminate()
+        for proc, _, log in started:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        prefect.stop()
+        for name in names:
+            asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

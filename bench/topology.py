@@ -1,0 +1,112 @@
+"""The several-machines topology as processes on this machine: Prefect's server scaled as its
+docs scale it (API replicas on PostgreSQL with Redis messaging, background services apart) and
+zapflow receivers and workers sharing a PostgreSQL inbox. Used by ``bench_topology.py`` and
+``tests/test_topology.py``."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from flows.server import SERVER_SETTINGS
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrefectAtScale:
+    """Prefect's server the way its docs scale it: migrations once, API replicas without
+    services (block types registered by the first only), the services in their own process."""
+
+    def __init__(self, database: str, redis_url: str, home: Path) -> None:
+        redis = httpx.URL(redis_url)
+        db = random.randrange(2, 16)  # a Redis database of this run's own, most likely
+        self.env = {
+            **os.environ,
+            **SERVER_SETTINGS,  # the batching zapflow's own server runs with
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+            "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+            "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+            "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+            "PREFECT_REDIS_MESSAGING_HOST": redis.host,
+            "PREFECT_REDIS_MESSAGING_PORT": str(redis.port or 6379),
+            "PREFECT_REDIS_MESSAGING_DB": str(db),
+            "PREFECT_SERVER_DOCKET_URL": f"redis://{redis.host}:{redis.port or 6379}/{db}",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+        }
+        self.env.pop("PREFECT_API_URL", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.apis: list[str] = []
+        self.api_pids: list[int] = []
+        self.services_pid = 0
+        self.home = home
+
+    def _start(self, *args: str, log: str, **extra: str) -> subprocess.Popen[bytes]:
+        out = (self.home / log).open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", *args],
+            env={**self.env, **extra},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self, replicas: int = 2) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            env=self.env,
+            capture_output=True,
+            timeout=300,
+        )
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        for i in range(replicas):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/api"
+            # Replicas registering Prefect's block types at once collide on their unique slug
+            # (seen here: one replica exits): the first registers them.
+            proc = self._start(
+                *("server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"),
+                log=f"api{i}.log",
+                PREFECT_SERVER_REGISTER_BLOCKS_ON_START="true" if i == 0 else "false",
+            )
+            self._wait(url, f"api{i}.log")
+            self.apis.append(url)
+            self.api_pids.append(proc.pid)
+        self.services_pid = self._start("server", "services", "start", log="services.log").pid
+
+    def _wait(self, url: str, log: str) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError((self.home / log).read_text()[-3000:])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
