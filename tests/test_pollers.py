@@ -492,7 +492,8 @@ async def test_a_zaps_poller_runs_on_one_worker_and_passes_over_when_that_one_di
         task.cancel()
     died = time.monotonic()
     await until(lambda: second.held == {"new-orders"}, timeout=5)
-    assert time.monotonic() - died < 1.0 + 1.0 / 3 + 0.5  # the lease, a renewal, slack
+    # Within the lease and a renewal (1.33 s), plus what a loaded CI machine adds.
+    assert time.monotonic() - died < 4.0
     source.add(2)
     await until(lambda: _count(second_inbox, 2))
     await second.stop()

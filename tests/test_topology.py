@@ -160,8 +160,15 @@ def test_receivers_and_workers_on_prefect_at_scale_run_every_event_once(
         assert set(sink.keys) == {str(n) for n in range(EVENTS)}, "an acknowledged event was lost"
         for n, keys in sink.keys.items():  # a repeat is the step in flight at the kill
             assert len(set(keys)) == 1, (n, keys)
-        ledger = _ledger(inbox_url)
-        assert len(ledger) == EVENTS and {r.state for r in ledger} == {"completed"}
+        # A run's ledger row is committed just after its action (group commits): wait for it.
+        deadline = time.monotonic() + 30
+        while True:
+            ledger = _ledger(inbox_url)
+            if {r.state for r in ledger} == {"completed"}:
+                break
+            assert time.monotonic() < deadline, {r.state for r in ledger}
+            time.sleep(0.2)
+        assert len(ledger) == EVENTS
         # Prefect's history, through either replica: a completed task run per event's step.
         deadline = time.monotonic() + 120
         while _completed_task_runs(prefect.apis[1]) < EVENTS and time.monotonic() < deadline:
