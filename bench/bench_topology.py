@@ -19,7 +19,6 @@ host, per run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import statistics
@@ -31,11 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
 from harness import Sink, missed_enquiry, send_events
-from procs import _cpu_ticks, _tree
-from sqlalchemy.ext.asyncio import create_async_engine
-from topology import PrefectAtScale, free_port
+from procs import _cpu_ticks, _tree, free_port
+from topology import PrefectAtScale, fresh_databases
 from zapflow_system import ZAP, start_zapflow
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -110,15 +107,6 @@ def _burst(
     print(f"    {'all':<22} {all_cpu:6.1f} s CPU  {1000 * all_cpu / max(done, 1):6.2f} ms/run")
 
 
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(
-        sa.make_url(url).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
-    )
-    async with engine.connect() as conn:
-        await conn.exec_driver_sql(statement)
-    await engine.dispose()
-
-
 def _serve(folder: Path, home: Path, role: str, inbox: str, env: dict[str, str]) -> tuple:
     port = free_port()
     log = (home / f"{role}-{port}.log").open("w")
@@ -171,12 +159,11 @@ def main() -> None:
 
 
 def _topology(args: argparse.Namespace, sink: Sink) -> None:
-    tag = uuid.uuid4().hex[:8]
-    names = [f"zapflow_bench_{tag}", f"prefect_bench_{tag}"]
-    for name in names:
-        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
-    base = sa.make_url(args.postgres).set(drivername="postgresql+asyncpg")
-    inbox, prefect_db = (base.set(database=n).render_as_string(hide_password=False) for n in names)
+    with fresh_databases(args.postgres, "zapflow_bench", "prefect_bench") as (inbox, prefect_db):
+        _run_topology(args, sink, inbox, prefect_db)
+
+
+def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: str) -> None:
     home = Path(tempfile.mkdtemp(prefix="zapflow-bench-topology-"))
     folder = home / "zaps"
     folder.mkdir()
@@ -221,8 +208,6 @@ def _topology(args: argparse.Namespace, sink: Sink) -> None:
                 proc.kill()
             log.close()
         prefect.stop()
-        for name in names:
-            asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -5,24 +5,48 @@ zapflow receivers and workers sharing a PostgreSQL inbox. Used by ``bench_topolo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
+from procs import free_port
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from flows.server import SERVER_SETTINGS
 
 
-def free_port() -> int:
-    import socket
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(
+        sa.make_url(url).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql(statement)
+    await engine.dispose()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+@contextlib.contextmanager
+def fresh_databases(url: str, *prefixes: str) -> Iterator[list[str]]:
+    """A new database per prefix on the PostgreSQL server at ``url`` (their URLs, as the
+    machines of one installation would share them), dropped afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    names = [f"{prefix}_{tag}" for prefix in prefixes]
+    for name in names:
+        asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    base = sa.make_url(url).set(drivername="postgresql+asyncpg")
+    try:
+        yield [base.set(database=n).render_as_string(hide_password=False) for n in names]
+    finally:
+        for name in names:
+            asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class PrefectAtScale:

@@ -169,25 +169,27 @@ async def save_block(app: App, name: str, connection: BaseModel, *, overwrite: b
 
 
 async def delete_block(app: App, name: str) -> bool:
+    from flows.connection_blocks import block_type_slug
+
+    deleted = await _delete_document(block_type_slug(app.name), name)
+    # One still in the old generic form goes too.
+    deleted = await _delete_document(LEGACY_SLUG, legacy_block_name(app.name, name)) or deleted
+    _cache.pop((app.name, name), None)
+    return deleted
+
+
+async def _delete_document(slug: str, name: str) -> bool:
+    """Delete the block document ``name`` of block type ``slug``; False if there is none."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from flows.connection_blocks import block_type_slug
-
-    deleted = False
     async with get_client() as client:
-        for slug, doc_name in (
-            (block_type_slug(app.name), name),
-            (LEGACY_SLUG, legacy_block_name(app.name, name)),
-        ):
-            try:
-                doc = await client.read_block_document_by_name(doc_name, block_type_slug=slug)
-            except ObjectNotFound:
-                continue
-            await client.delete_block_document(doc.id)
-            deleted = True
-    _cache.pop((app.name, name), None)
-    return deleted
+        try:
+            doc = await client.read_block_document_by_name(name, block_type_slug=slug)
+        except ObjectNotFound:
+            return False
+        await client.delete_block_document(doc.id)
+    return True
 
 
 async def register_block_types(apps: dict[str, App]) -> None:
@@ -226,22 +228,8 @@ async def _move_legacy(app: App, name: str) -> bool:
         return False
     values = {**old.settings, **old.secrets.get_secret_value()}
     await save_block(app, name, validate(app, name, values), overwrite=False)
-    await delete_legacy(app.name, name)
+    await _delete_document(LEGACY_SLUG, legacy_block_name(app.name, name))
     return True
-
-
-async def delete_legacy(app: str, name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    async with get_client() as client:
-        try:
-            doc = await client.read_block_document_by_name(
-                legacy_block_name(app, name), block_type_slug=LEGACY_SLUG
-            )
-        except ObjectNotFound:
-            return
-        await client.delete_block_document(doc.id)
 
 
 async def migrate_legacy(apps: dict[str, App]) -> list[str]:

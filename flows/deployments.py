@@ -28,14 +28,13 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
 )
 
-from connectors import registry
 from connectors._errors import ZapError
 from flows.compiler import ZAPFLOW_TAG, flow_result, run_event, run_tags
 from flows.events import Event
 from flows.intake.db import RunResult, StepOutcome
 from flows.intake.inbox import Inbox
 from flows.model import Zap, zap_version
-from flows.plan import plan_of
+from flows.plan import ZapPlan, plan_of
 from flows.prefect_bridge import ensure_work_pool
 from flows.runtime import Journal
 
@@ -44,25 +43,23 @@ ENTRYPOINT = "flows/deployments.py:run_deployed_zap"
 DEFAULT_POOL = "zapflow"
 
 
-def event_for(zap: Zap, given: dict[str, Any] | None) -> Event:
+def event_for(plan: ZapPlan, given: dict[str, Any] | None) -> Event:
     """The event a deployment run starts from: a whole event (``app``, ``trigger``,
     ``payload``), or just the trigger's fields (as ``zapflow run --event`` takes them), or —
     when none is given — the zap's (else its trigger's) first sample."""
     if given and {"app", "trigger", "payload"} <= set(given):
         return Event.from_json(given)
+    spec = plan.zap.trigger
     if given:
         payload = given
+    elif plan.samples:
+        payload = plan.samples[0]
     else:
-        samples = zap.trigger.samples or list(
-            registry.trigger(zap.trigger.app, zap.trigger.event).samples
+        raise ZapError(
+            f"zap {plan.id!r}: give the event to run on (its trigger's fields): "
+            f"{spec.app}.{spec.event} has no sample"
         )
-        if not samples:
-            raise ZapError(
-                f"zap {zap.zap!r}: give the event to run on (its trigger's fields): "
-                f"{zap.trigger.app}.{zap.trigger.event} has no sample"
-            )
-        payload = samples[0]
-    return Event(app=zap.trigger.app, trigger=zap.trigger.event, payload=payload)
+    return Event(app=spec.app, trigger=spec.event, payload=payload)
 
 
 @flow(name=FLOW_NAME, persist_result=False)
@@ -73,7 +70,7 @@ async def run_deployed_zap(zap: dict[str, Any], event: dict[str, Any] | None = N
 
     model = Zap.model_validate(zap)
     plan = plan_of(model)
-    chosen = event_for(model, event)
+    chosen = event_for(plan, event)
     started = datetime.now(UTC)
     saved: list[StepOutcome] = []
 

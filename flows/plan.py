@@ -79,6 +79,12 @@ class ZapPlan:
     def step(self, step: ActionStep) -> StepPlan:
         return self.steps[step.id]
 
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The payloads a run without an event of its own uses: the zap's samples, else its
+        trigger's."""
+        return self.zap.trigger.samples or list(self.trigger.samples)
+
     def payload(self, event: Event) -> dict[str, Any]:
         """The trigger payload as templates see it: the event's payload validated, once per
         run, by the trigger's payload model (defaults filled in, names as the app gives them).

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from connectors import ActionContext, App, PermanentError, RetryableError, registry
+
+# bench/topology.py launches the several-machines topology for bench_topology.py and the tests.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 HERE = Path(__file__).parent
 EXAMPLE_ZAPS = HERE.parent / "zaps"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from serve_process import Serve
-from sqlalchemy.ext.asyncio import create_async_engine
 from test_crash import ZAP, Sender, Sink
+from topology import fresh_databases  # bench's launcher of the topology (conftest)
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -39,35 +38,31 @@ steps:
 """
 
 
-async def _database(statement: str) -> None:
-    assert PG_URL is not None
-    url = sa.make_url(PG_URL).set(drivername="postgresql+asyncpg")
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.exec_driver_sql(statement)
-    await engine.dispose()
-
-
 @pytest.fixture
 def shared_inbox() -> Iterator[str]:
     """A PostgreSQL database of its own, as the machines of one installation share."""
     if not PG_URL:
         pytest.skip("several machines share a PostgreSQL inbox: set ZAPFLOW_TEST_POSTGRES_URL")
-    name = f"zapflow_roles_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_database(f'CREATE DATABASE "{name}"'))
-    yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_databases(PG_URL, "zapflow_roles") as (url,):
+        yield url
 
 
-def _runs(url: str, zap: str) -> list[Any]:
-    """The ledger's rows of ``zap``: state and the worker that ran it."""
+def completed_runs(url: str, zap: str, timeout: float = 30.0) -> list[Any]:
+    """The run ledger's rows of ``zap`` (event, state, worker, flow run) once every one is
+    completed: a run's row is committed just after its action (group commits)."""
 
     async def read() -> list[Any]:
         async with await Inbox.open(url) as inbox, inbox.engine.connect() as conn:
-            query = sa.select(runs.c.event_id, runs.c.state, runs.c.worker)
+            query = sa.select(runs.c.event_id, runs.c.state, runs.c.worker, runs.c.flow_run_id)
             return list((await conn.execute(query.where(runs.c.zap == zap))).all())
 
-    return asyncio.run(read())
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = asyncio.run(read())
+        if {r.state for r in rows} == {"completed"}:
+            return rows
+        assert time.monotonic() < deadline, {r.state for r in rows}
+        time.sleep(0.2)
 
 
 def _sample(text: str, name: str) -> float:
@@ -113,14 +108,7 @@ def test_a_receiver_and_two_workers_run_every_event_once_through_a_worker_kill(
         assert set(sink.keys) == {str(i) for i in range(300)}, "an acknowledged event was lost"
         for n, keys in sink.keys.items():  # a repeat is the kill's step in flight: same key
             assert len(set(keys)) == 1, (n, keys)
-        # A run's ledger row is committed just after its action (group commits): wait for it.
-        deadline = time.monotonic() + 30
-        while True:
-            ran = _runs(shared_inbox, "crash-notify")
-            if {r.state for r in ran} == {"completed"}:
-                break
-            assert time.monotonic() < deadline, {r.state for r in ran}
-            time.sleep(0.2)
+        ran = completed_runs(shared_inbox, "crash-notify")
         assert len(ran) == 300
         ran_on = {r.worker.split(":")[1] for r in ran if r.worker}
         assert str(workers[1].proc.pid) in ran_on  # the survivor ran (and took over) events

@@ -12,60 +12,34 @@ Needs the PostgreSQL and Redis this machine runs (``ZAPFLOW_TEST_POSTGRES_URL``,
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from serve_process import Serve
-from sqlalchemy.ext.asyncio import create_async_engine
 from test_crash import ZAP, Sink
-
-from flows.intake.db import runs
-from flows.intake.inbox import Inbox
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from topology import PrefectAtScale  # noqa: E402 - the launcher bench_topology.py uses too
+from test_roles import completed_runs
+from topology import PrefectAtScale, fresh_databases  # bench's (conftest)
 
 PG_URL = os.environ.get("ZAPFLOW_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("ZAPFLOW_TEST_REDIS_URL")
 EVENTS = 2000
 
 
-async def _admin(statement: str) -> None:
-    assert PG_URL is not None
-    engine = create_async_engine(
-        sa.make_url(PG_URL).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
-    )
-    async with engine.connect() as conn:
-        await conn.exec_driver_sql(statement)
-    await engine.dispose()
-
-
 @pytest.fixture
-def databases() -> Iterator[tuple[str, str]]:
+def databases() -> Iterator[list[str]]:
     """Two databases of their own: zapflow's inbox and Prefect's."""
     if not PG_URL or not REDIS_URL:
         pytest.skip(
             "the several-machines topology needs PostgreSQL and Redis: set "
             "ZAPFLOW_TEST_POSTGRES_URL and ZAPFLOW_TEST_REDIS_URL (.ci/run sets both)"
         )
-    tag = uuid.uuid4().hex[:10]
-    names = [f"zapflow_topo_{tag}", f"prefect_topo_{tag}"]
-    for name in names:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(PG_URL).set(drivername="postgresql+asyncpg")
-    yield tuple(url.set(database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
-    for name in names:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_databases(PG_URL, "zapflow_topo", "prefect_topo") as urls:
+        yield urls
 
 
 def _send(urls: list[str], first: int, last: int, acked: set[int], lock: threading.Lock) -> None:
@@ -88,15 +62,6 @@ def _send(urls: list[str], first: int, last: int, acked: set[int], lock: threadi
                 time.sleep(0.05)
 
 
-def _ledger(url: str) -> list[Any]:
-    async def read() -> list[Any]:
-        async with await Inbox.open(url) as inbox, inbox.engine.connect() as conn:
-            query = sa.select(runs.c.event_id, runs.c.state, runs.c.flow_run_id)
-            return list((await conn.execute(query.where(runs.c.zap == "crash-notify"))).all())
-
-    return asyncio.run(read())
-
-
 def _completed_task_runs(api: str) -> int:
     body = {"task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}, "name": {"like_": "notify"}}}
     reply = httpx.post(f"{api}/task_runs/count", json=body, timeout=30)
@@ -105,7 +70,7 @@ def _completed_task_runs(api: str) -> int:
 
 
 def test_receivers_and_workers_on_prefect_at_scale_run_every_event_once(
-    tmp_path: Path, databases: tuple[str, str]
+    tmp_path: Path, databases: list[str]
 ) -> None:
     inbox_url, prefect_db = databases
     assert REDIS_URL is not None
@@ -160,14 +125,7 @@ def test_receivers_and_workers_on_prefect_at_scale_run_every_event_once(
         assert set(sink.keys) == {str(n) for n in range(EVENTS)}, "an acknowledged event was lost"
         for n, keys in sink.keys.items():  # a repeat is the step in flight at the kill
             assert len(set(keys)) == 1, (n, keys)
-        # A run's ledger row is committed just after its action (group commits): wait for it.
-        deadline = time.monotonic() + 30
-        while True:
-            ledger = _ledger(inbox_url)
-            if {r.state for r in ledger} == {"completed"}:
-                break
-            assert time.monotonic() < deadline, {r.state for r in ledger}
-            time.sleep(0.2)
+        ledger = completed_runs(inbox_url, "crash-notify")
         assert len(ledger) == EVENTS
         # Prefect's history, through either replica: a completed task run per event's step.
         deadline = time.monotonic() + 120

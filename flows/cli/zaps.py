@@ -202,7 +202,9 @@ def read_event(
         else:
             _refuse_a_delivery(zap, trigger, event_file, payload)
     else:
-        samples = zap.trigger.samples or list(trigger.samples)
+        from flows.plan import plan_of
+
+        samples = plan_of(zap).samples
         index = (sample or 1) - 1
         if not 0 <= index < len(samples):
             raise fail(f"zap {zap.zap!r} has {len(samples)} sample event(s); use --sample 1..")

@@ -289,6 +289,7 @@ async def serve(
         raise ZapError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     receives, runs = role in ("all", "receiver"), role in ("all", "worker")
     public = public_url or f"http://{host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # to reach our own ports
     quiet_run_logs()
     inbox = await Inbox.open(inbox_url)
     zaps = ZapFolder(folder, report)
@@ -335,7 +336,6 @@ async def serve(
             args += ["--wake", str(wake.get_extra_info("sockname")[1])]
         args += ["--inbox", inbox_url] if inbox_url else []
         args += ["--max-body", str(max_body)] if max_body else []
-        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         hooks = await build_hooks(inbox, zaps.zaps, report)
         receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
 
@@ -512,7 +512,6 @@ async def serve(
                     )
                 )
                 ops_task = asyncio.create_task(ops.serve())
-                local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
                 report(f"health and metrics: http://{local}:{ops_port}/readyz, /metrics")
             if receiver is None:
                 tasks.append(asyncio.create_task(keep_telling()))
