@@ -2,18 +2,23 @@
 
     .venv/bin/python bench/bench_topology.py --redis redis://127.0.0.1:6379 \\
         --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test [--events 2000] [--senders 50]
+        [--prefect-env NAME=VALUE ...] [--rounds 3]
 
 1. one host: ``zapflow serve`` (``--role all``) with its own Prefect server (SQLite), as
    bench_compare runs it;
-2. the topology (``topology.py``): Prefect's API twice on PostgreSQL with Redis messaging and its
+2. zapflow split, Prefect not: two receivers and two workers on a PostgreSQL inbox, all sending
+   their history to one Prefect server (SQLite) — what zapflow's own split costs;
+3. the topology (``topology.py``): Prefect's API twice on PostgreSQL with Redis messaging and its
    services apart, two receivers and two workers on a PostgreSQL inbox (each worker on its own
-   API replica), the senders split between the receivers.
+   API replica), the senders split between the receivers. ``--prefect-env`` sets a Prefect
+   setting on its API replicas and services (to try one).
 
 The zap is bench_compare's (catch hook → one HTTP POST to the sink). For each: zap runs/s (first
 send → last action), event → action p50/p99 (sink arrival − sent), and CPU seconds per zap run
-by process kind. On one machine the processes share its cores, so what compares is CPU per run:
-what the topology's coordination (PostgreSQL's inbox, Redis, two API replicas) costs over one
-host, per run.
+by process kind, counted from the first send until every process is quiet again (Prefect records
+the last runs after their actions). On one machine the processes share its cores, so what
+compares is CPU per run: what the topology's coordination (PostgreSQL's inbox, Redis, two API
+replicas) costs over one host, per run.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import Sink, missed_enquiry, send_events
+from harness import Sink, ThrowawayPrefect, missed_enquiry, send_events
 from procs import _cpu_ticks, _tree, free_port
 from topology import PrefectAtScale, fresh_databases
 from zapflow_system import ZAP, start_zapflow
@@ -58,9 +63,22 @@ def _ticks(pids: set[int]) -> int:
     return total
 
 
+def _settle(trees: dict[str, set[int]], quiet: float = 0.15, limit: float = 120) -> None:
+    """Wait until the processes are quiet again: Prefect records the last runs' events after
+    their actions, so the CPU they cost is counted only once they fall below ``quiet`` cores
+    for six seconds running (longer than their services' flush interval)."""
+    pids = set().union(*trees.values())
+    last, calm, deadline = _ticks(pids), 0, time.time() + limit
+    while calm < 6 and time.time() < deadline:
+        time.sleep(1)
+        now = _ticks(pids)
+        calm = calm + 1 if (now - last) / TICK < quiet else 0
+        last = now
+
+
 def _burst(
     urls: list[str], sink: Sink, events: int, senders: int, kinds: dict[str, list[int]]
-) -> None:
+) -> float:
     """Send the burst (split between ``urls``), wait for every action, print the figures."""
     prefix = f"b{uuid.uuid4().hex[:6]}-"
     warm = [threading.Thread(target=send_events, args=(u, 5, 1, missed_enquiry)) for u in urls]
@@ -99,12 +117,14 @@ def _burst(
         f"event → action p50 {statistics.median(latency) if latency else 0:.0f} ms, "
         f"p99 {p99:.0f} ms"
     )
+    _settle(trees)
     all_cpu = 0.0
     for kind, pids in trees.items():
         seconds = (_ticks(pids) - before[kind]) / TICK
         all_cpu += seconds
         print(f"    {kind:<22} {seconds:6.1f} s CPU  {1000 * seconds / max(done, 1):6.2f} ms/run")
     print(f"    {'all':<22} {all_cpu:6.1f} s CPU  {1000 * all_cpu / max(done, 1):6.2f} ms/run")
+    return 1000 * all_cpu / max(done, 1)
 
 
 def _serve(folder: Path, home: Path, role: str, inbox: str, env: dict[str, str]) -> tuple:
@@ -138,37 +158,111 @@ def main() -> None:
     parser.add_argument("--redis", required=True, help="a Redis URL")
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=50)
+    parser.add_argument(
+        "--prefect-env", action="append", default=[], help="NAME=VALUE for the topology's Prefect"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the three in turn this many times"
+    )
     args = parser.parse_args()
     sink = Sink()
+    figures: dict[str, list[float]] = {"one host": [], "zapflow split": [], "topology": []}
     try:
-        print(f"one host (serve --role all, its own Prefect server): {args.events} events")
-        url, _, pids, stop = start_zapflow(sink.url)
+        for round_ in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"--- round {round_} of {args.rounds}")
+            figures["one host"].append(_one_host(args, sink))
+            figures["zapflow split"].append(_split(args, sink))
+            figures["topology"].append(_topology(args, sink))
+    finally:
+        sink.stop()
+    if args.rounds > 1:
+        # This machine's speed drifts by tens of per cent from one minute to the next: the least
+        # CPU a configuration needed is its least disturbed figure.
+        print("CPU per zap run, all processes (least / median of the rounds):")
+        for name, values in figures.items():
+            print(f"  {name:<14} {min(values):6.2f} / {statistics.median(values):6.2f} ms")
+        least = min(figures["topology"]) / min(figures["one host"]) - 1
+        print(
+            f"  topology against one host: {100 * least:+.0f} % (least), per round: "
+            + ", ".join(
+                f"{100 * (t / o - 1):+.0f} %"
+                for t, o in zip(figures["topology"], figures["one host"], strict=True)
+            )
+        )
+
+
+def _one_host(args: argparse.Namespace, sink: Sink) -> float:
+    print(f"one host (serve --role all, its own Prefect server): {args.events} events")
+    url, _, pids, stop = start_zapflow(sink.url)
+    try:
+        return _burst(
+            [url],
+            sink,
+            args.events,
+            args.senders,
+            {"serve + receiver": pids[:1], "Prefect server": pids[1:]},
+        )
+    finally:
+        stop()
+
+
+def _stop(started: list) -> None:
+    for proc, _, _log in started:
+        proc.terminate()
+    for proc, _, log in started:
         try:
-            _burst(
-                [url],
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _split(args: argparse.Namespace, sink: Sink) -> float:
+    with fresh_databases(args.postgres, "zapflow_bench") as (inbox,):
+        prefect = ThrowawayPrefect("zapflow-bench-split-")
+        folder = prefect.home / "zaps"
+        folder.mkdir()
+        (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
+        env = {"PREFECT_API_URL": prefect.api_url}
+        receivers = [_serve(folder, prefect.home, "receiver", inbox, env) for _ in range(2)]
+        workers = [_serve(folder, prefect.home, "worker", inbox, env) for _ in range(2)]
+        try:
+            hooks = [_hook(Path(log.name), time.time() + 120) for _, _, log in receivers]
+            time.sleep(5)  # the workers' start
+            print(
+                f"zapflow split, Prefect not (receivers x2, workers x2, PostgreSQL inbox; one "
+                f"Prefect server on SQLite): {args.events} events"
+            )
+            return _burst(
+                hooks,
                 sink,
                 args.events,
                 args.senders,
-                {"serve + receiver": pids[:1], "Prefect server": pids[1:]},
+                {
+                    "receivers": [p.pid for p, _, _ in receivers],
+                    "workers": [p.pid for p, _, _ in workers],
+                    "Prefect server": [pid for pid in [prefect.pid] if pid],
+                    "PostgreSQL": _by_name("postgres"),
+                },
             )
         finally:
-            stop()
-        _topology(args, sink)
-    finally:
-        sink.stop()
+            _stop(receivers + workers)
+            prefect.stop()
 
 
-def _topology(args: argparse.Namespace, sink: Sink) -> None:
+def _topology(args: argparse.Namespace, sink: Sink) -> float:
     with fresh_databases(args.postgres, "zapflow_bench", "prefect_bench") as (inbox, prefect_db):
-        _run_topology(args, sink, inbox, prefect_db)
+        return _run_topology(args, sink, inbox, prefect_db)
 
 
-def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: str) -> None:
+def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: str) -> float:
     home = Path(tempfile.mkdtemp(prefix="zapflow-bench-topology-"))
     folder = home / "zaps"
     folder.mkdir()
     (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
     prefect = PrefectAtScale(prefect_db, args.redis, home / "prefect")
+    prefect.env.update(dict(item.split("=", 1) for item in args.prefect_env))
     started: list = []
     try:
         prefect.start()
@@ -184,7 +278,7 @@ def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: 
             f"topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, workers "
             f"x2, PostgreSQL inbox): {args.events} events"
         )
-        _burst(
+        return _burst(
             hooks,
             sink,
             args.events,
@@ -199,14 +293,7 @@ def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: 
             },
         )
     finally:
-        for proc, _, _log in started:
-            proc.terminate()
-        for proc, _, log in started:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+        _stop(started)
         prefect.stop()
 
 

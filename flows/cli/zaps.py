@@ -78,6 +78,66 @@ def schema(
 
 
 @app.command()
+def sync(
+    folder: Path = typer.Argument(DEFAULT_ZAPS, help="The zap folder, in a git checkout"),
+    upstream: str = typer.Option(
+        None, "--upstream", help="What to follow (default: the branch's upstream), e.g. origin/main"
+    ),
+    every: str = typer.Option(
+        None, "--every", help="Keep syncing at this interval (30s, 5m …) until stopped"
+    ),
+) -> None:
+    """Bring a zap folder's git checkout up to its remote: fetch, validate the new revision's
+    zaps, fast-forward. A revision with a problem is not taken (the current one keeps running);
+    a serve on the folder picks the changes up by itself."""
+    import time
+    from datetime import timedelta
+
+    from connectors._units import parse_duration
+    from flows.sync import SyncError
+    from flows.sync import sync as sync_folder
+
+    interval = None
+    if every is not None:
+        try:
+            parsed = parse_duration(every)
+        except ValueError as exc:
+            raise fail(f"--every: {exc}") from None
+        if not isinstance(parsed, timedelta) or parsed.total_seconds() < 1:
+            raise fail(f"--every: {every!r} is not a duration of at least 1s (30s, 5m …)")
+        interval = parsed.total_seconds()
+    refused: str | None = None  # the revision last refused, said once
+    while True:
+        try:
+            done = sync_folder(folder, upstream)
+        except SyncError as exc:
+            if interval is None:
+                raise fail(str(exc)) from None
+            err.print(f"sync: {exc}", markup=False)  # a network blip: try again next time
+        else:
+            if done.problems and done.target != refused:
+                err.print(
+                    f"[red]not taken[/red]: {done.target[:12]} has {len(done.problems)} "
+                    f"problem(s); {folder} stays at {done.before[:12]}"
+                )
+                for problem in done.problems:
+                    err.print(problem, markup=False)
+                refused = done.target
+            elif done.moved:
+                files = ", ".join(done.changed) or "no zap files"
+                out.print(
+                    f"{folder}: {done.before[:12]} → {done.after[:12]} ({files})", markup=False
+                )
+            elif interval is None:
+                out.print(f"{folder}: up to date at {done.before[:12]}", markup=False)
+            if done.problems and interval is None:
+                raise typer.Exit(1)
+        if interval is None:
+            return
+        time.sleep(interval)
+
+
+@app.command()
 def apps(name: str = typer.Argument(None, help="Show one app with every field")) -> None:
     """List installed apps with their triggers and actions, or show one app in full."""
     from connectors import registry
