@@ -23,6 +23,7 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from procs import free_port  # bench's (conftest puts bench/ on the path)
 from pydantic import ValidationError
 
 from connectors import ActionContext, registry
@@ -85,12 +86,6 @@ def authenticator(
 ) -> AuthResult:
     good = isinstance(data, LoginPassword) and data == (USERNAME.encode(), PASSWORD.encode())
     return AuthResult(success=good, handled=False, auth_data=data if good else None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import trustme
+from procs import free_port  # bench's (conftest puts bench/ on the path)
 
 from connectors import registry
 from connectors._errors import AuthError, PermanentError, RetryableError
@@ -69,12 +70,6 @@ class ImapServer:
             imap.select("INBOX", readonly=True)
             _, parts = imap.fetch("1:*", "(FLAGS)")
             return [b"\\Seen" in p for p in parts if isinstance(p, bytes)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
