@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_topology.py --redis redis://127.0.0.1:6379 \\
         --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test [--events 2000] [--senders 50]
-        [--prefect-env NAME=VALUE ...] [--rounds 3]
+        [--prefect-env NAME=VALUE ...] [--prefect-python PY] [--rounds 3]
 
 1. one host: ``zapflow serve`` (``--role all``) with its own Prefect server (SQLite), as
    bench_compare runs it;
@@ -12,6 +12,10 @@
    services apart, two receivers and two workers on a PostgreSQL inbox (each worker on its own
    API replica), the senders split between the receivers. ``--prefect-env`` sets a Prefect
    setting on its API replicas and services (to try one).
+
+``--prefect-python`` runs every Prefect server process of the three on another Python (a venv
+with ``prefect==3.9.1 prefect-redis==0.3.0``): Prefect's timestamps are pendulum objects below
+Python 3.13 and plain datetimes from it. zapflow's own processes stay on this Python.
 
 The zap is bench_compare's (catch hook → one HTTP POST to the sink). For each: zap runs/s (first
 send → last action), event → action p50/p99 (sink arrival − sent), and CPU seconds per zap run
@@ -162,9 +166,14 @@ def main() -> None:
         "--prefect-env", action="append", default=[], help="NAME=VALUE for the topology's Prefect"
     )
     parser.add_argument(
+        "--prefect-python",
+        help="run every Prefect server process on this Python (with prefect and prefect-redis)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="run the three in turn this many times"
     )
     args = parser.parse_args()
+    ThrowawayPrefect.python = args.prefect_python
     sink = Sink()
     figures: dict[str, list[float]] = {"one host": [], "zapflow split": [], "topology": []}
     try:
@@ -261,7 +270,9 @@ def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: 
     folder = home / "zaps"
     folder.mkdir()
     (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
-    prefect = PrefectAtScale(prefect_db, args.redis, home / "prefect")
+    prefect = PrefectAtScale(
+        prefect_db, args.redis, home / "prefect", args.prefect_python or sys.executable
+    )
     prefect.env.update(dict(item.split("=", 1) for item in args.prefect_env))
     started: list = []
     try:

@@ -170,14 +170,42 @@ class ThrowawayPrefect:
     """A Prefect server for one system under test: started like zapflow's own (SQLite, the
     task-run recorder batched), UI off, under a temporary state folder removed by ``stop``."""
 
+    python: str | None = None
+    """Another Python to run the server with (one with prefect and prefect-redis installed:
+    ``bench_topology.py --prefect-python``); None: zapflow's own way, on this Python."""
+
     def __init__(self, prefix: str) -> None:
         from flows import server
 
         self.home = Path(tempfile.mkdtemp(prefix=prefix))
         self.env = {"ZAPFLOW_HOME": str(self.home), "PREFECT_SERVER_UI_ENABLED": "false"}
+        self._proc: subprocess.Popen[bytes] | None = None
+        if self.python:
+            self._start_on(self.python)
+            return
         with environment(**self.env):
             self.api_url = server.start(free_port(), announce=False)
             self.pid = server.running_pid()
+
+    def _start_on(self, python: str) -> None:
+        from flows import server
+
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, **server.SERVER_SETTINGS, **self.env}
+        env["PREFECT_HOME"] = str(self.home / "prefect")
+        env.pop("PREFECT_API_URL", None)
+        with (self.home / "prefect-server.log").open("ab") as log:
+            self._proc = subprocess.Popen(
+                [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+                + ["--port", str(port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self._proc.pid
+        wait_until(lambda: server.healthy(self.api_url), 120, f"no Prefect server on {python}")
 
     def stop(self, *processes: subprocess.Popen[Any], grace: float = 5.0) -> None:
         """Stop ``processes`` (SIGTERM, then SIGKILL after ``grace`` s), then the server."""
@@ -190,6 +218,11 @@ class ThrowawayPrefect:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(30)
+            shutil.rmtree(self.home, ignore_errors=True)
+            return
         if self.pid:
             # server.stop() waits until the pid is gone; this process is its parent: reap it.
             threading.Thread(target=_reap, args=(self.pid,), daemon=True).start()

@@ -53,7 +53,10 @@ class PrefectAtScale:
     """Prefect's server the way its docs scale it: migrations once, API replicas without
     services (block types registered by the first only), the services in their own process."""
 
-    def __init__(self, database: str, redis_url: str, home: Path) -> None:
+    def __init__(
+        self, database: str, redis_url: str, home: Path, python: str = sys.executable
+    ) -> None:
+        self.python = python  # the Python that runs Prefect's processes
         redis = httpx.URL(redis_url)
         db = random.randrange(2, 16)  # a Redis database of this run's own, most likely
         self.env = {
@@ -82,7 +85,7 @@ class PrefectAtScale:
     def _start(self, *args: str, log: str, **extra: str) -> subprocess.Popen[bytes]:
         out = (self.home / log).open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", *args],
+            [self.python, "-m", "prefect", *args],
             env={**self.env, **extra},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -94,7 +97,7 @@ class PrefectAtScale:
     def start(self, replicas: int = 2) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         upgrade = subprocess.run(
-            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            [self.python, "-m", "prefect", "server", "database", "upgrade", "-y"],
             env=self.env,
             capture_output=True,
             timeout=300,
