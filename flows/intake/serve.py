@@ -287,104 +287,121 @@ async def serve(
     """
     if role not in ROLES:
         raise ZapError(f"role {role!r}: expected one of {', '.join(ROLES)}")
-    receives, runs = role in ("all", "receiver"), role in ("all", "worker")
-    public = public_url or f"http://{host}:{port}"
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # to reach our own ports
     quiet_run_logs()
-    inbox = await Inbox.open(inbox_url)
-    zaps = ZapFolder(folder, report)
-    zaps.refresh()
-    identity = worker_identity()
-    claims: Inbox | None = None
-    dispatcher: Dispatcher | None = None
-    pollers: Pollers | None = None
-    if runs:
+    process = _Serve(
+        folder,
+        host=host,
+        port=port,
+        public=public_url or f"http://{host}:{port}",
+        inbox_url=inbox_url,
+        role=role,
+        report=report,
+        on_hooks=on_hooks,
+    )
+    await process.open(stop)
+    try:
+        if role in ("all", "worker"):
+            await process.set_up_working(concurrency, live_idle, retention, metrics_port)
+        if role in ("all", "receiver"):
+            await process.set_up_receiving(max_body)
+        await process.run(started)
+    finally:
+        await process.close()
+
+
+class _Serve:
+    """One ``zapflow serve`` process: what every role shares (the inbox, the zap folder it
+    follows, its identity, the stop) with its working part (dispatcher, pollers and schedules,
+    health and metrics: ``set_up_working``) and its receiving part (the receiver process and the
+    hooks it serves: ``set_up_receiving``), each of their loops kept alive until the stop."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        host: str,
+        port: int,
+        public: str,
+        inbox_url: str | None,
+        role: str,
+        report: Callable[[str], None],
+        on_hooks: Callable[[Hooks], None] | None,
+    ) -> None:
+        self.folder, self.host, self.port, self.public = folder, host, port, public
+        self.local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # our own ports
+        self.inbox_url, self.role, self.report, self.on_hooks = inbox_url, role, report, on_hooks
+        self.identity = worker_identity()
+        self.inbox: Inbox  # open() opens it
+        self.zaps = ZapFolder(folder, report)
+        self.stopping = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        # the working part
+        self.claims: Inbox | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.pollers: Pollers | None = None
+        self.dispatching: asyncio.Task[None] | None = None
+        self.retention: timedelta | None = None
+        self.ops: Server | None = None
+        self.ops_task: asyncio.Task[None] | None = None
+        self.ops_port: int | None = None
+        # the receiving part
+        self.receiver: ReceiverProcess | None = None
+        self.wake: asyncio.DatagramTransport | None = None
+        self.hooks = Hooks()
+
+    async def open(self, stop: StopHandle | None) -> None:
+        self._on_signals(stop)  # from the start: a SIGTERM while starting stops gracefully too
+        self.inbox = await Inbox.open(self.inbox_url)
+        self.zaps.refresh()
+
+    # ------------------------------------------------------------------ the working part
+
+    async def set_up_working(
+        self,
+        concurrency: int,
+        live_idle: float,
+        retention: timedelta | None,
+        metrics_port: int | None,
+    ) -> None:
         # The dispatcher's own inbox runs its transactions on a thread of their own, so they
         # never hold the write lock while this loop runs zaps (see flows.intake.threaded).
-        claims = cast(Inbox, await ThreadedInbox.open(inbox_url))
+        self.claims = cast(Inbox, await ThreadedInbox.open(self.inbox_url))
         # App accounts' API rate limits are counted in the inbox, across every serve sharing it.
-        use_shared_store(claims)
-        dispatcher = Dispatcher(
-            claims,
-            lambda: zaps.zaps,
+        use_shared_store(self.claims)
+        self.dispatcher = Dispatcher(
+            self.claims,
+            lambda: self.zaps.zaps,
             concurrency=concurrency,
             live_idle=live_idle,
-            zap_folder=Path(folder),
-            worker=identity,
-            role=role,
+            zap_folder=Path(self.folder),
+            worker=self.identity,
+            role=self.role,
         )
         # Each zap's poller runs on one worker of all those sharing the inbox (a lease).
-        pollers = Pollers(inbox, report=report, on_new=dispatcher.wake.set, holder=identity)
-        pollers.update(zaps.zaps)
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    if stop is not None:
-        stop.attach(loop, stopping.set)
-    else:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stopping.set)
-    wake: asyncio.DatagramTransport | None = None
-    receiver: ReceiverProcess | None = None
-    hooks = Hooks()
-    if receives:
-        args = ["--host", host, "--port", str(port)]
-        if dispatcher is not None:  # the receiver nudges this process's dispatcher
-            wake, _ = await loop.create_datagram_endpoint(
-                lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
-            )
-            args += ["--wake", str(wake.get_extra_info("sockname")[1])]
-        args += ["--inbox", inbox_url] if inbox_url else []
-        args += ["--max-body", str(max_body)] if max_body else []
-        hooks = await build_hooks(inbox, zaps.zaps, report)
-        receiver = ReceiverProcess(args, f"http://{local}:{port}/healthz", hooks)
+        self.pollers = Pollers(
+            self.inbox, report=self.report, on_new=self.dispatcher.wake.set, holder=self.identity
+        )
+        self.pollers.update(self.zaps.zaps)
+        self.retention = retention
+        self.ops_port = self.port if self.role == "worker" else metrics_port
+        self.dispatching = asyncio.create_task(self._keep_dispatching())
 
-    async def follow_folder() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                if zaps.refresh():
-                    if pollers is not None:
-                        pollers.update(zaps.zaps)
-                    if receiver is not None:
-                        hooks = await build_hooks(inbox, zaps.zaps, report)
-                        await receiver.update(hooks)
-                        report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
-                        if on_hooks is not None:
-                            on_hooks(hooks)
-            except Exception as exc:  # keep serving what was loaded
-                report(f"reloading {folder} failed: {exc}")
-
-    async def keep_dispatching() -> None:
-        assert dispatcher is not None
+    async def _keep_dispatching(self) -> None:
+        assert self.dispatcher is not None
         while True:  # a dispatcher that crashes is reported and started again
             try:
-                await dispatcher.run()
+                await self.dispatcher.run()
                 return
             except Exception as exc:
-                report(f"dispatcher failed ({type(exc).__name__}: {exc}); restarting it")
+                self.report(f"dispatcher failed ({type(exc).__name__}: {exc}); restarting it")
                 await asyncio.sleep(1.0)
 
-    async def keep_receiving() -> None:
-        assert receiver is not None
-        while not stopping.is_set():  # a receiver that dies is reported and started again
-            assert receiver.proc is not None
-            code = await receiver.proc.wait()
-            if stopping.is_set():
-                return
-            report(f"the receiver exited (code {code}); restarting it")
-            try:
-                await receiver.start()
-            except ZapError as exc:
-                report(f"{exc}; trying again")
-                await asyncio.sleep(1.0)
-
-    async def keep_listening() -> None:
+    async def _keep_listening(self) -> None:
         """On PostgreSQL: hear of events any receiver commits, and claim them at once."""
-        assert dispatcher is not None
+        assert self.dispatcher is not None
         while True:
             try:
-                listening = await inbox.listen(dispatcher.wake.set)
+                listening = await self.inbox.listen(self.dispatcher.wake.set)
             except Exception as exc:  # the database is away: the idle poll still claims
                 log.warning("listening for new events failed: %s; trying again", exc)
                 await asyncio.sleep(5.0)
@@ -395,23 +412,104 @@ async def serve(
                 await listening.lost.wait()
             finally:
                 await listening.close()
-            dispatcher.wake.set()  # what was committed meanwhile
+            self.dispatcher.wake.set()  # what was committed meanwhile
             await asyncio.sleep(1.0)
 
-    async def beat_as_receiver() -> None:
+    async def _purge_old(self) -> None:
+        """Forget events (and their runs in the ledger) processed longer ago than `retention`."""
+        while self.retention is not None:
+            try:
+                purged = await self.inbox.purge(self.retention)
+                await unrecognised.purge(self.inbox, self.retention)
+                if purged:
+                    self.report(f"purged {purged} events processed more than {self.retention} ago")
+            except Exception as exc:  # the next round tries again
+                self.report(f"purging old events failed: {exc}")
+            await asyncio.sleep(PURGE_EVERY)
+
+    def _start_ops(self) -> None:
+        """Health and metrics on ``ops_port`` (a worker's port, or serve's --metrics-port)."""
+        assert self.dispatcher is not None and self.ops_port is not None
+        self.ops = Server(
+            uvicorn.Config(
+                ops_app(self.inbox, self.dispatcher, self.role),
+                host=self.host,
+                port=self.ops_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        self.ops_task = asyncio.create_task(self.ops.serve())
+        self.report(f"health and metrics: http://{self.local}:{self.ops_port}/readyz, /metrics")
+
+    # ---------------------------------------------------------------- the receiving part
+
+    async def set_up_receiving(self, max_body: int | None) -> None:
+        args = ["--host", self.host, "--port", str(self.port)]
+        if self.dispatcher is not None:  # the receiver nudges this process's dispatcher
+            dispatcher = self.dispatcher
+            self.wake, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Wake(dispatcher.nudged), local_addr=("127.0.0.1", 0)
+            )
+            args += ["--wake", str(self.wake.get_extra_info("sockname")[1])]
+        args += ["--inbox", self.inbox_url] if self.inbox_url else []
+        args += ["--max-body", str(max_body)] if max_body else []
+        self.hooks = await build_hooks(self.inbox, self.zaps.zaps, self.report)
+        self.receiver = ReceiverProcess(
+            args, f"http://{self.local}:{self.port}/healthz", self.hooks
+        )
+
+    async def _keep_receiving(self) -> None:
+        receiver = self.receiver
+        assert receiver is not None
+        while not self.stopping.is_set():  # a receiver that dies is reported and started again
+            assert receiver.proc is not None
+            code = await receiver.proc.wait()
+            if self.stopping.is_set():
+                return
+            self.report(f"the receiver exited (code {code}); restarting it")
+            try:
+                await receiver.start()
+            except ZapError as exc:
+                self.report(f"{exc}; trying again")
+                await asyncio.sleep(1.0)
+
+    async def _beat_as_receiver(self) -> None:
         """A receiver-only process is listed by ``zapflow status`` (a worker's heartbeat is its
         dispatcher's)."""
         while True:
             with contextlib.suppress(Exception):
-                await inbox.heartbeat(identity, HOST, role=role)
+                await self.inbox.heartbeat(self.identity, HOST, role=self.role)
             await asyncio.sleep(HEARTBEAT_EVERY)
 
-    async def tell_running() -> None:
+    def _show_hooks(self) -> None:
+        self.report("hooks:\n" + "\n".join(hook_urls(self.public, self.hooks)))
+        if self.on_hooks is not None:
+            self.on_hooks(self.hooks)
+
+    # ------------------------------------------------------------------------ both parts
+
+    async def _follow_folder(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if self.zaps.refresh():
+                    if self.pollers is not None:
+                        self.pollers.update(self.zaps.zaps)
+                    if self.receiver is not None:
+                        self.hooks = await build_hooks(self.inbox, self.zaps.zaps, self.report)
+                        await self.receiver.update(self.hooks)
+                        self._show_hooks()
+            except Exception as exc:  # keep serving what was loaded
+                self.report(f"reloading {self.folder} failed: {exc}")
+
+    async def _tell_running(self) -> None:
         """Every STATUS_EVERY seconds: is Prefect's server there, and are runs draining? The
         receiver answers ``/readyz/running`` from it; when Prefect answers again after being
         away, the events waiting for it run at once."""
         from prefect.client.orchestration import get_client
 
+        dispatcher, receiver = self.dispatcher, self.receiver
         if dispatcher is None:  # a receiver alone: zap runs are the workers' business
             assert receiver is not None
             while True:
@@ -427,14 +525,14 @@ async def serve(
                     error = TimeoutError("no answer within 3 s")
                 if error is None:
                     if down_since is not None:
-                        report("Prefect's server answers again; the events waiting run now")
+                        self.report("Prefect's server answers again; the events waiting run now")
                         dispatcher.prefect_back()
                     down_since = None
                     ok, reason = dispatcher.health()
                 else:
                     if down_since is None:
                         down_since = datetime.now().astimezone()
-                        report(
+                        self.report(
                             f"Prefect's server does not answer ({type(error).__name__}); "
                             "deliveries are still accepted and wait in the inbox"
                         )
@@ -448,31 +546,26 @@ async def serve(
                     await receiver.status(ok, reason)
                 await asyncio.sleep(STATUS_EVERY)
 
-    async def keep_telling() -> None:
+    async def _keep_telling(self) -> None:
         while True:  # a probe that breaks is reported and started again
             try:
-                await tell_running()
+                await self._tell_running()
             except Exception as exc:
-                report(f"watching Prefect's server failed ({type(exc).__name__}: {exc})")
+                self.report(f"watching Prefect's server failed ({type(exc).__name__}: {exc})")
                 await asyncio.sleep(STATUS_EVERY)
 
-    async def purge_old() -> None:
-        """Forget events (and their runs in the ledger) processed longer ago than `retention`."""
-        while retention is not None:
-            try:
-                purged = await inbox.purge(retention)
-                await unrecognised.purge(inbox, retention)
-                if purged:
-                    report(f"purged {purged} events processed more than {retention} ago")
-            except Exception as exc:  # the next round tries again
-                report(f"purging old events failed: {exc}")
-            await asyncio.sleep(PURGE_EVERY)
+    def _on_signals(self, stop: StopHandle | None) -> None:
+        loop = asyncio.get_running_loop()
+        if stop is not None:
+            stop.attach(loop, self.stopping.set)
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stopping.set)
 
-    dispatching = asyncio.create_task(keep_dispatching()) if dispatcher is not None else None
-    tasks: list[asyncio.Task[None]] = []
-    ops: Server | None = None
-    ops_task: asyncio.Task[None] | None = None
-    try:
+    async def run(self, started: asyncio.Event | None) -> None:
+        """Start what was set up, announce it, and wait for the stop."""
+        receiver, dispatcher = self.receiver, self.dispatcher
         if receiver is not None:
             await receiver.start()
         if dispatcher is not None:
@@ -480,71 +573,60 @@ async def serve(
             # senders. (Linux nice values are per thread: this lowers the thread running zaps.)
             with contextlib.suppress(OSError):
                 os.nice(RUNS_NICENESS)
-        doing = {"all": "receiver", "receiver": "receiver only", "worker": "worker"}[role]
-        where = f" on {public}" if receiver is not None else f" (inbox {inbox.describe()})"
-        report(f"{doing}{where}  ·  {len(zaps.zaps)} zap(s) from {folder}/")
+        doing = {"all": "receiver", "receiver": "receiver only", "worker": "worker"}[self.role]
+        where = f" (inbox {self.inbox.describe()})" if receiver is None else f" on {self.public}"
+        self.report(f"{doing}{where}  ·  {len(self.zaps.zaps)} zap(s) from {self.folder}/")
         if receiver is not None:
-            report("hooks:\n" + "\n".join(hook_urls(public, hooks)))
-            if on_hooks is not None:
-                on_hooks(hooks)
-            kept = await unrecognised.waiting_count(inbox)
+            self._show_hooks()
+            kept = await unrecognised.waiting_count(self.inbox)
             if kept:
-                report(
+                self.report(
                     f"{kept} deliveries wait as unrecognised (their app could not read them): "
                     "zapflow events --unrecognised"
                 )
         if started is not None:
             started.set()
-        tasks = [asyncio.create_task(follow_folder())]
+        loops = [self._follow_folder()]
         if receiver is not None:
-            tasks += [asyncio.create_task(keep_receiving()), asyncio.create_task(keep_telling())]
+            loops += [self._keep_receiving(), self._keep_telling()]
         if dispatcher is not None:
-            tasks += [asyncio.create_task(purge_old()), asyncio.create_task(keep_listening())]
-            ops_port = port if receiver is None else metrics_port
-            if ops_port is not None:
-                ops = Server(
-                    uvicorn.Config(
-                        ops_app(inbox, dispatcher, role),
-                        host=host,
-                        port=ops_port,
-                        log_level="warning",
-                        lifespan="off",
-                    )
-                )
-                ops_task = asyncio.create_task(ops.serve())
-                report(f"health and metrics: http://{local}:{ops_port}/readyz, /metrics")
+            loops += [self._purge_old(), self._keep_listening()]
+            if self.ops_port is not None:
+                self._start_ops()
             if receiver is None:
-                tasks.append(asyncio.create_task(keep_telling()))
+                loops.append(self._keep_telling())
         else:
-            tasks.append(asyncio.create_task(beat_as_receiver()))
-        await stopping.wait()
-    finally:
-        # Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
-        # what is still in the inbox stays there for the next start.
-        stopping.set()
-        if receiver is not None:
-            await receiver.stop()
-        if ops is not None and ops_task is not None:
-            ops.should_exit = True
+            loops.append(self._beat_as_receiver())
+        self.tasks = [asyncio.create_task(loop) for loop in loops]
+        await self.stopping.wait()
+
+    async def close(self) -> None:
+        """Graceful: no more deliveries are accepted; the dispatcher finishes the runs in hand;
+        what is still in the inbox stays there for the next start."""
+        self.stopping.set()
+        if self.receiver is not None:
+            await self.receiver.stop()
+        if self.ops is not None and self.ops_task is not None:
+            self.ops.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(ops_task, 5.0)
-        for task in tasks:
+                await asyncio.wait_for(self.ops_task, 5.0)
+        for task in self.tasks:
             task.cancel()
-        if pollers is not None:
-            await pollers.stop()
-        if dispatcher is not None:
-            dispatcher.stop()
-        if dispatching is not None:
+        if self.pollers is not None:
+            await self.pollers.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.dispatching is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await dispatching
-        if wake is not None:
-            wake.close()
+                await self.dispatching
+        if self.wake is not None:
+            self.wake.close()
         rendering.shutdown()
-        if claims is not None:
+        if self.claims is not None:
             use_shared_store(None)
-            await claims.close()
-        if dispatcher is None:
+            await self.claims.close()
+        if self.dispatcher is None:
             with contextlib.suppress(Exception):
-                await inbox.sign_off(identity)
-        await inbox.close()
-        report("stopped; events not yet run stay in the inbox for the next start")
+                await self.inbox.sign_off(self.identity)
+        await self.inbox.close()
+        self.report("stopped; events not yet run stay in the inbox for the next start")
