@@ -203,6 +203,7 @@ class ThrowawayPrefect:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.nice(server.SERVER_NICENESS),  # as server.start does
             )
         self.pid = self._proc.pid
         wait_until(lambda: server.healthy(self.api_url), 120, f"no Prefect server on {python}")

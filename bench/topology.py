@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from procs import free_port
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flows.server import SERVER_SETTINGS
+from flows.server import SERVER_NICENESS, SERVER_SETTINGS
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -90,6 +90,9 @@ class PrefectAtScale:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # As zapflow runs its own Prefect server on one machine: below the receivers, above
+            # the workers' runs (on several machines each has cores of its own).
+            preexec_fn=lambda: os.nice(SERVER_NICENESS),
         )
         self.procs.append(proc)
         return proc

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,39 @@ def test_sync_only_fast_forwards_and_needs_a_checkout(
 
     result = CliRunner().invoke(app, ["sync", str(machine / "zaps"), "--every", "soon"])
     assert result.exit_code == 1 and "--every" in result.output and "30s" in result.output
+
+
+def test_every_keeps_following_says_a_refused_revision_once_and_an_outage_once(
+    repos: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`zapflow sync --every 1s` as a unit runs it, beside serve."""
+    author, machine = repos
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from flows.cli import main; main()", "sync"]
+        + [str(machine / "zaps"), "--every", "1s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    try:
+        broken = push(author, "broken.yaml", BROKEN, "a zap with a typo")
+        time.sleep(3.5)  # three rounds or more: said once
+        assert git(machine, "rev-parse", "HEAD") != broken
+        (tmp_path / "remote.git").rename(tmp_path / "away.git")  # the remote goes away
+        time.sleep(2.5)
+        (tmp_path / "away.git").rename(tmp_path / "remote.git")
+        fixed = push(author, "broken.yaml", GOOD.format(name="broken"), "fix the typo")
+        deadline = time.monotonic() + 30
+        while git(machine, "rev-parse", "HEAD") != fixed:
+            assert time.monotonic() < deadline, "the fixed revision was not taken"
+            time.sleep(0.2)
+        assert (machine / "zaps" / "broken.yaml").read_text() == GOOD.format(name="broken")
+    finally:
+        proc.terminate()
+        said = proc.communicate(timeout=30)[0]
+    assert said.count("not taken") == 1, said
+    assert said.count("trying again every 1s") == 1, said
+    assert said.count("sync: works again") == 1, said
+    assert f"→ {fixed[:12]}" in said, said

@@ -107,14 +107,20 @@ def sync(
             raise fail(f"--every: {every!r} is not a duration of at least 1s (30s, 5m …)")
         interval = parsed.total_seconds()
     refused: str | None = None  # the revision last refused, said once
+    failing: str | None = None  # the last failure, said once until it changes or ends
     while True:
         try:
             done = sync_folder(folder, upstream)
         except SyncError as exc:
             if interval is None:
                 raise fail(str(exc)) from None
-            err.print(f"sync: {exc}", markup=False)  # a network blip: try again next time
+            if str(exc) != failing:  # the remote away: try again next time
+                err.print(f"sync: {exc}; trying again every {every}", markup=False)
+            failing = str(exc)
         else:
+            if failing is not None:
+                err.print("sync: works again", markup=False)
+                failing = None
             if done.problems and done.target != refused:
                 err.print(
                     f"[red]not taken[/red]: {done.target[:12]} has {len(done.problems)} "
