@@ -9,6 +9,8 @@ all of them either take it or keep the one they run. Serve notices the changed f
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +40,14 @@ class Synced:
         return self.before != self.after
 
 
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def _redacted(text: str) -> str:
+    """``text`` without the user and password of any URL in it (a remote's credentials)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def _git(repo: Path, *args: str) -> str:
     try:
         done = subprocess.run(
@@ -46,6 +56,8 @@ def _git(repo: Path, *args: str) -> str:
             text=True,
             timeout=300,
             stdin=subprocess.DEVNULL,
+            # unattended: a remote that wants a password fails instead of asking a terminal
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
         )
     except FileNotFoundError as exc:
         raise SyncError("git is not installed (zapflow sync runs git)") from exc
@@ -53,7 +65,7 @@ def _git(repo: Path, *args: str) -> str:
         raise SyncError(f"git {args[0]} took longer than 300 s") from exc
     if done.returncode:
         said = (done.stderr or done.stdout).strip().splitlines()
-        raise SyncError(f"git {' '.join(args)}: {said[-1] if said else 'failed'}")
+        raise SyncError(_redacted(f"git {' '.join(args)}: {said[-1] if said else 'failed'}"))
     return done.stdout.strip()
 
 

@@ -90,7 +90,8 @@ def sync(
     """Bring a zap folder's git checkout up to its remote: fetch, validate the new revision's
     zaps, fast-forward. A revision with a problem is not taken (the current one keeps running);
     a serve on the folder picks the changes up by itself."""
-    import time
+    import signal
+    import threading
     from datetime import timedelta
 
     from connectors._units import parse_duration
@@ -106,6 +107,10 @@ def sync(
         if not isinstance(parsed, timedelta) or parsed.total_seconds() < 1:
             raise fail(f"--every: {every!r} is not a duration of at least 1s (30s, 5m …)")
         interval = parsed.total_seconds()
+    stop = threading.Event()
+    if interval is not None:  # a stop (systemd's SIGTERM, Ctrl-C) waits for the round in hand:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # never a merge cut halfway
+            signal.signal(sig, lambda *_: stop.set())
     refused: str | None = None  # the revision last refused, said once
     failing: str | None = None  # the last failure, said once until it changes or ends
     while True:
@@ -138,9 +143,9 @@ def sync(
                 out.print(f"{folder}: up to date at {done.before[:12]}", markup=False)
             if done.problems and interval is None:
                 raise typer.Exit(1)
-        if interval is None:
+        sys.stdout.flush()  # a unit's journal shows each round as it happens
+        if interval is None or stop.wait(interval):
             return
-        time.sleep(interval)
 
 
 @app.command()
