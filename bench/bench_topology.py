@@ -227,6 +227,28 @@ def _stop(started: list) -> None:
         log.close()
 
 
+def _burst_split(
+    args: argparse.Namespace,
+    sink: Sink,
+    title: str,
+    receivers: list,
+    workers: list,
+    prefect: dict[str, list[int]],
+) -> float:
+    """The burst across ``receivers`` once they serve the hook, the workers' and ``prefect``'s
+    processes (and PostgreSQL) measured."""
+    hooks = [_hook(Path(log.name), time.time() + 120) for _, _, log in receivers]
+    time.sleep(5)  # the workers' start
+    print(f"{title}: {args.events} events")
+    kinds = {
+        "receivers": [p.pid for p, _, _ in receivers],
+        "workers": [p.pid for p, _, _ in workers],
+        **prefect,
+        "PostgreSQL": _by_name("postgres"),
+    }
+    return _burst(hooks, sink, args.events, args.senders, kinds)
+
+
 def _split(args: argparse.Namespace, sink: Sink) -> float:
     with fresh_databases(args.postgres, "zapflow_bench") as (inbox,):
         prefect = ThrowawayPrefect("zapflow-bench-split-")
@@ -237,23 +259,14 @@ def _split(args: argparse.Namespace, sink: Sink) -> float:
         receivers = [_serve(folder, prefect.home, "receiver", inbox, env) for _ in range(2)]
         workers = [_serve(folder, prefect.home, "worker", inbox, env) for _ in range(2)]
         try:
-            hooks = [_hook(Path(log.name), time.time() + 120) for _, _, log in receivers]
-            time.sleep(5)  # the workers' start
-            print(
-                f"zapflow split, Prefect not (receivers x2, workers x2, PostgreSQL inbox; one "
-                f"Prefect server on SQLite): {args.events} events"
-            )
-            return _burst(
-                hooks,
+            return _burst_split(
+                args,
                 sink,
-                args.events,
-                args.senders,
-                {
-                    "receivers": [p.pid for p, _, _ in receivers],
-                    "workers": [p.pid for p, _, _ in workers],
-                    "Prefect server": [pid for pid in [prefect.pid] if pid],
-                    "PostgreSQL": _by_name("postgres"),
-                },
+                "zapflow split, Prefect not (receivers x2, workers x2, PostgreSQL inbox; one "
+                "Prefect server on SQLite)",
+                receivers,
+                workers,
+                {"Prefect server": [pid for pid in [prefect.pid] if pid]},
             )
         finally:
             _stop(receivers + workers)
@@ -282,24 +295,16 @@ def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: 
             _serve(folder, home, "worker", inbox, {"PREFECT_API_URL": api}) for api in prefect.apis
         ]
         started = receivers + workers
-        deadline = time.time() + 120
-        hooks = [_hook(Path(log.name), deadline) for _, _, log in receivers]
-        time.sleep(5)  # the workers' start
-        print(
-            f"topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, workers "
-            f"x2, PostgreSQL inbox): {args.events} events"
-        )
-        return _burst(
-            hooks,
+        return _burst_split(
+            args,
             sink,
-            args.events,
-            args.senders,
+            "topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, workers "
+            "x2, PostgreSQL inbox)",
+            receivers,
+            workers,
             {
-                "receivers": [p.pid for p, _, _ in receivers],
-                "workers": [p.pid for p, _, _ in workers],
                 "Prefect API x2": prefect.api_pids,
                 "Prefect services": [prefect.services_pid],
-                "PostgreSQL": _by_name("postgres"),
                 "Redis": _by_name("redis-server"),
             },
         )

@@ -179,34 +179,9 @@ class ThrowawayPrefect:
 
         self.home = Path(tempfile.mkdtemp(prefix=prefix))
         self.env = {"ZAPFLOW_HOME": str(self.home), "PREFECT_SERVER_UI_ENABLED": "false"}
-        self._proc: subprocess.Popen[bytes] | None = None
-        if self.python:
-            self._start_on(self.python)
-            return
         with environment(**self.env):
-            self.api_url = server.start(free_port(), announce=False)
+            self.api_url = server.start(free_port(), announce=False, python=self.python)
             self.pid = server.running_pid()
-
-    def _start_on(self, python: str) -> None:
-        from flows import server
-
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, **server.SERVER_SETTINGS, **self.env}
-        env["PREFECT_HOME"] = str(self.home / "prefect")
-        env.pop("PREFECT_API_URL", None)
-        with (self.home / "prefect-server.log").open("ab") as log:
-            self._proc = subprocess.Popen(
-                [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-                + ["--port", str(port)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: os.nice(server.SERVER_NICENESS),  # as server.start does
-            )
-        self.pid = self._proc.pid
-        wait_until(lambda: server.healthy(self.api_url), 120, f"no Prefect server on {python}")
 
     def stop(self, *processes: subprocess.Popen[Any], grace: float = 5.0) -> None:
         """Stop ``processes`` (SIGTERM, then SIGKILL after ``grace`` s), then the server."""
@@ -219,11 +194,6 @@ class ThrowawayPrefect:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(30)
-            shutil.rmtree(self.home, ignore_errors=True)
-            return
         if self.pid:
             # server.stop() waits until the pid is gone; this process is its parent: reap it.
             threading.Thread(target=_reap, args=(self.pid,), daemon=True).start()

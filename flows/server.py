@@ -128,12 +128,13 @@ def _lower_priority() -> None:
         os.nice(SERVER_NICENESS)
 
 
-def start(port: int | None = None, *, announce: bool = True) -> str:
+def start(port: int | None = None, *, announce: bool = True, python: str | None = None) -> str:
     """Start zapflow's own Prefect server (if it is not running) and wait until it answers.
 
     A server already answering on the port that another zapflow folder started keeps *that*
     folder's history: it is refused (the two histories would mix) unless
-    ``ZAPFLOW_SHARE_PREFECT=1`` says to share it."""
+    ``ZAPFLOW_SHARE_PREFECT=1`` says to share it. ``python``: the interpreter to run it with,
+    when not this one (one with the same Prefect installed; bench_topology's --prefect-python)."""
     port = port or own_port()
     url = own_api_url(port)
     if healthy(url):
@@ -168,7 +169,7 @@ def start(port: int | None = None, *, announce: bool = True) -> str:
     with open(log_file(), "ab") as log:
         proc = subprocess.Popen(
             [
-                sys.executable,
+                python or sys.executable,
                 "-m",
                 "prefect",
                 "server",

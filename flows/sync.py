@@ -92,9 +92,10 @@ def sync(folder: Path, upstream: str | None = None) -> Synced:
     _git(root, "fetch", "--quiet", remote, branch)
     before = _git(root, "rev-parse", "HEAD")
     target = _git(root, "rev-parse", f"{target_ref}^{{commit}}")
-    if target == before or _git(root, "merge-base", before, target) == target:
+    base = before if target == before else _git(root, "merge-base", before, target)
+    if base == target:
         return Synced(before, before, target, [], [])  # up to date, or ahead (not ours to push)
-    if _git(root, "merge-base", before, target) != before:
+    if base != before:
         raise SyncError(
             f"the checkout at {root} has commits of its own that {target_ref} does not: sync "
             f"only fast-forwards (reset it to {target_ref}, or push them first)"
