@@ -1,8 +1,11 @@
-"""One host against the several-machines topology, on the same burst, in one run.
+"""One host against the several-machines topology, on the same bursts, in one run.
 
     .venv/bin/python bench/bench_topology.py --redis redis://127.0.0.1:6379 \\
         --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test [--events 2000] [--senders 50]
-        [--prefect-env NAME=VALUE ...] [--prefect-python PY] [--rounds 3]
+        [--rounds 3] [--prefect-python PY] [--prefect-env NAME=VALUE ...]
+        [--worker-concurrency N]
+
+Three configurations, started once and kept running side by side:
 
 1. one host: ``zapflow serve`` (``--role all``) with its own Prefect server (SQLite), as
    bench_compare runs it;
@@ -13,16 +16,24 @@
    API replica), the senders split between the receivers. ``--prefect-env`` sets a Prefect
    setting on its API replicas and services (to try one).
 
+Each round sends each configuration a burst in turn, the order reversed every round: this
+machine's speed drifts by tens of per cent within minutes (the same process measured 6.1 to 9.6
+ms per run in consecutive bursts), so what compares is a round's bursts, a minute apart, and the
+median of the rounds' ratios.
+
 ``--prefect-python`` runs every Prefect server process of the three on another Python (a venv
 with ``prefect==3.9.1 prefect-redis==0.3.0``): Prefect's timestamps are pendulum objects below
 Python 3.13 and plain datetimes from it. zapflow's own processes stay on this Python.
 
-The zap is bench_compare's (catch hook → one HTTP POST to the sink). For each: zap runs/s (first
-send → last action), event → action p50/p99 (sink arrival − sent), and CPU seconds per zap run
-by process kind, counted from the first send until every process is quiet again (Prefect records
-the last runs after their actions). On one machine the processes share its cores, so what
-compares is CPU per run: what the topology's coordination (PostgreSQL's inbox, Redis, two API
-replicas) costs over one host, per run.
+The zap is bench_compare's (catch hook → one HTTP POST to the sink). For each burst: zap runs/s
+(first send → last action), event → action p50/p99 (sink arrival − sent), and CPU seconds per
+zap run by process kind, counted from the first send until every process is quiet again
+(Prefect records the last runs after their actions). What the processes spend with nothing to
+do (measured for ten seconds before each burst: their loops, leases, heartbeats, Prefect's
+services) is a cost per second, not per run; it is printed apart and taken out of the "idle
+apart" figure, and both figures are compared. On one machine the processes share its cores, so
+what compares is CPU per run: what the topology's coordination (PostgreSQL's inbox, Redis, two
+API replicas) costs over one host, per run.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness import Sink, ThrowawayPrefect, missed_enquiry, send_events
@@ -45,6 +57,7 @@ from topology import PrefectAtScale, fresh_databases
 from zapflow_system import ZAP, start_zapflow
 
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_SECONDS = 10
 
 
 def _by_name(name: str) -> list[int]:
@@ -81,9 +94,10 @@ def _settle(trees: dict[str, set[int]], quiet: float = 0.15, limit: float = 120)
 
 
 def _burst(
-    urls: list[str], sink: Sink, events: int, senders: int, kinds: dict[str, list[int]]
-) -> float:
-    """Send the burst (split between ``urls``), wait for every action, print the figures."""
+    urls: list[str], sink: Sink, events: int, senders: int, kinds: dict[str, Pids]
+) -> tuple[float, float]:
+    """Send the burst (split between ``urls``), wait for every action, print the figures;
+    returns CPU ms per run of every process, idle apart and all of it."""
     prefix = f"b{uuid.uuid4().hex[:6]}-"
     warm = [threading.Thread(target=send_events, args=(u, 5, 1, missed_enquiry)) for u in urls]
     for thread in warm:
@@ -91,7 +105,15 @@ def _burst(
     for thread in warm:
         thread.join()
     time.sleep(3)
-    trees = {kind: _tree(pids) for kind, pids in kinds.items()}
+    trees = {kind: _tree(pids() if callable(pids) else pids) for kind, pids in kinds.items()}
+    # What the processes spend with nothing to do (their loops, leases, heartbeats, Prefect's
+    # services) is a cost per second, not per run: measured first, so that the burst's figure
+    # can be split into that and what each run adds.
+    idle_from = {kind: _ticks(pids) for kind, pids in trees.items()}
+    time.sleep(IDLE_SECONDS)
+    idle = {
+        kind: (_ticks(pids) - idle_from[kind]) / TICK / IDLE_SECONDS for kind, pids in trees.items()
+    }
     before = {kind: _ticks(pids) for kind, pids in trees.items()}
     sends: list = []
     share = events // len(urls)
@@ -122,21 +144,34 @@ def _burst(
         f"p99 {p99:.0f} ms"
     )
     _settle(trees)
-    all_cpu = 0.0
+    span = time.time() - start
+    all_cpu = all_idle = 0.0
+    runs = max(done, 1)
+    print(f"    {'':<22} {'CPU':>8}  {'per run':>9}  {'idle':>10}  {'per run, idle apart':>19}")
     for kind, pids in trees.items():
         seconds = (_ticks(pids) - before[kind]) / TICK
         all_cpu += seconds
-        print(f"    {kind:<22} {seconds:6.1f} s CPU  {1000 * seconds / max(done, 1):6.2f} ms/run")
-    print(f"    {'all':<22} {all_cpu:6.1f} s CPU  {1000 * all_cpu / max(done, 1):6.2f} ms/run")
-    return 1000 * all_cpu / max(done, 1)
+        all_idle += idle[kind]
+        print(
+            f"    {kind:<22} {seconds:6.1f} s  {1000 * seconds / runs:6.2f} ms  "
+            f"{idle[kind]:5.3f} core  {1000 * (seconds - idle[kind] * span) / runs:16.2f} ms"
+        )
+    print(
+        f"    {'all':<22} {all_cpu:6.1f} s  {1000 * all_cpu / runs:6.2f} ms  "
+        f"{all_idle:5.3f} core  {1000 * (all_cpu - all_idle * span) / runs:16.2f} ms"
+        f"   ({span:.0f} s from first send to quiet)"
+    )
+    return 1000 * (all_cpu - all_idle * span) / runs, 1000 * all_cpu / runs
 
 
-def _serve(folder: Path, home: Path, role: str, inbox: str, env: dict[str, str]) -> tuple:
+def _serve(
+    folder: Path, home: Path, role: str, inbox: str, env: dict[str, str], *options: str
+) -> tuple:
     port = free_port()
     log = (home / f"{role}-{port}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-c", "from flows.cli import main; main()", "serve", str(folder)]
-        + ["--role", role, "--inbox", inbox, "--port", str(port)],
+        + ["--role", role, "--inbox", inbox, "--port", str(port), *options],
         env={**os.environ, **env, "ZAPFLOW_HOME": str(home / f"{role}-{port}"), "COLUMNS": "300"},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -170,46 +205,63 @@ def main() -> None:
         help="run every Prefect server process on this Python (with prefect and prefect-redis)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="run the three in turn this many times"
+        "--worker-concurrency",
+        type=int,
+        help="each worker's --concurrency (serve's default: 50, as one host's)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="bursts per configuration, in alternating order"
     )
     args = parser.parse_args()
     ThrowawayPrefect.python = args.prefect_python
     sink = Sink()
-    figures: dict[str, list[float]] = {"one host": [], "zapflow split": [], "topology": []}
+    figures: dict[str, list[tuple[float, float]]] = {}
     try:
-        for round_ in range(1, args.rounds + 1):
-            if args.rounds > 1:
+        with contextlib.ExitStack() as running:
+            # All three run from the start, side by side, and take the burst in turn (the order
+            # reversed every round): this machine's speed drifts by tens of per cent from one
+            # minute to the next, so what compares is one round's bursts, a minute apart.
+            configurations = [
+                running.enter_context(start(args, sink)) for start in (_one_host, _split, _topology)
+            ]
+            for round_ in range(1, args.rounds + 1):
                 print(f"--- round {round_} of {args.rounds}")
-            figures["one host"].append(_one_host(args, sink))
-            figures["zapflow split"].append(_split(args, sink))
-            figures["topology"].append(_topology(args, sink))
+                order = configurations if round_ % 2 else configurations[::-1]
+                for name, title, urls, kinds in order:
+                    print(f"{title}: {args.events} events")
+                    figure = _burst(urls, sink, args.events, args.senders, kinds)
+                    figures.setdefault(name, []).append(figure)
     finally:
         sink.stop()
-    if args.rounds > 1:
-        # This machine's speed drifts by tens of per cent from one minute to the next: the least
-        # CPU a configuration needed is its least disturbed figure.
-        print("CPU per zap run, all processes (least / median of the rounds):")
-        for name, values in figures.items():
-            print(f"  {name:<14} {min(values):6.2f} / {statistics.median(values):6.2f} ms")
-        least = min(figures["topology"]) / min(figures["one host"]) - 1
+    print("CPU per zap run, all processes, idle apart (least / median of the rounds):")
+    for name, pairs in figures.items():
+        values = [apart for apart, _ in pairs]
+        print(f"  {name:<14} {min(values):6.2f} / {statistics.median(values):6.2f} ms")
+    for label, index in (("idle apart", 0), ("all of it", 1)):
+        ratios = [
+            t[index] / o[index] - 1
+            for t, o in zip(figures["topology"], figures["one host"], strict=True)
+        ]
         print(
-            f"  topology against one host: {100 * least:+.0f} % (least), per round: "
-            + ", ".join(
-                f"{100 * (t / o - 1):+.0f} %"
-                for t, o in zip(figures["topology"], figures["one host"], strict=True)
-            )
+            f"  topology against one host, {label}: median {100 * statistics.median(ratios):+.0f} %"
+            ", per round: " + ", ".join(f"{100 * r:+.0f} %" for r in ratios)
         )
 
 
-def _one_host(args: argparse.Namespace, sink: Sink) -> float:
-    print(f"one host (serve --role all, its own Prefect server): {args.events} events")
+Pids = list[int] | Callable[[], list[int]]
+"""A process kind's pids, or how to find them when a burst starts (PostgreSQL's backends)."""
+Started = Iterator[tuple[str, str, list[str], dict[str, Pids]]]
+"""A configuration once it serves the hook: its name, title, hook URLs and process kinds."""
+
+
+@contextlib.contextmanager
+def _one_host(args: argparse.Namespace, sink: Sink) -> Started:
     url, _, pids, stop = start_zapflow(sink.url)
     try:
-        return _burst(
+        yield (
+            "one host",
+            "one host (serve --role all, its own Prefect server)",
             [url],
-            sink,
-            args.events,
-            args.senders,
             {"serve + receiver": pids[:1], "Prefect server": pids[1:]},
         )
     finally:
@@ -227,29 +279,29 @@ def _stop(started: list) -> None:
         log.close()
 
 
-def _burst_split(
-    args: argparse.Namespace,
-    sink: Sink,
-    title: str,
-    receivers: list,
-    workers: list,
-    prefect: dict[str, list[int]],
-) -> float:
-    """The burst across ``receivers`` once they serve the hook, the workers' and ``prefect``'s
-    processes (and PostgreSQL) measured."""
-    hooks = [_hook(Path(log.name), time.time() + 120) for _, _, log in receivers]
-    time.sleep(5)  # the workers' start
-    print(f"{title}: {args.events} events")
-    kinds = {
+def _concurrency(args: argparse.Namespace) -> list[str]:
+    return ["--concurrency", str(args.worker_concurrency)] if args.worker_concurrency else []
+
+
+def _kinds(receivers: list, workers: list, prefect: dict[str, Pids]) -> dict[str, Pids]:
+    return {
         "receivers": [p.pid for p, _, _ in receivers],
         "workers": [p.pid for p, _, _ in workers],
         **prefect,
-        "PostgreSQL": _by_name("postgres"),
+        # every configuration's PostgreSQL backends: the others' are idle meanwhile (and idle
+        # is measured apart)
+        "PostgreSQL": lambda: _by_name("postgres"),
     }
-    return _burst(hooks, sink, args.events, args.senders, kinds)
 
 
-def _split(args: argparse.Namespace, sink: Sink) -> float:
+def _hooks(receivers: list) -> list[str]:
+    hooks = [_hook(Path(log.name), time.time() + 120) for _, _, log in receivers]
+    time.sleep(5)  # the workers' start
+    return hooks
+
+
+@contextlib.contextmanager
+def _split(args: argparse.Namespace, sink: Sink) -> Started:
     with fresh_databases(args.postgres, "zapflow_bench") as (inbox,):
         prefect = ThrowawayPrefect("zapflow-bench-split-")
         folder = prefect.home / "zaps"
@@ -257,60 +309,60 @@ def _split(args: argparse.Namespace, sink: Sink) -> float:
         (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
         env = {"PREFECT_API_URL": prefect.api_url}
         receivers = [_serve(folder, prefect.home, "receiver", inbox, env) for _ in range(2)]
-        workers = [_serve(folder, prefect.home, "worker", inbox, env) for _ in range(2)]
+        workers = [
+            _serve(folder, prefect.home, "worker", inbox, env, *_concurrency(args))
+            for _ in range(2)
+        ]
         try:
-            return _burst_split(
-                args,
-                sink,
+            yield (
+                "zapflow split",
                 "zapflow split, Prefect not (receivers x2, workers x2, PostgreSQL inbox; one "
                 "Prefect server on SQLite)",
-                receivers,
-                workers,
-                {"Prefect server": [pid for pid in [prefect.pid] if pid]},
+                _hooks(receivers),
+                _kinds(
+                    receivers, workers, {"Prefect server": [pid for pid in [prefect.pid] if pid]}
+                ),
             )
         finally:
             _stop(receivers + workers)
             prefect.stop()
 
 
-def _topology(args: argparse.Namespace, sink: Sink) -> float:
+@contextlib.contextmanager
+def _topology(args: argparse.Namespace, sink: Sink) -> Started:
     with fresh_databases(args.postgres, "zapflow_bench", "prefect_bench") as (inbox, prefect_db):
-        return _run_topology(args, sink, inbox, prefect_db)
-
-
-def _run_topology(args: argparse.Namespace, sink: Sink, inbox: str, prefect_db: str) -> float:
-    home = Path(tempfile.mkdtemp(prefix="zapflow-bench-topology-"))
-    folder = home / "zaps"
-    folder.mkdir()
-    (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
-    prefect = PrefectAtScale(
-        prefect_db, args.redis, home / "prefect", args.prefect_python or sys.executable
-    )
-    prefect.env.update(dict(item.split("=", 1) for item in args.prefect_env))
-    started: list = []
-    try:
-        prefect.start()
-        receivers = [_serve(folder, home, "receiver", inbox, {}) for _ in range(2)]
-        workers = [
-            _serve(folder, home, "worker", inbox, {"PREFECT_API_URL": api}) for api in prefect.apis
-        ]
-        started = receivers + workers
-        return _burst_split(
-            args,
-            sink,
-            "topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, workers "
-            "x2, PostgreSQL inbox)",
-            receivers,
-            workers,
-            {
+        home = Path(tempfile.mkdtemp(prefix="zapflow-bench-topology-"))
+        folder = home / "zaps"
+        folder.mkdir()
+        (folder / "bench.yaml").write_text(ZAP.format(sink=sink.url, before=""))
+        prefect = PrefectAtScale(
+            prefect_db, args.redis, home / "prefect", args.prefect_python or sys.executable
+        )
+        prefect.env.update(dict(item.split("=", 1) for item in args.prefect_env))
+        started: list = []
+        try:
+            prefect.start()
+            receivers = [_serve(folder, home, "receiver", inbox, {}) for _ in range(2)]
+            workers = [
+                _serve(folder, home, "worker", inbox, {"PREFECT_API_URL": api}, *_concurrency(args))
+                for api in prefect.apis
+            ]
+            started = receivers + workers
+            prefect_kinds: dict[str, Pids] = {
                 "Prefect API x2": prefect.api_pids,
                 "Prefect services": [prefect.services_pid],
-                "Redis": _by_name("redis-server"),
-            },
-        )
-    finally:
-        _stop(started)
-        prefect.stop()
+                "Redis": lambda: _by_name("redis-server"),
+            }
+            yield (
+                "topology",
+                "topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, "
+                "workers x2, PostgreSQL inbox)",
+                _hooks(receivers),
+                _kinds(receivers, workers, prefect_kinds),
+            )
+        finally:
+            _stop(started)
+            prefect.stop()
 
 
 if __name__ == "__main__":
