@@ -38,6 +38,7 @@ from flows.intake.members import ROLES
 from flows.intake.pollers import Pollers
 from flows.intake.receiver_process import STATUS_EVERY, Server, status_line
 from flows.intake.threaded import ThreadedInbox
+from flows.prefect_bridge import hand_over_in_bunches
 
 log = logging.getLogger("zapflow.serve")
 
@@ -363,6 +364,7 @@ class _Serve:
         retention: timedelta | None,
         metrics_port: int | None,
     ) -> None:
+        hand_over_in_bunches()  # events and log records to Prefect's senders (prefect_bridge)
         # The dispatcher's own inbox runs its transactions on a thread of their own, so they
         # never hold the write lock while this loop runs zaps (see flows.intake.threaded).
         self.claims = cast(Inbox, await ThreadedInbox.open(self.inbox_url))
