@@ -89,7 +89,8 @@ class _Handover:
     bench_topology's burst, that hand-over (the queue's put and the wake-up) took 13 % of a
     worker's time, one event and one log record per step. Held here for up to
     ``HAND_OVER_EVERY`` seconds and handed over together, a bunch costs one wake-up; the
-    history is as complete, and as timely as Prefect's senders make it anyway.
+    history is as complete, and arrives at most that much later (a crash loses what is held,
+    as it loses what Prefect's own queues hold).
 
     Each item is handed over in the context it was sent in (the events worker reads a run's
     related resources from it), in the order sent; a drain of either service (at exit, or
