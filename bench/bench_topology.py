@@ -31,7 +31,10 @@ zap run by process kind, counted from the first send until every process is quie
 (Prefect records the last runs after their actions). What the processes spend with nothing to
 do (measured for ten seconds before each burst: their loops, leases, heartbeats, Prefect's
 services) is a cost per second, not per run; it is printed apart and taken out of the "idle
-apart" figure, and both figures are compared. On one machine the processes share its cores, so
+apart" figure, and both figures are compared. Then the events Prefect recorded per run, by
+name (a step that outlasts RUNNING_AFTER records Running too; Prefect's cost goes by events),
+and the transactions per run of each database on the PostgreSQL server (the inbox's claims
+and group commits). On one machine the processes share its cores, so
 what compares is CPU per run: what the topology's coordination (PostgreSQL's inbox, Redis, two
 API replicas) costs over one host, per run.
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
 import statistics
 import subprocess
@@ -51,13 +55,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 from harness import Sink, ThrowawayPrefect, missed_enquiry, send_events
 from procs import _cpu_ticks, _tree, free_port
-from topology import PrefectAtScale, fresh_databases
+from topology import PrefectAtScale, fresh_databases, transactions
 from zapflow_system import ZAP, start_zapflow
 
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_SECONDS = 10
+POSTGRES = ""
+"""The PostgreSQL server's URL (``--postgres``)."""
 
 
 def _by_name(name: str) -> list[int]:
@@ -70,6 +77,12 @@ def _by_name(name: str) -> list[int]:
         except OSError:
             pass
     return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """A process's environment (one host's serve: the Prefect API it records to)."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
 
 def _ticks(pids: set[int]) -> int:
@@ -93,8 +106,19 @@ def _settle(trees: dict[str, set[int]], quiet: float = 0.15, limit: float = 120)
         last = now
 
 
+def _prefect_events(api: str, since: datetime.datetime) -> dict[str, int]:
+    """Events Prefect recorded since ``since``, by event name (its own count-by endpoint)."""
+    reply = httpx.post(
+        f"{api}/events/count-by/event",
+        json={"filter": {"occurred": {"since": since.isoformat()}}},
+        timeout=60,
+    )
+    reply.raise_for_status()
+    return {row["value"]: row["count"] for row in reply.json()}
+
+
 def _burst(
-    urls: list[str], sink: Sink, events: int, senders: int, kinds: dict[str, Pids]
+    urls: list[str], api: str, sink: Sink, events: int, senders: int, kinds: dict[str, Pids]
 ) -> tuple[float, float]:
     """Send the burst (split between ``urls``), wait for every action, print the figures;
     returns CPU ms per run of every process, idle apart and all of it."""
@@ -124,6 +148,8 @@ def _burst(
         )
 
     start = time.time()
+    since = datetime.datetime.now(datetime.UTC)
+    xacts = transactions(POSTGRES) if POSTGRES else {}
     threads = [threading.Thread(target=send, args=(u, k)) for k, u in enumerate(urls)]
     for thread in threads:
         thread.start()
@@ -160,6 +186,29 @@ def _burst(
         f"    {'all':<22} {all_cpu:6.1f} s  {1000 * all_cpu / runs:6.2f} ms  "
         f"{all_idle:5.3f} core  {1000 * (all_cpu - all_idle * span) / runs:16.2f} ms"
         f"   ({span:.0f} s from first send to quiet)"
+    )
+    if POSTGRES:  # a transaction is a round trip or more, and PostgreSQL's work
+        after = transactions(POSTGRES)
+        busy = {
+            name: (after[name] - xacts.get(name, 0)) / runs
+            for name in after
+            if name.startswith(("zapflow_bench", "prefect_bench"))
+        }
+        print(
+            "    PostgreSQL transactions per run: "
+            + ", ".join(f"{name} {count:.2f}" for name, count in busy.items() if count >= 0.05)
+        )
+    # Prefect's cost goes by the events it records: a step that outlasts RUNNING_AFTER records
+    # a Running state before its final one.
+    recorded = _prefect_events(api, since)
+    print(
+        f"    Prefect events per run: {sum(recorded.values()) / runs:.2f} ("
+        + ", ".join(
+            f"{name.removeprefix('prefect.')} {count / runs:.2f}"
+            for name, count in sorted(recorded.items(), key=lambda item: -item[1])
+            if count / runs >= 0.005
+        )
+        + ")"
     )
     return 1000 * (all_cpu - all_idle * span) / runs, 1000 * all_cpu / runs
 
@@ -214,6 +263,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     ThrowawayPrefect.python = args.prefect_python
+    global POSTGRES
+    POSTGRES = args.postgres
     sink = Sink()
     figures: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -227,9 +278,9 @@ def main() -> None:
             for round_ in range(1, args.rounds + 1):
                 print(f"--- round {round_} of {args.rounds}")
                 order = configurations if round_ % 2 else configurations[::-1]
-                for name, title, urls, kinds in order:
+                for name, title, urls, api, kinds in order:
                     print(f"{title}: {args.events} events")
-                    figure = _burst(urls, sink, args.events, args.senders, kinds)
+                    figure = _burst(urls, api, sink, args.events, args.senders, kinds)
                     figures.setdefault(name, []).append(figure)
     finally:
         sink.stop()
@@ -250,8 +301,9 @@ def main() -> None:
 
 Pids = list[int] | Callable[[], list[int]]
 """A process kind's pids, or how to find them when a burst starts (PostgreSQL's backends)."""
-Started = Iterator[tuple[str, str, list[str], dict[str, Pids]]]
-"""A configuration once it serves the hook: its name, title, hook URLs and process kinds."""
+Started = Iterator[tuple[str, str, list[str], str, dict[str, Pids]]]
+"""A configuration once it serves the hook: its name, title, hook URLs, Prefect's API URL and
+process kinds."""
 
 
 @contextlib.contextmanager
@@ -262,6 +314,7 @@ def _one_host(args: argparse.Namespace, sink: Sink) -> Started:
             "one host",
             "one host (serve --role all, its own Prefect server)",
             [url],
+            _environ(pids[0])["PREFECT_API_URL"],
             {"serve + receiver": pids[:1], "Prefect server": pids[1:]},
         )
     finally:
@@ -319,6 +372,7 @@ def _split(args: argparse.Namespace, sink: Sink) -> Started:
                 "zapflow split, Prefect not (receivers x2, workers x2, PostgreSQL inbox; one "
                 "Prefect server on SQLite)",
                 _hooks(receivers),
+                prefect.api_url,
                 _kinds(
                     receivers, workers, {"Prefect server": [pid for pid in [prefect.pid] if pid]}
                 ),
@@ -358,6 +412,7 @@ def _topology(args: argparse.Namespace, sink: Sink) -> Started:
                 "topology (Prefect API x2 on PostgreSQL + Redis + services, receivers x2, "
                 "workers x2, PostgreSQL inbox)",
                 _hooks(receivers),
+                prefect.apis[0],  # the replicas share one database
                 _kinds(receivers, workers, prefect_kinds),
             )
         finally:

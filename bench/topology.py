@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -31,6 +32,23 @@ async def _admin(url: str, statement: str) -> None:
     async with engine.connect() as conn:
         await conn.exec_driver_sql(statement)
     await engine.dispose()
+
+
+async def _query(url: str, statement: str) -> list[tuple[Any, ...]]:
+    engine = create_async_engine(sa.make_url(url).set(drivername="postgresql+asyncpg"))
+    async with engine.connect() as conn:
+        rows = [tuple(row) for row in (await conn.exec_driver_sql(statement)).all()]
+    await engine.dispose()
+    return rows
+
+
+def transactions(url: str) -> dict[str, int]:
+    """Transactions each database of the PostgreSQL server at ``url`` has committed or rolled
+    back so far (``pg_stat_database``; its figures lag by up to half a second)."""
+    rows = asyncio.run(
+        _query(url, "SELECT datname, xact_commit + xact_rollback FROM pg_stat_database")
+    )
+    return {name: int(count) for name, count in rows if name}
 
 
 @contextlib.contextmanager
