@@ -21,6 +21,9 @@ client for as long as they are served (a new one costs ~30 ms: its TLS context) 
 each zap's flow id, so opening a run is that one request. Its steps' task runs are recorded as
 ``flows.task_runs`` records them, whichever way the flow run is driven.
 
+Each live run runs up to the zap's ``concurrency`` events at once, and all of a process's live
+runs together as many as its event loop keeps up with (``flows.loop_limit``).
+
 One (event, zap) run is still one row in ``zapflow runs`` (the inbox's run ledger), which
 names the flow run that recorded it.
 """
@@ -43,6 +46,7 @@ from prefect.states import Crashed
 
 from flows.compiler import EventRun, batch_summary, compile_zap, run_event, run_tags
 from flows.events import Event
+from flows.loop_limit import LoopLimit
 from flows.plan import ZapPlan
 from flows.prefect_bridge import create_running_flow_run, flow_run_context
 from flows.runtime import Journal
@@ -62,6 +66,8 @@ class Feed:
     max_events: int
     max_age: float
     concurrency: int
+    limit: LoopLimit | None = None
+    """The serve process's runs at once, across its zaps (``flows.loop_limit``)."""
     queue: asyncio.Queue[tuple[Event, Journal | None, asyncio.Future[EventRun]]] = field(
         default_factory=asyncio.Queue
     )
@@ -137,12 +143,16 @@ async def serve_feed(feed: Feed, plan: ZapPlan) -> list[EventRun]:
             raise
         finally:
             gate.release()
+            if feed.limit is not None:
+                feed.limit.release()
         results.append(result)
         if not future.done():
             future.set_result(result)
 
     while (item := await feed.next()) is not None:
         await gate.acquire()
+        if feed.limit is not None:
+            await feed.limit.acquire()
         runner = asyncio.create_task(one(*item))
         running.add(runner)
         runner.add_done_callback(running.discard)
@@ -168,9 +178,13 @@ class LiveRuns:
         max_events: int = 5000,
         max_age: float = 600.0,
         concurrency: int = 50,
+        at_once: int | None = None,
     ) -> None:
+        """``concurrency``: runs of one zap at once; ``at_once``: of all zaps, at most (the
+        loop's lateness may hold them to fewer: ``flows.loop_limit``), None for no such limit."""
         self.idle, self.max_events, self.max_age = idle, max_events, max_age
         self.concurrency = concurrency
+        self.limit = LoopLimit(at_once) if at_once else None
         self._live: dict[str, _Live] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
@@ -212,7 +226,7 @@ class LiveRuns:
 
     async def _open(self, plan: ZapPlan) -> _Live:
         zap = plan.zap
-        feed = Feed(self.idle, self.max_events, self.max_age, self.concurrency)
+        feed = Feed(self.idle, self.max_events, self.max_age, self.concurrency, self.limit)
         flow = compile_zap(plan)
         parameters = {"zap": zap.model_dump(mode="json", exclude_defaults=True)}
         opened = datetime.now(UTC).strftime("%H:%M:%S")
@@ -249,6 +263,8 @@ class LiveRuns:
         if tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+        if self.limit is not None:
+            await self.limit.close()
         client, self._client = self._client, None
         if client is not None:
             await client.__aexit__(None, None, None)

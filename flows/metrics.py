@@ -70,6 +70,17 @@ INBOX_EVENTS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+RUNS_AT_ONCE = Gauge(
+    "zapflow_runs_at_once_limit",
+    "How many events this process runs at once for now, across its zaps: as many as it holds "
+    "(500), or fewer while its event loop is late (saturated)",
+    registry=REGISTRY,
+)
+LOOP_LATENESS = Gauge(
+    "zapflow_loop_lateness_seconds",
+    "How late this process's event loop ran a timer, smoothed, at its last look",
+    registry=REGISTRY,
+)
 UNRECOGNISED = Gauge(
     "zapflow_unrecognised_waiting",
     "Deliveries kept because their app could not read them, waiting to be reprocessed",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -98,6 +99,8 @@ class FlakyInput(BaseModel):
     """Fail this many times with an unexpected error (a bug, not a typed connector error)."""
     permanent: bool = False
     value: Any = None
+    seconds: float = 0.0
+    """How long the app takes to answer."""
 
 
 class FlakyOutput(BaseModel):
@@ -110,6 +113,7 @@ async def flaky_call(input: FlakyInput, ctx: ActionContext) -> FlakyOutput:
     """Fails `fail_times` times with a transient error, or for good when `permanent`."""
     ATTEMPTS[ctx.idempotency_key] += 1
     attempt = ATTEMPTS[ctx.idempotency_key]
+    await asyncio.sleep(input.seconds)
     if input.permanent:
         raise PermanentError("the app refused the request: invalid recipient")
     if attempt <= input.crash_times:

@@ -256,3 +256,30 @@ async def test_runs_of_a_dispatcher_whose_heartbeat_stopped_are_taken_over(tmp_p
         names = {w for (w,) in await conn.execute(sa.select(workers.c.worker))}
     assert dispatcher.worker not in names and "near-host:78:1" in names
     await inbox.close()
+
+
+async def test_with_a_backlog_in_hand_a_dispatcher_claims_whole_batches(tmp_path):
+    """Under a burst a claim (one transaction on the shared inbox) takes a batch, not the one
+    event a run finishing has just made room for."""
+    inbox = await Inbox.open(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    await inbox.put_many([hook_event(f"n{i}") for i in range(120)])
+    claims: list[int] = []
+    claim = inbox.claim_and_start
+
+    async def counted(*args, **kwargs):
+        claimed, started = await claim(*args, **kwargs)
+        if claimed:
+            claims.append(len(claimed))
+        return claimed, started
+
+    inbox.claim_and_start = counted  # type: ignore[method-assign]
+    # Runs finishing one at a time, slower than a claim every WRITE_GAP_BUSY takes ten.
+    slow = load_zap_text(
+        "zap: greet-dispatch\ntrigger: {app: builtin, event: catch_hook}\nsteps:\n"
+        "  - {id: n, action: flaky.call, input: {seconds: 0.02}}\n"
+    )
+    dispatcher = Dispatcher(inbox, lambda: [slow], concurrency=1, in_flight=20, batch=10)
+    await drain(dispatcher, inbox)
+    assert dispatcher.stats.runs == 120
+    assert sum(claims) == 120 and set(claims[:-1]) == {10}, claims
+    await inbox.close()

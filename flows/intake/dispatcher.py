@@ -11,8 +11,9 @@ anywhere, its heartbeat stopped SILENT_AFTER seconds ago — else when its lease
 back to the inbox and wait, and the dispatcher backs off until the server answers again.
 
 Runs go to each zap's live flow run (``flows.live``): the dispatcher keeps claiming while runs
-are in flight (up to ``in_flight`` events), and writes the ledger and marks events done in
-group commits, so neither Prefect nor the inbox is asked once per event.
+are in flight (up to ``in_flight`` events, topped up a batch at a time), and writes the ledger
+and marks events done in group commits, so neither Prefect nor the inbox is asked once per
+event.
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ class Dispatcher:
         self.role = role
         self.zap_folder = zap_folder
         self._kept_versions: set[str] = set()
-        self.live = LiveRuns(idle=live_idle, concurrency=concurrency)
+        self.live = LiveRuns(idle=live_idle, concurrency=concurrency, at_once=in_flight)
         self.checkpoints = Checkpoints(inbox)
         self.wake = asyncio.Event()
         self.intake = IntakePressure()
@@ -385,7 +386,10 @@ class Dispatcher:
                 except Exception as exc:
                     log.warning("looking for events of dead dispatchers failed: %s", exc)
             room = self.in_flight - len(self._tasks)
-            if room <= 0:
+            # A claim is a transaction: with events in hand waiting for their turn, the room
+            # a finished run frees waits until there is a batch's worth of it (or half of
+            # in_flight), instead of one claim per finished run under a burst.
+            if room < min(self.batch, max(1, self.in_flight // 2)):
                 self._room.clear()
                 await self._room.wait()
                 continue
