@@ -63,8 +63,6 @@ from zapflow_system import ZAP, start_zapflow
 
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_SECONDS = 10
-POSTGRES = ""
-"""The PostgreSQL server's URL (``--postgres``)."""
 
 
 def _by_name(name: str) -> list[int]:
@@ -118,10 +116,11 @@ def _prefect_events(api: str, since: datetime.datetime) -> dict[str, int]:
 
 
 def _burst(
-    urls: list[str], api: str, sink: Sink, events: int, senders: int, kinds: dict[str, Pids]
+    args: argparse.Namespace, sink: Sink, urls: list[str], api: str, kinds: dict[str, Pids]
 ) -> tuple[float, float]:
     """Send the burst (split between ``urls``), wait for every action, print the figures;
     returns CPU ms per run of every process, idle apart and all of it."""
+    events, senders = args.events, args.senders
     prefix = f"b{uuid.uuid4().hex[:6]}-"
     warm = [threading.Thread(target=send_events, args=(u, 5, 1, missed_enquiry)) for u in urls]
     for thread in warm:
@@ -149,7 +148,7 @@ def _burst(
 
     start = time.time()
     since = datetime.datetime.now(datetime.UTC)
-    xacts = transactions(POSTGRES) if POSTGRES else {}
+    xacts = transactions(args.postgres)
     threads = [threading.Thread(target=send, args=(u, k)) for k, u in enumerate(urls)]
     for thread in threads:
         thread.start()
@@ -187,17 +186,17 @@ def _burst(
         f"{all_idle:5.3f} core  {1000 * (all_cpu - all_idle * span) / runs:16.2f} ms"
         f"   ({span:.0f} s from first send to quiet)"
     )
-    if POSTGRES:  # a transaction is a round trip or more, and PostgreSQL's work
-        after = transactions(POSTGRES)
-        busy = {
-            name: (after[name] - xacts.get(name, 0)) / runs
-            for name in after
-            if name.startswith(("zapflow_bench", "prefect_bench"))
-        }
-        print(
-            "    PostgreSQL transactions per run: "
-            + ", ".join(f"{name} {count:.2f}" for name, count in busy.items() if count >= 0.05)
-        )
+    # a transaction is a round trip or more, and PostgreSQL's work
+    after = transactions(args.postgres)
+    busy = {
+        name: (after[name] - xacts.get(name, 0)) / runs
+        for name in after
+        if name.startswith(("zapflow_bench", "prefect_bench"))
+    }
+    print(
+        "    PostgreSQL transactions per run: "
+        + ", ".join(f"{name} {count:.2f}" for name, count in busy.items() if count >= 0.05)
+    )
     # Prefect's cost goes by the events it records: a step that outlasts RUNNING_AFTER records
     # a Running state before its final one.
     recorded = _prefect_events(api, since)
@@ -263,8 +262,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     ThrowawayPrefect.python = args.prefect_python
-    global POSTGRES
-    POSTGRES = args.postgres
     sink = Sink()
     figures: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -280,7 +277,7 @@ def main() -> None:
                 order = configurations if round_ % 2 else configurations[::-1]
                 for name, title, urls, api, kinds in order:
                     print(f"{title}: {args.events} events")
-                    figure = _burst(urls, api, sink, args.events, args.senders, kinds)
+                    figure = _burst(args, sink, urls, api, kinds)
                     figures.setdefault(name, []).append(figure)
     finally:
         sink.stop()

@@ -25,19 +25,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from flows.server import SERVER_NICENESS, SERVER_SETTINGS
 
 
-async def _admin(url: str, statement: str) -> None:
+async def _admin(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run one statement on its own (CREATE DATABASE cannot run in a transaction); its rows."""
     engine = create_async_engine(
         sa.make_url(url).set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT"
     )
     async with engine.connect() as conn:
-        await conn.exec_driver_sql(statement)
-    await engine.dispose()
-
-
-async def _query(url: str, statement: str) -> list[tuple[Any, ...]]:
-    engine = create_async_engine(sa.make_url(url).set(drivername="postgresql+asyncpg"))
-    async with engine.connect() as conn:
-        rows = [tuple(row) for row in (await conn.exec_driver_sql(statement)).all()]
+        result = await conn.exec_driver_sql(statement)
+        rows = [tuple(row) for row in result.all()] if result.returns_rows else []
     await engine.dispose()
     return rows
 
@@ -46,7 +41,7 @@ def transactions(url: str) -> dict[str, int]:
     """Transactions each database of the PostgreSQL server at ``url`` has committed or rolled
     back so far (``pg_stat_database``; its figures lag by up to half a second)."""
     rows = asyncio.run(
-        _query(url, "SELECT datname, xact_commit + xact_rollback FROM pg_stat_database")
+        _admin(url, "SELECT datname, xact_commit + xact_rollback FROM pg_stat_database")
     )
     return {name: int(count) for name, count in rows if name}
 
